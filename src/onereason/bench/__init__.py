@@ -1,0 +1,1 @@
+"""OneReason-Bench: metrics (DESIGN.md §4), baselines and evaluation reports."""

@@ -1,0 +1,183 @@
+"""The `onereason` command line: `run` chains every stage; each stage also has its own command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from onereason.data.schema import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Load datasets and show statistics.")
+app.add_typer(data_app, name="data")
+console = Console()
+
+RUNS = Path("runs")
+
+
+def _config(config_file: Optional[Path]):
+    from onereason.pipeline import RunConfig
+
+    if config_file is None:
+        return RunConfig()
+    try:
+        return RunConfig.model_validate_json(config_file.read_text())
+    except Exception as e:  # pydantic names the field
+        raise typer.BadParameter(f"{config_file}: {e}") from None
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(2)
+
+
+def print_stats(stats: list[dict]) -> None:
+    t = Table(title="dataset statistics")
+    cols = ["domain", "users", "items", "interactions", "train", "valid", "test", "seq_min", "seq_p50",
+            "seq_mean", "seq_p90", "seq_max"]
+    for c in cols:
+        t.add_column(c, justify="right")
+    for row in stats:
+        t.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    console.print(t)
+
+
+def print_results(results: dict) -> None:
+    ks = [k for k in (10, 20) if k in results["ks"]] or results["ks"][-1:]
+    for group in next(iter(results["methods"].values())):
+        t = Table(title=f"{results['split']} split · {group} · {results['methods']['onereason'][group]['n']} users"
+                        f" · beam {results['beams']} · full ranking")
+        t.add_column("method")
+        cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + [f"sid_validity@{max(results['ks'])}"]
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, res in results["methods"].items():
+            t.add_row(name, *[f"{res[group][c]:.4f}" for c in cols])
+        console.print(t)
+
+
+@app.command()
+def run(
+    datasets: list[str] = typer.Option(["amazon-scientific"], "--dataset", "-d", help="shipped dataset name; repeat for a multi-domain run"),
+    name: str = typer.Option("demo", help="run name: outputs go to runs/<name>/"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="RunConfig JSON (flags below override it)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder holding the datasets (default: the shipped copies)"),
+    model: Optional[str] = typer.Option(None, help="tiny|small|base or a local HF causal LM directory"),
+    epochs: Optional[float] = typer.Option(None, help="training epochs"),
+    beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
+    max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users"),
+    overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
+) -> None:
+    """Run the whole pipeline: data → itemic tokens → training → evaluation."""
+    from onereason import pipeline
+
+    cfg = _config(config_file)
+    cfg.data.datasets = datasets
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    if model:
+        cfg.train.model = model
+    if epochs:
+        cfg.train.loop.epochs = epochs
+    if beams:
+        cfg.eval.beams = beams
+    if max_users:
+        cfg.eval.max_users = max_users
+    try:
+        summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    print_stats(summary["data"]["stats"])
+    it = summary["itemic"]
+    console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
+                  f"collisions before resolution {it['collision_rate_before']:.1%}, after {it['collision_rate_after']:.1%}")
+    tr = summary["train"]
+    console.print(f"train: {tr['steps']} steps, {tr['tokens_per_s']:,.0f} tokens/s, {tr['seconds']:.0f}s")
+    print_results(summary["eval"])
+    console.print(f"artifacts: {RUNS / name}/ (eval/results.md, eval/results.json, train/train_log.jsonl, model/)")
+
+
+@data_app.command("stats")
+def data_stats(
+    datasets: list[str] = typer.Option(["amazon-scientific"], "--dataset", "-d"),
+    data_dir: Optional[Path] = typer.Option(None),
+) -> None:
+    """Users, items, interactions and sequence lengths per domain."""
+    from onereason.data.registry import load_datasets
+    from onereason.data.stats import dataset_stats
+
+    try:
+        ds = load_datasets(datasets, data_dir)
+    except DataError as e:
+        _fail(e)
+    print_stats(dataset_stats(ds).to_dict(orient="records"))
+
+
+@data_app.command("load")
+def data_load(
+    name: str = typer.Option(..., help="run name"),
+    datasets: list[str] = typer.Option([], "--dataset", "-d"),
+    data_dir: Optional[Path] = typer.Option(None),
+    interactions: Optional[Path] = typer.Option(None, help="your interactions file (csv/tsv/parquet/jsonl)"),
+    items: Optional[Path] = typer.Option(None, help="your items file"),
+    domain: str = typer.Option("custom", help="domain name for your files"),
+    columns: str = typer.Option("", help="schema=column pairs, e.g. user_id=userId,item_id=movieId"),
+) -> None:
+    """Write runs/<name>/data/*.parquet from shipped datasets and/or your own files."""
+    from onereason.pipeline import DataConfig, GenericSource, run_data
+
+    generic = []
+    if interactions or items:
+        if not (interactions and items):
+            raise typer.BadParameter("--interactions and --items go together")
+        mapping = dict(pair.split("=", 1) for pair in columns.split(",") if pair)
+        generic.append(GenericSource(interactions=interactions, items=items, domain=domain, columns=mapping))
+    try:
+        out = run_data(DataConfig(datasets=datasets, data_dir=data_dir, generic=generic), RUNS / name)
+    except DataError as e:
+        _fail(e)
+    print_stats(out["stats"])
+
+
+@app.command()
+def itemic(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+    """Semantic IDs, trie and tokenizer for runs/<name>/data."""
+    from onereason.itemic import build
+
+    stats = build.run(_config(config_file).itemic, RUNS / name)
+    console.print_json(json.dumps(stats))
+
+
+@app.command()
+def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+    """Train the next-item model (resumes from the last checkpoint)."""
+    from onereason.train import next_item
+
+    stats = next_item.run(_config(config_file).train, RUNS / name)
+    console.print_json(json.dumps({k: v for k, v in stats.items()}, default=str))
+
+
+@app.command("eval")
+def eval_(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    beams: Optional[int] = typer.Option(None),
+    split: Optional[str] = typer.Option(None),
+    max_users: Optional[int] = typer.Option(None),
+) -> None:
+    """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md}."""
+    from onereason.bench import evaluate
+
+    cfg = _config(config_file).eval
+    cfg = cfg.model_copy(update={k: v for k, v in dict(beams=beams, split=split, max_users=max_users).items() if v})
+    print_results(evaluate.run(cfg, RUNS / name))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

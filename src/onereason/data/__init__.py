@@ -1,0 +1,6 @@
+"""Loading public and custom datasets into one schema (DESIGN.md §2)."""
+
+from onereason.data.schema import DataError, Dataset
+from onereason.data.registry import load_datasets, SHIPPED
+
+__all__ = ["DataError", "Dataset", "load_datasets", "SHIPPED"]

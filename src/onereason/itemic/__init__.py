@@ -1,0 +1,1 @@
+"""Items as semantic IDs: text embeddings → residual k-means codes → tokens, trie, tokenizer."""

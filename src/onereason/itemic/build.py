@@ -1,0 +1,58 @@
+"""Stage `itemic`: items.parquet → sid_map.parquet, codebook stats, tokenizer with item tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from onereason.data.schema import write_parquet
+from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
+from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size,
+                                       residual_kmeans, resolve_collisions)
+from onereason.itemic.sid import SidCodec
+from onereason.itemic.tokenizer import build_tokenizer
+
+
+class ItemicConfig(BaseModel):
+    """Semantic IDs and tokenizer."""
+
+    embed_model: str = Field(DEFAULT_MODEL, description="offline package name or local sentence-transformers dir")
+    levels: int = Field(3, ge=1, le=8, description="codes per item (L)")
+    codebook_size: int | None = Field(None, ge=2, description="codes per level (K); None: sized for the data")
+    seed: int = 0
+    vocab_size: int = Field(4096, ge=300, description="BPE vocabulary trained on item text")
+    base_tokenizer: Path | None = Field(None, description="extend this HF tokenizer dir instead of training one")
+
+
+def run(config: ItemicConfig, run_dir: Path) -> dict:
+    """Embed item text, cluster residually, resolve collisions, write the SID map and tokenizer."""
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    texts = [f"{t}" if d == t else f"{t}. {d}" for t, d in zip(items["title"], items["description"])]
+    emb = embed_texts(texts, config.embed_model)
+    k = config.codebook_size or default_codebook_size(len(items), config.levels)
+    raw, centroids, residuals = residual_kmeans(emb, config.levels, k, seed=config.seed)
+    before = collision_rate(raw)
+    codes = resolve_collisions(raw, centroids[-1], residuals[-1])
+    sid_map = pd.DataFrame({"item_id": items["item_id"], "domain": items["domain"]})
+    for level in range(codes.shape[1]):
+        sid_map[f"code_{level}"] = codes[:, level]
+    out = run_dir / "itemic"
+    write_parquet(sid_map, out / "sid_map.parquet")
+    np.save(out / "embeddings.npy", emb)
+    codec = SidCodec(sid_map)
+    tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab(), config.base_tokenizer,
+                          config.vocab_size)
+    tok.save_pretrained(str(run_dir / "tokenizer"))
+    stats = {
+        "items": len(items), "levels": int(codes.shape[1]), "codebook_size": k,
+        "collision_rate_before": before, "collision_rate_after": collision_rate(codes),
+        "extra_level_added": bool(codes.shape[1] > config.levels),
+        "per_level": codebook_stats(codes, k), "vocab_size": len(tok),
+        "config": json.loads(config.model_dump_json()),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats

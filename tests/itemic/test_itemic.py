@@ -1,0 +1,89 @@
+"""Residual k-means, collision resolution, SID codec round trip, trie completeness, tokenizer, embeddings."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from onereason.itemic.embed import embed_texts
+from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size,
+                                       residual_kmeans, resolve_collisions)
+from onereason.itemic.sid import SidCodec, SidTokens
+from onereason.itemic.tokenizer import build_tokenizer
+
+
+def test_residual_kmeans_and_collision_resolution():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(60, 8)).astype(np.float32)
+    emb = np.concatenate([base, base[:20]])  # 20 exact duplicates must collide
+    codes, cents, res = residual_kmeans(emb, levels=2, k=16)
+    assert codes.shape == (80, 2) and collision_rate(codes) >= 20 / 80
+    fixed = resolve_collisions(codes, cents[-1], res[-1])
+    assert fixed.shape == (80, 2) and collision_rate(fixed) == 0.0
+    changed = (fixed != codes).any(axis=1)
+    assert (fixed[:, 0] == codes[:, 0]).all()  # only the last level moves
+    assert changed.sum() >= 20
+
+
+def test_overflowing_prefix_gets_an_extra_level():
+    emb = np.zeros((10, 4), dtype=np.float32)  # all identical: one prefix, more items than 4 codes
+    codes, cents, res = residual_kmeans(emb + np.arange(10)[:, None] * 1e-6, levels=2, k=4)
+    codes[:] = 0
+    fixed = resolve_collisions(codes, cents[-1], res[-1])
+    assert fixed.shape[1] == 3 and collision_rate(fixed) == 0.0
+
+
+def test_codebook_stats_hand_case():
+    codes = np.array([[0, 0], [1, 0], [2, 0], [3, 1]])
+    s = codebook_stats(codes, k=4)
+    assert s[0]["utilization"] == 1.0 and s[0]["entropy_bits"] == pytest.approx(2.0)
+    assert s[1]["utilization"] == 0.5 and s[1]["entropy_norm"] == pytest.approx(0.811278 / 2, abs=1e-5)
+    assert default_codebook_size(4385, 3) == 64 and default_codebook_size(10, 3) == 8
+
+
+def _codec():
+    rng = np.random.default_rng(1)
+    codes = rng.choice(np.arange(4 * 4 * 4), size=30, replace=False)
+    df = pd.DataFrame({"item_id": [f"i{j}" for j in range(30)], "domain": ["x"] * 20 + ["y"] * 10,
+                       "code_0": codes // 16, "code_1": codes // 4 % 4, "code_2": codes % 4})
+    return SidCodec(df)
+
+
+def test_codec_round_trip_and_trie_completeness():
+    codec = _codec()
+    tok = build_tokenizer(["some item text for the tokenizer"] * 5, codec.code_vocab(), codec.special_vocab(),
+                          vocab_size=300)
+    sid = SidTokens(codec, tok)
+    for item in codec.item_ids:
+        text = codec.item_text(item)
+        assert codec.parse(text) == [item]
+        assert tok(text)["input_ids"] == sid.ids(item)  # every item token is one token
+        assert sid.decode(sid.ids(item)) == item
+    # Walk the whole trie: every complete path is exactly one item, every item is reached.
+    leaves, stack = [], [()]
+    while stack:
+        prefix = stack.pop()
+        nxt = sid.allowed(prefix)
+        if not nxt:
+            leaves.append(prefix)
+        stack.extend(prefix + (t,) for t in nxt)
+    assert sorted(sid.decode(list(p)) for p in leaves) == sorted(codec.item_ids)
+    assert sid.allowed((), ["y"]) == [sid.begin_id["y"]]
+    unused = next(c for c in np.ndindex(4, 4, 4) if c not in codec.by_codes)
+    assert codec.parse("".join(f"<s_{'abc'[l]}_{c}>" for l, c in enumerate(unused))) == [None]
+
+
+def test_codec_rejects_shared_sids():
+    df = pd.DataFrame({"item_id": ["a", "b"], "domain": ["x", "x"], "code_0": [1, 1], "code_1": [2, 2]})
+    with pytest.raises(ValueError, match="share a SID"):
+        SidCodec(df)
+
+
+def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEREASON_CACHE", str(tmp_path))
+    texts = ["stainless steel hex bolts", "zinc plated hex bolts and nuts", "romantic comedy film"]
+    emb = embed_texts(texts, show_progress=False)
+    assert emb.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
+    assert np.array_equal(embed_texts(texts, show_progress=False), emb)
