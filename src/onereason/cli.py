@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,7 +17,8 @@ from onereason.data.schema import DataError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Load datasets and show statistics.")
 app.add_typer(data_app, name="data")
-console = Console()
+# Wide enough for the tables even when output goes to a pipe or a log file (rich assumes 80 there).
+console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
 
 RUNS = Path("runs")
 
@@ -50,7 +52,8 @@ def print_stats(stats: list[dict]) -> None:
 
 def print_results(results: dict) -> None:
     ks = [k for k in (10, 20) if k in results["ks"]] or results["ks"][-1:]
-    for group in next(iter(results["methods"].values())):
+    groups = list(next(iter(results["methods"].values())))
+    for group in groups if len(groups) > 2 else ["all"]:  # one domain: its table equals 'all'
         t = Table(title=f"{results['split']} split · {group} · {results['methods']['onereason'][group]['n']} users"
                         f" · beam {results['beams']} · full ranking")
         t.add_column("method")

@@ -75,7 +75,7 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
         # would otherwise run the whole prompt once per beam.
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
-                      use_cache=True).past_key_values
+                      use_cache=True).cache
         cache.batch_repeat_interleave(num_beams)
         proc = TrieLogitsProcessor(sid, width, [sid.begin_id[domains[i]] for i in idx], num_beams)
         gen = model.generate(input_ids=ids, attention_mask=attn, cache=cache, do_sample=False,

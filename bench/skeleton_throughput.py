@@ -1,0 +1,98 @@
+"""Throughput of the walking skeleton, on a trained run directory (default: runs/demo).
+
+Prints:
+  1. training tokens/s of onereason's loop (accelerate, scheduler, clipping, logging,
+     checkpoint-free) vs a bare PyTorch forward+backward+AdamW loop on the same model and batches;
+  2. constrained beam-search recommendation throughput (users/s) at beam 20 and 64;
+  3. peak resident memory.
+
+    python bench/skeleton_throughput.py [--run-dir runs/demo] [--steps 40] [--users 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from onereason.corpus.user_layer import encode_history, eval_prompts, training_sequences
+from onereason.decoding.constrained import prompt_ids, recommend
+from onereason.model.backbone import build_model
+from onereason.train.loop import LoopConfig, Sample, collate, epoch_batches, train
+from onereason.train.next_item import NextItemConfig, load_sid_tokens
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bare_loop(model, samples, batches, pad_id, lr) -> float:
+    """Tokens/s of the plainest correct loop: forward, backward, AdamW step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    tokens, t0 = 0, time.perf_counter()
+    for b in batches:
+        batch = collate([samples[i] for i in b], pad_id)
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    return tokens / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--users", type=int, default=512)
+    args = ap.parse_args()
+    if not (args.run_dir / "model").exists():
+        raise SystemExit(f"{args.run_dir}/model not found: run `make demo` (or onereason run --name ...) first")
+    tok, sid = load_sid_tokens(args.run_dir)
+    cfg = NextItemConfig.model_validate_json((args.run_dir / "train" / "config.json").read_text())
+    inter = pd.read_parquet(args.run_dir / "data" / "interactions.parquet")
+    seqs = training_sequences(inter, sid, tok.bos_token_id, cfg.max_items)
+    samples = [Sample(s, [0] + [1] * (len(s) - 1)) for s in seqs]
+    loop_cfg = cfg.loop.model_copy(update={"checkpoint_every": 10 ** 9, "log_every": 10})
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model preset {cfg.model}, "
+          f"batch_tokens {loop_cfg.batch_tokens}")
+
+    # Same batches for both loops: the first `steps` batches of our schedule.
+    lengths = np.array([len(s.ids) for s in samples])
+    steps = epoch_batches(lengths, loop_cfg)[: args.steps]
+    sub = [samples[i] for b in steps for i in b]
+    remap, k = [], 0
+    for b in steps:
+        remap.append(np.arange(k, k + len(b)))
+        k += len(b)
+    bare = bare_loop(build_model(cfg.model, len(tok), seed=0), sub, remap, tok.pad_token_id, loop_cfg.lr)
+    # Our loop on exactly those samples, in one epoch (its own batching of the same samples).
+    ours_cfg = loop_cfg.model_copy(update={"epochs": 1.0})
+    with tempfile.TemporaryDirectory() as tmp:
+        _, stats = train(build_model(cfg.model, len(tok), seed=0), sub, tok.pad_token_id, ours_cfg, Path(tmp),
+                         progress=False)
+    print(f"training tokens/s  onereason loop {stats['tokens_per_s']:,.0f}  bare PyTorch {bare:,.0f}  "
+          f"ratio {stats['tokens_per_s'] / bare:.3f}  (peak RSS {peak_mb():,.0f} MB)")
+
+    model = AutoModelForCausalLM.from_pretrained(str(args.run_dir / "model"))
+    users, hists, truths = eval_prompts(inter, "test", cfg.max_items)
+    n = min(args.users, len(users))
+    doms = [sid.codec.item_domain[t[0]] for t in truths[:n]]
+    prompts = [prompt_ids(encode_history(h, sid, tok.bos_token_id), sid, d) for h, d in zip(hists[:n], doms)]
+    for beams, bs in ((20, 32), (64, 16)):
+        t0 = time.perf_counter()
+        recommend(model, prompts, doms, sid, tok.pad_token_id, k=beams, batch_size=bs)
+        dt = time.perf_counter() - t0
+        print(f"constrained beam {beams:>2} (batch {bs}): {n / dt:6.1f} users/s over {n} users  "
+              f"(peak RSS {peak_mb():,.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
