@@ -14,7 +14,7 @@ from onereason.pipeline import prepare_run_dir
 def test_tiny_run_end_to_end(tiny_run):
     run_dir, summary = tiny_run
     for path in ["data/interactions.parquet", "data/items.parquet", "itemic/sid_map.parquet", "tokenizer",
-                 "model/config.json", "train/train_log.jsonl", "eval/results.json", "eval/results.md"]:
+                 "model/config.json", "train/train_log.jsonl", "train/loss.png", "eval/results.json", "eval/results.md"]:
         assert (run_dir / path).exists(), path
     assert summary["itemic"]["collision_rate_after"] == 0.0
     res = json.loads((run_dir / "eval" / "results.json").read_text())

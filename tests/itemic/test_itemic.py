@@ -87,3 +87,17 @@ def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
     assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
     assert np.array_equal(embed_texts(texts, show_progress=False), emb)
+
+
+def test_cooccurrence_vectors_use_train_only():
+    from onereason.itemic.cooccurrence import cooccurrence_embeddings
+
+    rows = []
+    for u in range(30):  # items a,b always together, c,d always together; e,f only in valid/test
+        pair = "ab" if u % 2 else "cd"
+        rows += [(f"u{u}", pair[0], 0, "train"), (f"u{u}", pair[1], 1, "train"),
+                 (f"u{u}", "e", 2, "valid"), (f"u{u}", "f", 3, "test")]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "split"])
+    emb = cooccurrence_embeddings(inter, list("abcdef"), dim=4)
+    assert np.allclose(emb[4:], 0.0)  # never seen in train: no signal leaks from valid/test
+    assert emb[0] @ emb[1] > 0.9 and abs(emb[0] @ emb[2]) < 0.1

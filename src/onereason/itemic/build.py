@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from onereason.data.schema import write_parquet
+from onereason.itemic.cooccurrence import cooccurrence_embeddings
 from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
 from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size,
                                        residual_kmeans, resolve_collisions)
@@ -26,6 +27,9 @@ class ItemicConfig(BaseModel):
     seed: int = 0
     vocab_size: int = Field(4096, ge=300, description="BPE vocabulary trained on item text")
     base_tokenizer: Path | None = Field(None, description="extend this HF tokenizer dir instead of training one")
+    collab_weight: float = Field(0.0, ge=0, description="weight of co-occurrence vectors concatenated to the "
+                                 "text embedding before clustering (0: text only)")
+    collab_dim: int = Field(64, ge=2)
 
 
 def run(config: ItemicConfig, run_dir: Path) -> dict:
@@ -33,6 +37,10 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     items = pd.read_parquet(run_dir / "data" / "items.parquet")
     texts = [f"{t}" if d == t else f"{t}. {d}" for t, d in zip(items["title"], items["description"])]
     emb = embed_texts(texts, config.embed_model)
+    if config.collab_weight > 0:
+        inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+        collab = cooccurrence_embeddings(inter, items["item_id"].tolist(), config.collab_dim, seed=config.seed)
+        emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
     raw, centroids, residuals = residual_kmeans(emb, config.levels, k, seed=config.seed)
     before = collision_rate(raw)
@@ -42,7 +50,7 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         sid_map[f"code_{level}"] = codes[:, level]
     out = run_dir / "itemic"
     write_parquet(sid_map, out / "sid_map.parquet")
-    np.save(out / "embeddings.npy", emb)
+    np.save(out / "embeddings.npy", emb)  # what was clustered (text, plus co-occurrence if enabled)
     codec = SidCodec(sid_map)
     tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab(), config.base_tokenizer,
                           config.vocab_size)

@@ -165,3 +165,25 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     return accelerator.unwrap_model(model), {
         "steps": total, "resumed_from": start, "seconds": elapsed,
         "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
+
+
+def plot_loss(log_path: Path, png: Path, title: str = "training loss") -> None:
+    """Loss and learning rate per step from train_log.jsonl, as a PNG beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (item tokens)")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot([r["step"] for r in rows], [r["lr"] for r in rows], color="tab:gray", alpha=0.5, label="lr")
+    ax2.set_ylabel("learning rate")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

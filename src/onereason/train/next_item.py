@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from onereason.corpus.user_layer import training_sequences
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.model.backbone import build_model, count_parameters
-from onereason.train.loop import LoopConfig, Sample, train
+from onereason.train.loop import LoopConfig, Sample, plot_loss, train
 
 
 class NextItemConfig(BaseModel):
@@ -59,6 +59,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     (out / "config.json").write_text(config.model_dump_json(indent=2))
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
     save_model(model, tok, run_dir / "model")
+    plot_loss(out / "train_log.jsonl", out / "loss.png", f"next-item training ({config.model})")
     stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s) for s in seqs)),
                   "parameters": count_parameters(model)})
     (out / "summary.json").write_text(json.dumps(stats, indent=2))
