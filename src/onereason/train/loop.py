@@ -32,7 +32,7 @@ class LoopConfig(BaseModel):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.05, ge=0, le=1)
-    batch_tokens: int = Field(8192, ge=16, description="padded tokens per batch")
+    batch_tokens: int = Field(4096, ge=16, description="padded tokens per batch (4096 beat 8192 and 2048 on valid)")
     grad_clip: float = 1.0
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = 2

@@ -1,0 +1,152 @@
+"""SASRec (Kang & McAuley, ICDM 2018), the field's standard sequential baseline, compact and
+faithful to RecBole's configuration (the protocol of the published anchors in DESIGN.md §4):
+item + learned position embeddings, causal self-attention blocks (post-LayerNorm, GELU FFN),
+dropout, cross-entropy over all items at every position, Adam; early stopping on valid
+NDCG@10 with full ranking; the history is not removed from the ranking.
+
+RecBole 1.2.1 does not install on this stack (DESIGN.md §5), hence this implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+from tqdm.auto import tqdm
+
+from onereason.bench.metrics import evaluate_lists
+from onereason.corpus.user_layer import eval_prompts, user_histories
+
+
+class SASRecConfig(BaseModel):
+    """RecBole's SASRec defaults, except the epoch budget."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = Field(0.5, description="hidden and attention dropout (0.5 suits sparse Amazon data)")
+    max_len: int = 50
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 200
+    patience: int = Field(10, description="epochs without a better valid NDCG@10 before stopping")
+    eval_every: int = 2
+    seed: int = 0
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items: int, cfg: SASRecConfig):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)  # 0 = padding
+        self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+        layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.heads, 4 * cfg.hidden, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=False)
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq [B, T] item indices, right-padded with 0 → hidden states [B, T, H].
+        The causal mask alone keeps real positions from seeing the padding after them."""
+        t = seq.shape[1]
+        x = self.norm(self.item(seq) + self.pos(torch.arange(t, device=seq.device)))
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=seq.device), 1)
+        return self.blocks(self.drop(x), mask=causal)
+
+    def scores(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Scores of every item [B, N+1] from each row's last real position (padding column: -inf)."""
+        h = self.forward(seq)[torch.arange(len(seq)), lengths - 1]  # [B, H]
+        s = h @ self.item.weight.T
+        s[:, 0] = float("-inf")
+        return s
+
+
+def _right_pad(seqs: list[list[int]], t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out = torch.zeros((len(seqs), t), dtype=torch.long)
+    lengths = torch.tensor([max(1, min(len(s), t)) for s in seqs])
+    for i, s in enumerate(seqs):
+        s = s[-t:]
+        if s:
+            out[i, : len(s)] = torch.tensor(s)
+    return out, lengths
+
+
+@torch.no_grad()
+def _rank(model: SASRec, hists: list[list[int]], k: int, t: int, domain_mask: torch.Tensor | None = None,
+          bs: int = 512) -> list[list[int]]:
+    model.eval()
+    out = []
+    for i in range(0, len(hists), bs):
+        s = model.scores(*_right_pad(hists[i:i + bs], t))
+        if domain_mask is not None:
+            s = s.masked_fill(~domain_mask[i:i + bs], float("-inf"))
+        out.extend(s.topk(k, dim=1).indices.tolist())
+    return out
+
+
+def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], progress: bool = True) -> dict:
+    """Train on train-split sequences, pick the epoch by valid NDCG@10, evaluate on test.
+    Rankings are restricted to the target's domain, like the generative model's."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    items = sorted(inter["item_id"].unique())
+    index = {it: i + 1 for i, it in enumerate(items)}
+    item_dom = inter.drop_duplicates("item_id").set_index("item_id")["domain"]
+    name = np.array([None] + items, dtype=object)
+    seqs = [[index[i] for i in s] for s in user_histories(inter, ("train",)).values() if len(s) >= 2]
+    t1 = cfg.max_len + 1
+    windows = [s[max(0, e - t1):e] for s in seqs for e in range(len(s), 1, -t1)]  # long histories: several windows
+
+    def split_data(split: str):
+        _, hists, truths = eval_prompts(inter, split, cfg.max_len)
+        doms = [item_dom[t[0]] for t in truths]
+        dom_of = np.array([""] + [item_dom[i] for i in items])
+        mask = torch.tensor(np.stack([dom_of == d for d in doms])) if len(set(doms)) > 1 else None
+        return [[index[i] for i in h] for h in hists], truths, doms, mask
+
+    valid, test = split_data("valid"), split_data("test")
+    model = SASRec(len(items), cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    best, best_state, best_epoch, bad, t0 = -1.0, None, 0, 0, time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc="SASRec", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(len(windows))
+        for b in range(0, len(order), cfg.batch_size):
+            batch, _ = _right_pad([windows[i] for i in order[b:b + cfg.batch_size]], t1)
+            inp, tgt = batch[:, :-1], batch[:, 1:]
+            logits = model.forward(inp) @ model.item.weight.T  # [B, T, N+1]
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if (epoch + 1) % cfg.eval_every:
+            continue
+        top = _rank(model, valid[0], 10, cfg.max_len, valid[3])
+        ndcg = evaluate_lists([[name[i] for i in r] for r in top], valid[1], [10])["all"]["ndcg@10"]
+        bar.set_postfix(loss=f"{loss.item():.3f}", valid_ndcg10=f"{ndcg:.4f}")
+        if ndcg > best:
+            best, best_epoch, bad = ndcg, epoch + 1, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += cfg.eval_every
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    top = _rank(model, test[0], max(ks), cfg.max_len, test[3])
+    res = evaluate_lists([[name[i] for i in r] for r in top], test[1], ks, test[2])
+    return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best,
+            "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
