@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -163,7 +162,7 @@ def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Opt
     from onereason.train import next_item
 
     stats = next_item.run(_config(config_file).train, RUNS / name)
-    console.print_json(json.dumps({k: v for k, v in stats.items()}, default=str))
+    console.print_json(json.dumps(stats, default=str))
 
 
 @app.command("eval")
@@ -180,7 +179,3 @@ def eval_(
     cfg = _config(config_file).eval
     cfg = cfg.model_copy(update={k: v for k, v in dict(beams=beams, split=split, max_users=max_users).items() if v})
     print_results(evaluate.run(cfg, RUNS / name))
-
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())

@@ -95,9 +95,9 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
     ]:
         t0 = time.perf_counter()
-        log(f"[stage] {name} ...")
+        log(f"stage {name} ...")
         summary[name] = stage()
         summary[name]["stage_seconds"] = time.perf_counter() - t0
-        log(f"[stage] {name} done in {summary[name]['stage_seconds']:.1f}s")
+        log(f"stage {name} done in {summary[name]['stage_seconds']:.1f}s")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -85,12 +85,11 @@ class SidTokens:
              + [self.code_ids[l, c] for l, c in enumerate(codec.codes[i])]
              + [self.end_id[codec.item_domain[item]]] for i, item in enumerate(codec.item_ids)])  # [N, L+2]
         self.by_tokens = {tuple(row): codec.item_ids[i] for i, row in enumerate(self.item_tokens.tolist())}
-        self.trie: dict[tuple[int, ...], list[int]] = {}
         children: dict[tuple[int, ...], set[int]] = {}
         for row in self.item_tokens.tolist():
             for j in range(len(row)):
                 children.setdefault(tuple(row[:j]), set()).add(row[j])
-        self.trie = {k: sorted(v) for k, v in children.items()}
+        self.trie: dict[tuple[int, ...], list[int]] = {k: sorted(v) for k, v in children.items()}
 
     @property
     def length(self) -> int:
