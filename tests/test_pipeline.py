@@ -51,3 +51,13 @@ def test_cli_unknown_dataset_is_a_clear_error():
     result = CliRunner().invoke(app, ["data", "stats", "-d", "no-such-data"])
     assert result.exit_code == 2
     assert "unknown dataset 'no-such-data'" in result.output
+
+
+def test_cli_run_keeps_the_config_datasets(tmp_path, monkeypatch):
+    """--config's dataset list is not replaced by the flag's default; a bad dataset fails fast and clearly."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"data": {"datasets": ["not-shipped-anywhere"]}}')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "x"])
+    assert result.exit_code == 2
+    assert "unknown dataset 'not-shipped-anywhere'" in result.output

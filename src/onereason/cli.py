@@ -66,7 +66,7 @@ def print_results(results: dict) -> None:
 
 @app.command()
 def run(
-    datasets: list[str] = typer.Option(["amazon-scientific"], "--dataset", "-d", help="shipped dataset name; repeat for a multi-domain run"),
+    datasets: Optional[list[str]] = typer.Option(None, "--dataset", "-d", help="shipped dataset name; repeat for a multi-domain run (default: the config's, else amazon-scientific)"),
     name: str = typer.Option("demo", help="run name: outputs go to runs/<name>/"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="RunConfig JSON (flags below override it)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the datasets (default: the shipped copies)"),
@@ -80,7 +80,8 @@ def run(
     from onereason import pipeline
 
     cfg = _config(config_file)
-    cfg.data.datasets = datasets
+    if datasets:
+        cfg.data.datasets = datasets
     if data_dir:
         cfg.data.data_dir = data_dir
     if model:
