@@ -64,20 +64,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model preset {cfg.model}, "
           f"batch_tokens {loop_cfg.batch_tokens}")
 
-    # Same batches for both loops: the first `steps` batches of our schedule.
+    # Both loops see the same samples: the first `steps` batches of our schedule. The bare loop
+    # runs those batches as they are; ours re-batches the same samples for one epoch.
     lengths = np.array([len(s.ids) for s in samples])
     steps = epoch_batches(lengths, loop_cfg)[: args.steps]
+    bare = bare_loop(build_model(cfg.model, len(tok), seed=0), samples, steps, tok.pad_token_id, loop_cfg.lr)
     sub = [samples[i] for b in steps for i in b]
-    remap, k = [], 0
-    for b in steps:
-        remap.append(np.arange(k, k + len(b)))
-        k += len(b)
-    bare = bare_loop(build_model(cfg.model, len(tok), seed=0), sub, remap, tok.pad_token_id, loop_cfg.lr)
-    # Our loop on exactly those samples, in one epoch (its own batching of the same samples).
-    ours_cfg = loop_cfg.model_copy(update={"epochs": 1.0})
     with tempfile.TemporaryDirectory() as tmp:
-        _, stats = train(build_model(cfg.model, len(tok), seed=0), sub, tok.pad_token_id, ours_cfg, Path(tmp),
-                         progress=False)
+        _, stats = train(build_model(cfg.model, len(tok), seed=0), sub, tok.pad_token_id,
+                         loop_cfg.model_copy(update={"epochs": 1.0}), Path(tmp), progress=False)
     print(f"training tokens/s  onereason loop {stats['tokens_per_s']:,.0f}  bare PyTorch {bare:,.0f}  "
           f"ratio {stats['tokens_per_s'] / bare:.3f}  (peak RSS {peak_mb():,.0f} MB)")
 

@@ -9,7 +9,6 @@ RecBole 1.2.1 does not install on this stack (DESIGN.md §5), hence this impleme
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -106,6 +105,7 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     index = {it: i + 1 for i, it in enumerate(items)}
     item_dom = inter.drop_duplicates("item_id").set_index("item_id")["domain"]
     name = np.array([None] + items, dtype=object)
+    dom_of = np.array([""] + [item_dom[i] for i in items])
     seqs = [[index[i] for i in s] for s in user_histories(inter, ("train",)).values() if len(s) >= 2]
     t1 = cfg.max_len + 1
     windows = [s[max(0, e - t1):e] for s in seqs for e in range(len(s), 1, -t1)]  # long histories: several windows
@@ -113,7 +113,6 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     def split_data(split: str):
         _, hists, truths = eval_prompts(inter, split, cfg.max_len)
         doms = [item_dom[t[0]] for t in truths]
-        dom_of = np.array([""] + [item_dom[i] for i in items])
         mask = torch.tensor(np.stack([dom_of == d for d in doms])) if len(set(doms)) > 1 else None
         return [[index[i] for i in h] for h in hists], truths, doms, mask
 
@@ -135,8 +134,8 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
             opt.step()
         if (epoch + 1) % cfg.eval_every:
             continue
-        top = _rank(model, valid[0], 10, cfg.max_len, valid[3])
-        ndcg = evaluate_lists([[name[i] for i in r] for r in top], valid[1], [10])["all"]["ndcg@10"]
+        top = name[_rank(model, valid[0], 10, cfg.max_len, valid[3])].tolist()
+        ndcg = evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
         bar.set_postfix(loss=f"{loss.item():.3f}", valid_ndcg10=f"{ndcg:.4f}")
         if ndcg > best:
             best, best_epoch, bad = ndcg, epoch + 1, 0
@@ -146,7 +145,7 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best_state)
-    top = _rank(model, test[0], max(ks), cfg.max_len, test[3])
-    res = evaluate_lists([[name[i] for i in r] for r in top], test[1], ks, test[2])
+    top = name[_rank(model, test[0], max(ks), cfg.max_len, test[3])].tolist()
+    res = evaluate_lists(top, test[1], ks, test[2])
     return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best,
             "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}

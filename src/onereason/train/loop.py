@@ -111,8 +111,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
                          f"({lengths.max()} tokens)")
     batches = epoch_batches(lengths, cfg)
     total = len(batches) // accelerator.num_processes
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(optim, int(cfg.warmup_ratio * total), total)
