@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from onereason.corpus.user_layer import encode_history, eval_prompts, training_sequences
-from onereason.decoding.constrained import prompt_ids, recommend
+from onereason.bench.evaluate import recommend_next
+from onereason.corpus.user_layer import HistoryText, eval_prompts, training_sequences
 from onereason.model.backbone import build_model
 from onereason.train.loop import LoopConfig, Sample, collate, epoch_batches, train
 from onereason.train.next_item import NextItemConfig, load_sid_tokens
@@ -58,7 +58,7 @@ def main() -> None:
     tok, sid = load_sid_tokens(args.run_dir)
     cfg = NextItemConfig.model_validate_json((args.run_dir / "train" / "config.json").read_text())
     inter = pd.read_parquet(args.run_dir / "data" / "interactions.parquet")
-    seqs = training_sequences(inter, sid, tok.bos_token_id, cfg.max_items)
+    seqs = [s for _, s in training_sequences(inter, HistoryText(sid, tok), cfg.max_items)]
     samples = [Sample(s, [0] + [1] * (len(s) - 1)) for s in seqs]
     loop_cfg = cfg.loop.model_copy(update={"checkpoint_every": 10 ** 9, "log_every": 10})
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model preset {cfg.model}, "
@@ -77,13 +77,12 @@ def main() -> None:
           f"ratio {stats['tokens_per_s'] / bare:.3f}  (peak RSS {peak_mb():,.0f} MB)")
 
     model = AutoModelForCausalLM.from_pretrained(str(args.run_dir / "model"))
-    users, hists, truths = eval_prompts(inter, "test", cfg.max_items)
-    n = min(args.users, len(users))
-    doms = [sid.codec.item_domain[t[0]] for t in truths[:n]]
-    prompts = [prompt_ids(encode_history(h, sid, tok.bos_token_id), sid, d) for h, d in zip(hists[:n], doms)]
+    p = eval_prompts(inter, "test", cfg.max_items)
+    n = min(args.users, len(p.users))
+    p = p.subset(list(range(n)))
     for beams, bs in ((20, 32), (64, 16)):
         t0 = time.perf_counter()
-        recommend(model, prompts, doms, sid, tok.pad_token_id, k=beams, batch_size=bs)
+        recommend_next(model, args.run_dir, p, beams, bs)
         dt = time.perf_counter() - t0
         print(f"constrained beam {beams:>2} (batch {bs}): {n / dt:6.1f} users/s over {n} users  "
               f"(peak RSS {peak_mb():,.0f} MB)")

@@ -11,8 +11,8 @@ def test_sasrec_learns_a_sequential_pattern():
     for u in range(60):
         start = u % 30
         for t in range(8):
-            rows.append((f"u{u}", f"i{(start + t) % 30}", t, "d"))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "domain"])
+            rows.append((f"u{u}", f"i{(start + t) % 30}", t, "d", float("nan")))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "domain", "rating"])
     pos = inter.groupby("user_id").cumcount(ascending=False)
     inter["split"] = pos.map({0: "test", 1: "valid"}).fillna("train")
     res = train_and_evaluate(inter, SASRecConfig(hidden=32, dropout=0.1, epochs=60, patience=60, batch_size=32,

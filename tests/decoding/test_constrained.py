@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from onereason.corpus.user_layer import encode_history, eval_prompts
-from onereason.decoding.constrained import prompt_ids, recommend, reference_beam_search
+from onereason.corpus.user_layer import HistoryText, eval_prompts
+from onereason.decoding.constrained import recommend, reference_beam_search
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.model.backbone import build_model
@@ -32,7 +32,7 @@ def test_random_model_only_emits_valid_items_of_the_domain(seed):
     rng = np.random.default_rng(seed)
     hists = [list(rng.choice(codec.item_ids, size=rng.integers(1, 6))) for _ in range(7)]
     domains = ["x", "y", "x", "y", "y", "x", "y"]
-    prompts = [prompt_ids(encode_history(h, sid, tok.bos_token_id), sid, d) for h, d in zip(hists, domains)]
+    prompts = [[tok.bos_token_id] + [t for i in h for t in sid.ids(i)] + [sid.begin_id[d]] for h, d in zip(hists, domains)]
     recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=12, batch_size=3)
     for rec, dom in zip(recs, domains):
         assert len(rec.items) == 12 and len(set(rec.items)) == 12
@@ -58,8 +58,9 @@ def test_batched_matches_reference_on_trained_model(tiny_run):
     tok, sid = load_sid_tokens(run_dir)
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    users, hists, _ = eval_prompts(inter, "test", 30)
-    prompts = [prompt_ids(encode_history(h, sid, tok.bos_token_id), sid, "movies") for h in hists[:6]]
+    p = eval_prompts(inter, "test", 30)
+    text = HistoryText(sid, tok)
+    prompts = [text.prompt(h, "movies", now) for h, now in zip(p.histories[:6], p.times[:6])]
     fast = recommend(model, prompts, ["movies"] * 6, sid, tok.pad_token_id, k=8, batch_size=4)
     for p, rec in zip(prompts, fast):
         ref = reference_beam_search(model, p, "movies", sid, num_beams=8)

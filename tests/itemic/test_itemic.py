@@ -97,7 +97,7 @@ def test_cooccurrence_vectors_use_train_only():
         pair = "ab" if u % 2 else "cd"
         rows += [(f"u{u}", pair[0], 0, "train"), (f"u{u}", pair[1], 1, "train"),
                  (f"u{u}", "e", 2, "valid"), (f"u{u}", "f", 3, "test")]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "split"])
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "split"]).assign(rating=float("nan"))
     emb = cooccurrence_embeddings(inter, list("abcdef"), dim=4)
     assert np.allclose(emb[4:], 0.0)  # never seen in train: no signal leaks from valid/test
     assert emb[0] @ emb[1] > 0.9 and abs(emb[0] @ emb[2]) < 0.1

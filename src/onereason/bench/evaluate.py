@@ -12,8 +12,9 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
 from onereason.bench.metrics import KS, evaluate_lists
-from onereason.corpus.user_layer import encode_history, eval_prompts
-from onereason.decoding.constrained import prompt_ids, recommend
+from onereason.corpus.user_layer import EvalPrompts
+from onereason.corpus.user_layer import HistoryText, eval_prompts
+from onereason.decoding.constrained import Recommendation, recommend
 from onereason.train.next_item import load_sid_tokens
 
 
@@ -36,19 +37,33 @@ class EvalConfig(BaseModel):
         return v
 
 
-def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
+def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: int | None, seed: int
+                   ) -> EvalPrompts:
+    """The split's prompts, or a seeded sample of `max_users` of them."""
+    p = eval_prompts(inter, split, max_items)
+    if max_users and max_users < len(p.users):
+        p = p.subset(sorted(pd.Series(range(len(p.users))).sample(max_users, random_state=seed)))
+    return p
+
+
+def recommend_next(model, run_dir: Path, p: EvalPrompts, beams: int, batch_size: int = 32,
+                   progress: bool = False) -> tuple[list[Recommendation], list[str]]:
+    """Constrained beam search for every prompt, in the target's domain: (recommendations, domains)."""
     tok, sid = load_sid_tokens(run_dir)
+    text = HistoryText(sid, tok)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    prompts = [text.prompt(h, d, now) for h, d, now in zip(p.histories, domains, p.times)]
+    return recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
+                     batch_size=batch_size, progress=progress), domains
+
+
+def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    users, hists, truths = eval_prompts(inter, config.split, config.max_items)
-    if config.max_users and config.max_users < len(users):
-        keep = sorted(pd.Series(range(len(users))).sample(config.max_users, random_state=config.seed))
-        users, hists, truths = [users[i] for i in keep], [hists[i] for i in keep], [truths[i] for i in keep]
-    domains = [sid.codec.item_domain[t[0]] for t in truths]
+    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    users, truths = p.users, p.truths
     ks = [k for k in config.ks if k <= config.beams]
-    prompts = [prompt_ids(encode_history(h, sid, tok.bos_token_id), sid, d) for h, d in zip(hists, domains)]
-    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=config.beams, num_beams=config.beams,
-                     batch_size=config.batch_size, progress=progress)
+    recs, domains = recommend_next(model, run_dir, p, config.beams, config.batch_size, progress)
     pop = most_popular(inter, max(ks))
     results = {
         "split": config.split, "beams": config.beams, "users": len(users), "ks": ks,
@@ -63,7 +78,7 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_markdown(results))
     with open(out / "recommendations.jsonl", "w") as f:
-        for u, h, t, r in zip(users, hists, truths, recs):
+        for u, t, r in zip(users, truths, recs):
             f.write(json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n")
     return results
 

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from onereason.bench.metrics import evaluate_lists
-from onereason.corpus.user_layer import eval_prompts, user_histories
+from onereason.corpus.user_layer import eval_prompts, items_of, user_histories
 
 
 class SASRecConfig(BaseModel):
@@ -106,15 +106,15 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     item_dom = inter.drop_duplicates("item_id").set_index("item_id")["domain"]
     name = np.array([None] + items, dtype=object)
     dom_of = np.array([""] + [item_dom[i] for i in items])
-    seqs = [[index[i] for i in s] for s in user_histories(inter, ("train",)).values() if len(s) >= 2]
+    seqs = [[index[e.item] for e in s] for s in user_histories(inter, ("train",)).values() if len(s) >= 2]
     t1 = cfg.max_len + 1
     windows = [s[max(0, e - t1):e] for s in seqs for e in range(len(s), 1, -t1)]  # long histories: several windows
 
     def split_data(split: str):
-        _, hists, truths = eval_prompts(inter, split, cfg.max_len)
-        doms = [item_dom[t[0]] for t in truths]
+        p = eval_prompts(inter, split, cfg.max_len)
+        doms = [item_dom[t[0]] for t in p.truths]
         mask = torch.tensor(np.stack([dom_of == d for d in doms])) if len(set(doms)) > 1 else None
-        return [[index[i] for i in h] for h in hists], truths, doms, mask
+        return [[index[i] for i in items_of(h)] for h in p.histories], p.truths, doms, mask
 
     valid, test = split_data("valid"), split_data("test")
     model = SASRec(len(items), cfg)

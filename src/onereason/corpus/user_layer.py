@@ -1,52 +1,126 @@
-"""The User layer: a user's behaviour sequence as item tokens.
+"""The User layer: a user's behaviour sequence as item tokens, with time gaps and ratings as
+short text marks where the data has them.
 
 One sequence per user predicts every next item in one causal pass (DESIGN.md §6). Only
 `train`-split interactions enter training sequences; a prompt for evaluation holds the
-history before its target.
+history before its target. Training text and prompts are rendered by the same `HistoryText`.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from onereason.itemic.sid import SidTokens
 
-
-def user_histories(inter: pd.DataFrame, splits: tuple[str, ...]) -> dict[str, list[str]]:
-    """Items per user in time order, keeping only the given splits."""
-    kept = inter[inter["split"].isin(splits)]
-    kept = kept.sort_values(["user_id", "timestamp"], kind="stable")
-    return {u: g.tolist() for u, g in kept.groupby("user_id", sort=False)["item_id"]}
+# Datasets without real times (amazon-scientific) store positions 0, 1, 2, ...; a Unix time
+# after 1973 is the sign of a real clock.
+REAL_TIME = 10**8
 
 
-def encode_history(items: list[str], sid: SidTokens, bos_id: int) -> list[int]:
-    """`<bos>` then each item's `begin, codes.., end` token ids."""
-    return [bos_id] + [t for item in items for t in sid.ids(item)]
+class Event(NamedTuple):
+    item: str
+    timestamp: int
+    rating: float
 
 
-def training_sequences(inter: pd.DataFrame, sid: SidTokens, bos_id: int, max_items: int) -> list[list[int]]:
-    """Every training user's train-split sequence, cut into windows of at most `max_items` items
-    (long MovieLens histories), each window one sample. Users with one item teach nothing."""
-    out = []
-    for items in user_histories(inter, ("train",)).values():
-        for start in range(0, len(items), max_items):
-            window = items[start:start + max_items]
-            if len(window) >= 2:
-                out.append(encode_history(window, sid, bos_id))
+def user_histories(inter: pd.DataFrame, splits: tuple[str, ...]) -> dict[str, list[Event]]:
+    """Events per user in time order, keeping only the given splits."""
+    kept = inter[inter["split"].isin(splits)].sort_values(["user_id", "timestamp"], kind="stable")
+    out: dict[str, list[Event]] = {}
+    for u, i, t, r in zip(kept["user_id"], kept["item_id"], kept["timestamp"], kept["rating"]):
+        out.setdefault(u, []).append(Event(i, int(t), float(r)))
     return out
 
 
-def eval_prompts(inter: pd.DataFrame, target_split: str, max_items: int
-                 ) -> tuple[list[str], list[list[str]], list[list[str]]]:
-    """(user ids, histories, ground truth) for users with a `target_split` item.
+def items_of(events: list[Event]) -> list[str]:
+    return [e.item for e in events]
 
-    For `test` the history holds train + valid items; for `valid`, train items only."""
+
+def gap_text(seconds: float) -> str:
+    """Coarse, readable time gap: ' +0d', ' +3d', ' +2w', ' +5mo', ' +1y'."""
+    days = max(0.0, seconds) / 86400
+    if days < 7:
+        return f" +{int(days)}d"
+    if days < 60:
+        return f" +{int(days // 7)}w"
+    if days < 730:
+        return f" +{int(days // 30)}mo"
+    return f" +{int(days // 365)}y"
+
+
+class HistoryText:
+    """Renders events as token ids: `<bos>`, then per item `[gap] SID [rating]`.
+
+    The gap (time since the previous event) appears only for real clocks, the rating only
+    where one exists. A prompt adds the gap to the request time and the target domain's
+    begin token, so generation continues exactly where a training sequence would."""
+
+    def __init__(self, sid: SidTokens, tokenizer):
+        self.sid, self.tok = sid, tokenizer
+        self._cache: dict[str, list[int]] = {}
+
+    def _text(self, s: str) -> list[int]:
+        if s not in self._cache:
+            self._cache[s] = self.tok.encode(s, add_special_tokens=False)
+        return self._cache[s]
+
+    def ids(self, events: list[Event]) -> list[int]:
+        out = [self.tok.bos_token_id]
+        for j, e in enumerate(events):
+            if j and e.timestamp > REAL_TIME:
+                out += self._text(gap_text(e.timestamp - events[j - 1].timestamp))
+            out += self.sid.ids(e.item)
+            if not math.isnan(e.rating):
+                out += self._text(f" rated {e.rating:g}")
+        return out
+
+    def prompt(self, events: list[Event], domain: str, now: int | None = None) -> list[int]:
+        """History, the gap to `now` (the request time, when the clock is real), the begin token."""
+        out = self.ids(events)
+        if now is not None and events and now > REAL_TIME:
+            out += self._text(gap_text(now - events[-1].timestamp))
+        return out + [self.sid.begin_id[domain]]
+
+
+def training_sequences(inter: pd.DataFrame, text: HistoryText, max_items: int,
+                       splits: tuple[str, ...] = ("train",)) -> list[tuple[str, list[int]]]:
+    """(domain, token ids) of every training user's sequence, cut into windows of at most
+    `max_items` items (long MovieLens histories). Windows of one item teach nothing."""
+    out = []
+    for events in user_histories(inter, splits).values():
+        for start in range(0, len(events), max_items):
+            window = events[start:start + max_items]
+            if len(window) >= 2:
+                out.append((text.sid.codec.item_domain[window[0].item], text.ids(window)))
+    return out
+
+
+@dataclass
+class EvalPrompts:
+    """Users with a target in the split: their history before it, the targets, the request time."""
+
+    users: list[str]
+    histories: list[list[Event]]
+    truths: list[list[str]]
+    times: list[int]
+
+    def subset(self, keep: list[int]) -> "EvalPrompts":
+        return EvalPrompts(*([xs[i] for i in keep] for xs in (self.users, self.histories, self.truths, self.times)))
+
+
+def eval_prompts(inter: pd.DataFrame, target_split: str, max_items: int) -> EvalPrompts:
+    """For `test` the history holds train + valid items; for `valid`, train items only."""
     history_splits = ("train",) if target_split == "valid" else ("train", "valid")
     hist = user_histories(inter, history_splits)
     targets = user_histories(inter, (target_split,))
     users = [u for u in targets if hist.get(u)]
-    return users, [hist[u][-max_items:] for u in users], [targets[u] for u in users]
+    return EvalPrompts(users, [hist[u][-max_items:] for u in users], [items_of(targets[u]) for u in users],
+                       [targets[u][0].timestamp for u in users])
 
 
 def batches_by_length(lengths: np.ndarray, max_tokens: int, rng: np.random.Generator) -> list[np.ndarray]:

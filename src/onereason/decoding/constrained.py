@@ -42,11 +42,6 @@ class Recommendation:
     scores: list[float]
 
 
-def prompt_ids(history_ids: list[int], sid: SidTokens, domain: str) -> list[int]:
-    """History token ids followed by the target domain's begin token."""
-    return history_ids + [sid.begin_id[domain]]
-
-
 @torch.no_grad()
 def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidTokens, pad_id: int,
               k: int, num_beams: int | None = None, batch_size: int = 32, progress: bool = False

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from onereason.corpus.user_layer import user_histories
+from onereason.corpus.user_layer import items_of, user_histories
 
 
 def cooccurrence_embeddings(inter: pd.DataFrame, item_ids: list[str], dim: int = 64, window: int = 3,
@@ -23,8 +23,8 @@ def cooccurrence_embeddings(inter: pd.DataFrame, item_ids: list[str], dim: int =
     together share their context (both rows hold both items) and end up close."""
     index = {item: i for i, item in enumerate(item_ids)}
     rows, cols = [], []
-    for items in user_histories(inter, ("train",)).values():
-        ids = [index[i] for i in items]
+    for events in user_histories(inter, ("train",)).values():
+        ids = [index[i] for i in items_of(events)]
         rows.extend(ids)
         cols.extend(ids)
         for off in range(1, window + 1):

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from transformers import AutoTokenizer, PreTrainedModel
 
-from onereason.corpus.user_layer import training_sequences
+from onereason.corpus.user_layer import HistoryText, training_sequences
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.model.backbone import build_model, count_parameters
 from onereason.train.loop import LoopConfig, Sample, plot_loss, train
@@ -51,8 +51,8 @@ def save_model(model: PreTrainedModel, tok, out: Path) -> None:
 def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid = load_sid_tokens(run_dir)
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    seqs = training_sequences(inter, sid, tok.bos_token_id, config.max_items)
-    samples = [Sample(ids, [0] + [1] * (len(ids) - 1)) for ids in seqs]  # predict every item token
+    seqs = [ids for _, ids in training_sequences(inter, HistoryText(sid, tok), config.max_items)]
+    samples = [Sample(ids, [0] + [1] * (len(ids) - 1)) for ids in seqs]  # predict every next token
     model = build_model(config.model, len(tok), seed=config.loop.seed)
     out = run_dir / "train"
     out.mkdir(parents=True, exist_ok=True)
