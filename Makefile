@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python bench/skeleton_throughput.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) runs

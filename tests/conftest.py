@@ -47,6 +47,13 @@ def tiny_config(ratings: Path, movies: Path):
     cfg.train.max_items = 30
     cfg.train.loop.epochs, cfg.train.loop.lr, cfg.train.loop.batch_tokens = 6, 1e-2, 2048
     cfg.train.loop.checkpoint_every = 20
+    cfg.corpus.max_items = 30
+    p = cfg.pretrain
+    p.model, p.checkpoint_every = "tiny", 5
+    for stage, tokens in (("text", 16_000), ("warmup", 8_000), ("full", 24_000), ("long", 8_000)):
+        s = getattr(p, stage)
+        s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
+    p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
     cfg.eval.beams, cfg.eval.batch_size = 10, 16
     return cfg
 

@@ -22,9 +22,12 @@ console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
 RUNS = Path("runs")
 
 
-def _config(config_file: Optional[Path]):
+def _config(config_file: Optional[Path], name: Optional[str] = None):
+    """--config if given, else the run's saved config.json, else the defaults."""
     from onereason.pipeline import RunConfig
 
+    if config_file is None and name and (RUNS / name / "config.json").exists():
+        config_file = RUNS / name / "config.json"
     if config_file is None:
         return RunConfig()
     try:
@@ -71,13 +74,14 @@ def run(
     config_file: Optional[Path] = typer.Option(None, "--config", help="RunConfig JSON (flags below override it)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the datasets (default: the shipped copies)"),
     model: Optional[str] = typer.Option(None, help="tiny|small|base or a local HF causal LM directory"),
-    epochs: Optional[float] = typer.Option(None, help="training epochs"),
+    budget: Optional[float] = typer.Option(None, help="scale every pre-training stage's token budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
     max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
 ) -> None:
-    """Run the whole pipeline: data → itemic tokens → training → evaluation."""
+    """Run the whole pipeline: data → itemic tokens → corpus → pre-training stages → evaluation."""
     from onereason import pipeline
+    from onereason.train.pretrain import STAGES
 
     cfg = _config(config_file)
     if datasets:
@@ -85,9 +89,10 @@ def run(
     if data_dir:
         cfg.data.data_dir = data_dir
     if model:
-        cfg.train.model = model
-    if epochs:
-        cfg.train.loop.epochs = epochs
+        cfg.pretrain.model = model
+    if budget:
+        for s in STAGES:
+            getattr(cfg.pretrain, s).tokens = int(getattr(cfg.pretrain, s).tokens * budget)
     if beams:
         cfg.eval.beams = beams
     if max_users:
@@ -100,10 +105,9 @@ def run(
     it = summary["itemic"]
     console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
                   f"collisions before resolution {it['collision_rate_before']:.1%}, after {it['collision_rate_after']:.1%}")
-    tr = summary["train"]
-    console.print(f"train: {tr['steps']} steps, {tr['tokens_per_s']:,.0f} tokens/s, {tr['seconds']:.0f}s")
+    console.print((RUNS / name / "pretrain" / "report.md").read_text())
     print_results(summary["eval"])
-    console.print(f"artifacts: {RUNS / name}/ (eval/results.md, eval/results.json, train/train_log.jsonl, model/)")
+    console.print(f"artifacts: {RUNS / name}/ (eval/results.md, pretrain/report.md, pretrain/loss.png, model/)")
 
 
 @data_app.command("stats")
@@ -153,16 +157,54 @@ def itemic(name: str = typer.Option(...), config_file: Optional[Path] = typer.Op
     """Semantic IDs, trie and tokenizer for runs/<name>/data."""
     from onereason.itemic import build
 
-    stats = build.run(_config(config_file).itemic, RUNS / name)
+    stats = build.run(_config(config_file, name).itemic, RUNS / name)
     console.print_json(json.dumps(stats))
 
 
 @app.command()
+def corpus(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+    """Write the four pre-training layers (token, item, relational, user) for runs/<name>."""
+    from onereason.corpus import build
+
+    stats = build.run(_config(config_file, name).corpus, RUNS / name)
+    t = Table(title="pre-training layers")
+    for c in ("layer", "documents", "tokens", "per domain (tokens)"):
+        t.add_column(c, justify="left" if c == "layer" else "right")
+    for layer, s in stats["layers"].items():
+        t.add_row(layer, f"{s['documents']:,}", f"{s['tokens']:,}",
+                  ", ".join(f"{d} {v['tokens']:,}" for d, v in s["per_domain"].items()))
+    console.print(t)
+
+
+@app.command("pretrain")
+def pretrain_(
+    name: str = typer.Option(...),
+    stage: str = typer.Option(..., help="text | warmup | full | long | all"),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+) -> None:
+    """Train pre-training stage(s) from the previous stage's model (resumes from the last
+    checkpoint); works the same under `accelerate launch`. Updates pretrain/report.md."""
+    from onereason.model.backbone import PRESETS
+    from onereason.train import pretrain
+
+    cfg = _config(config_file, name).pretrain
+    stages = [s for s in pretrain.STAGES if s != "text" or cfg.model in PRESETS] if stage == "all" else [stage]
+    try:
+        for s in stages:
+            pretrain.run(cfg, RUNS / name, s)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    report = RUNS / name / "pretrain" / "report.md"
+    if report.exists():
+        console.print(report.read_text())
+
+
+@app.command()
 def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
-    """Train the next-item model (resumes from the last checkpoint)."""
+    """Train the User-layer-only next-item model (the baseline without pre-training)."""
     from onereason.train import next_item
 
-    stats = next_item.run(_config(config_file).train, RUNS / name)
+    stats = next_item.run(_config(config_file, name).train, RUNS / name)
     console.print_json(json.dumps(stats, default=str))
 
 
@@ -177,6 +219,10 @@ def eval_(
     """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md}."""
     from onereason.bench import evaluate
 
-    cfg = _config(config_file).eval
+    cfg = _config(config_file, name).eval
     cfg = cfg.model_copy(update={k: v for k, v in dict(beams=beams, split=split, max_users=max_users).items() if v})
     print_results(evaluate.run(cfg, RUNS / name))
+
+
+if __name__ == "__main__":  # `accelerate launch -m onereason.cli ...`
+    app()

@@ -1,6 +1,8 @@
 """`onereason run`: every stage in order, in one readable function.
 
-    data ─► itemic ─► train (User layer) ─► eval
+    data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval
+
+(`onereason train` keeps the User-layer-only model as a baseline; it is not in this chain.)
 
 Each stage reads its inputs from runs/<name>/ and writes its outputs there atomically, so a
 stage can be re-run alone; training resumes from its last checkpoint.
@@ -17,14 +19,19 @@ from pydantic import BaseModel, Field
 
 from onereason.bench import evaluate
 from onereason.bench.evaluate import EvalConfig
+from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
-from onereason.data.schema import DataError, save_dataset
+from onereason.data.schema import DataError, save_dataset, write_parquet
 from onereason.data.stats import dataset_stats
 from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
-from onereason.train import next_item
+from onereason.corpus import build as corpus
+from onereason.corpus.build import CorpusConfig
+from onereason.model.backbone import PRESETS
+from onereason.train import pretrain
 from onereason.train.next_item import NextItemConfig
+from onereason.train.pretrain import STAGES, PretrainConfig
 
 
 class GenericSource(BaseModel):
@@ -43,6 +50,8 @@ class DataConfig(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["amazon-scientific"])
     data_dir: Path | None = Field(None, description="folder holding the named datasets (default: shipped copies)")
     generic: list[GenericSource] = Field(default_factory=list)
+    general_text: str | None = Field("sotu", description="Token-layer English text: shipped 'sotu', a "
+                                     ".jsonl/.txt path, or None for item text only")
 
 
 class RunConfig(BaseModel):
@@ -50,6 +59,8 @@ class RunConfig(BaseModel):
 
     data: DataConfig = DataConfig()
     itemic: ItemicConfig = ItemicConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: NextItemConfig = NextItemConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -62,7 +73,10 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     if not parts:
         raise DataError("config", "no dataset named", field="data.datasets")
     ds = combine(parts)
+    text = load_general_text(config.general_text) if config.general_text else None
     save_dataset(ds, run_dir / "data")
+    if text is not None:
+        write_parquet(text, run_dir / "data" / "general_text.parquet")
     stats = dataset_stats(ds)
     (run_dir / "data" / "stats.json").write_text(stats.to_json(orient="records", indent=2))
     return {"stats": stats.to_dict(orient="records")}
@@ -76,7 +90,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
     if saved.exists():
         old = json.loads(saved.read_text())
         new = json.loads(config.model_dump_json())
-        changed = [k for k in ("data", "itemic", "train") if old.get(k) != new.get(k)]
+        changed = [k for k in ("data", "itemic", "corpus", "pretrain", "train") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{run_dir} holds a run with a different {', '.join(changed)} config; "
                              "choose another --name or pass --overwrite")
@@ -85,13 +99,16 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
 
 
 def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """data → itemic → train → eval; returns each stage's summary."""
+    """data → itemic → corpus → pretrain stages → eval; returns each stage's summary."""
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
+    pretrain_stages = [s for s in STAGES if s != "text" or config.pretrain.model in PRESETS]
     for name, stage in [
         ("data", lambda: run_data(config.data, run_dir)),
         ("itemic", lambda: itemic.run(config.itemic, run_dir)),
-        ("train", lambda: next_item.run(config.train, run_dir, progress=progress)),
+        ("corpus", lambda: corpus.run(config.corpus, run_dir)),
+        *[(f"pretrain {s}", lambda s=s: pretrain.run(config.pretrain, run_dir, s, progress=progress))
+          for s in pretrain_stages],
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
     ]:
         t0 = time.perf_counter()

@@ -52,6 +52,10 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     write_parquet(sid_map, out / "sid_map.parquet")
     np.save(out / "embeddings.npy", emb)  # what was clustered (text, plus co-occurrence if enabled)
     codec = SidCodec(sid_map)
+    general = run_dir / "data" / "general_text.parquet"
+    if general.exists():  # held-out documents stay out of the tokenizer too
+        g = pd.read_parquet(general)
+        texts = texts + g.loc[g["split"] == "train", "text"].tolist()
     tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab(), config.base_tokenizer,
                           config.vocab_size)
     tok.save_pretrained(str(run_dir / "tokenizer"))

@@ -1,8 +1,10 @@
 """One causal-LM training loop under accelerate: token-budget batches, AdamW + cosine schedule,
-atomic resumable checkpoints (model, optimizer, scheduler, RNG, data position), jsonl loss log.
+atomic resumable checkpoints (model, optimizer, scheduler, RNG, data position), loss per token
+group (the corpus layers), tokens/s and learning rate in a jsonl log and in TensorBoard.
 
-The same function runs in one CPU process or under `accelerate launch`; each process takes
-every n-th batch.
+The same function runs in one CPU process or under `accelerate launch` (DDP, FSDP, DeepSpeed:
+see configs/); each process takes every n-th batch. Samples are either padded sequences or
+packed rows whose position ids restart at every document.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
+from torch.utils.tensorboard import SummaryWriter
 from transformers import get_cosine_schedule_with_warmup
 
 from onereason.corpus.user_layer import batches_by_length
@@ -42,24 +47,49 @@ class LoopConfig(BaseModel):
 
 @dataclass
 class Sample:
-    """Token ids and the per-token loss mask (1 = predict this token)."""
+    """Token ids and the per-token loss mask (1 = predict this token). A packed row also has
+    position ids (restarting at each document) and the group (corpus layer) of each token."""
 
-    ids: list[int]
-    mask: list[int]
+    ids: Sequence[int]
+    mask: Sequence[int]
+    positions: Sequence[int] | None = None
+    groups: Sequence[int] | None = None
 
 
 def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels are -100 where the mask is 0 or on padding."""
+    """Right-padded batch; labels are -100 where the mask is 0 or on padding; groups are -1 there.
+    Packed rows (equal length) get position_ids instead of an attention mask."""
     n = max(len(s.ids) for s in samples)
     ids = torch.full((len(samples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), n), -100, dtype=torch.long)
+    groups = torch.full((len(samples), n), -1, dtype=torch.long)
     attn = torch.zeros((len(samples), n), dtype=torch.long)
     for i, s in enumerate(samples):
-        t = torch.tensor(s.ids)
+        t = torch.as_tensor(np.asarray(s.ids, dtype=np.int64))
         ids[i, : len(t)] = t
         attn[i, : len(t)] = 1
-        labels[i, : len(t)] = torch.where(torch.tensor(s.mask, dtype=torch.bool), t, -100)
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+        labels[i, : len(t)] = torch.where(torch.as_tensor(np.asarray(s.mask, dtype=bool)), t, -100)
+        groups[i, : len(t)] = torch.as_tensor(np.asarray(s.groups, dtype=np.int64)) if s.groups is not None else 0
+    groups[labels == -100] = -1
+    if samples[0].positions is None:
+        return {"input_ids": ids, "attention_mask": attn, "labels": labels, "groups": groups}
+    pos = torch.as_tensor(np.stack([np.asarray(s.positions, dtype=np.int64) for s in samples]))
+    return {"input_ids": ids, "position_ids": pos, "labels": labels, "groups": groups}
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, n_groups: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token cross-entropy over labelled tokens, and detached [n_groups, 2] (loss sum,
+    token count) per group for logging."""
+    logits, labels, groups = logits[:, :-1], labels[:, 1:], groups[:, 1:]  # position t predicts t+1
+    tok = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                          ignore_index=-100, reduction="none").view_as(labels)  # [B, T-1]
+    valid = labels != -100  # [B, T-1]
+    loss = tok.sum() / valid.sum().clamp(min=1)
+    g = groups.clamp(min=0).reshape(-1)
+    sums = torch.zeros(n_groups, device=tok.device).index_add_(0, g, (tok * valid).reshape(-1).detach())
+    counts = torch.zeros(n_groups, device=tok.device).index_add_(0, g, valid.reshape(-1).float())
+    return loss, torch.stack([sums, counts], dim=1)  # [G, 2]
 
 
 def epoch_batches(lengths: np.ndarray, cfg: LoopConfig) -> list[np.ndarray]:
@@ -98,12 +128,18 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
 
 
 def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopConfig, out_dir: Path,
-          accelerator: Accelerator | None = None, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train `model` on `samples`; checkpoints in out_dir/checkpoints, log in out_dir/train_log.jsonl.
-    Resumes from the latest checkpoint there. Returns the trained (unwrapped) model and summary numbers."""
+          accelerator: Accelerator | None = None, progress: bool = True,
+          group_names: list[str] | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train `model` on `samples`; checkpoints in out_dir/checkpoints, log in out_dir/train_log.jsonl
+    and out_dir/tensorboard. Resumes from the latest checkpoint there. `group_names` name the
+    sample groups whose loss is logged separately. Returns the trained (unwrapped) model and
+    summary numbers."""
     if not samples:
         raise ValueError("training: no samples (every user has fewer than two training items?)")
-    accelerator = accelerator or Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    # cpu=True on a CPU machine: without it accelerate ignores a multi-process launch (each
+    # process would train alone); with it, `accelerate launch` gives gloo DDP.
+    gpu = torch.cuda.is_available()
+    accelerator = accelerator or Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
     torch.manual_seed(cfg.seed)
     lengths = np.array([len(s.ids) for s in samples])
     if lengths.max() > cfg.batch_tokens:
@@ -130,40 +166,55 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
         kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start]
         log_path.write_text("".join(l + "\n" for l in kept))
 
+    names = group_names or ["all"]
+    board = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start + 1) if accelerator.is_main_process else None
     model.train()
     mine = batches[accelerator.process_index::accelerator.num_processes][:total]
     bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
-    t0, tokens, losses = time.perf_counter(), 0, []
+    t0, tokens, losses, mean = time.perf_counter(), 0, [], float("nan")
+    group_stats = torch.zeros(len(names), 2, device=accelerator.device)
     for step in range(start, total):
         batch = collate([samples[i] for i in mine[step]], pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        loss = model(**batch).loss
+        labels, groups = batch.pop("labels"), batch.pop("groups")
+        logits = model(**batch, use_cache=False).logits
+        loss, stats = causal_lm_loss(logits, labels, groups, len(names))
+        group_stats += stats
         accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
+        tokens += int((batch["input_ids"] != pad_id).sum())
         losses.append(loss.item())
         bar.update(1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
             mean = float(accelerator.gather(torch.tensor([np.mean(losses)], device=accelerator.device)).mean())
+            per = accelerator.reduce(group_stats, reduction="sum")
             rate = tokens * accelerator.num_processes / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rate:,.0f}")
-            if accelerator.is_main_process:
+            row = {"step": step + 1, "loss": mean, "lr": sched.get_last_lr()[0], "tokens_per_s": rate}
+            if group_names:
+                row.update({f"loss/{n}": float(s / c) for n, (s, c) in zip(names, per.tolist()) if c > 0})
+            if board is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        board.add_scalar(k, v, step + 1)
                 with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": step + 1, "loss": mean, "lr": sched.get_last_lr()[0],
-                                        "tokens_per_s": rate}) + "\n")
-            losses = []
+                    f.write(json.dumps(row) + "\n")
+            losses, group_stats = [], torch.zeros_like(group_stats)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_checkpoint(accelerator, ckpt_dir, step + 1, cfg.keep_checkpoints)
     bar.close()
+    if board is not None:
+        board.close()
     elapsed = time.perf_counter() - t0
     if total > start:
         save_checkpoint(accelerator, ckpt_dir, total, cfg.keep_checkpoints)
     return accelerator.unwrap_model(model), {
-        "steps": total, "resumed_from": start, "seconds": elapsed,
+        "steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
+        "final_loss": mean,
         "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
 
 

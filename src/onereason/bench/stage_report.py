@@ -1,0 +1,190 @@
+"""What each pre-training stage is measured by, on held-out data:
+
+- R0 item perception: SID → title token-F1 (greedy generation) and title → SID exact match
+  (trie-constrained beam search), on items whose SID ↔ title statements were held out of the
+  Item layer, and on items the layer did state (memorization);
+- perplexity on the held-out general-text documents;
+- next-item Recall@10 / NDCG@10 on the valid split (constrained beam search).
+
+`write_report` puts the stages side by side in pretrain/report.{json,md} and draws the loss
+curves per layer into pretrain/loss.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+
+from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.metrics import evaluate_lists
+from onereason.corpus.item_layer import sid_to_title, title_to_sid
+from onereason.decoding.constrained import recommend
+from onereason.train.loop import Sample, causal_lm_loss, collate
+from onereason.train.next_item import load_sid_tokens
+
+
+class ReportConfig(BaseModel):
+    """Sizes of the per-stage measurements (kept small: they run after every stage)."""
+
+    r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
+    users: int = Field(1000, ge=1, description="valid-split users for next-item recall")
+    beams: int = Field(20, ge=10)
+    max_items: int = Field(50, ge=1)
+    ppl_context: int = Field(512, ge=16)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+def token_f1(pred: str, truth: str) -> float:
+    """Bag-of-words F1 over lower-cased word tokens (SQuAD style)."""
+    p, t = re.findall(r"\w+", pred.lower()), re.findall(r"\w+", truth.lower())
+    common = sum((Counter(p) & Counter(t)).values())
+    if not p or not t or not common:
+        return 0.0
+    prec, rec = common / len(p), common / len(t)
+    return 2 * prec * rec / (prec + rec)
+
+
+@torch.no_grad()
+def generate_titles(model, tok, sid, items: list[str], batch_size: int = 32, max_new_tokens: int = 48) -> list[str]:
+    """Greedy continuation of "<SID> is" up to <eos>; the trailing period dropped."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(items), batch_size):
+        prompts = [[tok.bos_token_id, *tok.encode(sid_to_title(sid.codec.item_text(i)), add_special_tokens=False)]
+                   for i in items[start:start + batch_size]]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+        attn = (torch.arange(width, device=device)[None] >= torch.tensor([width - len(p) for p in prompts],
+                                                                          device=device)[:, None]).long()
+        gen = model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        for row in gen[:, width:].tolist():
+            text = tok.decode([t for t in row if t not in (tok.eos_token_id, tok.pad_token_id)])
+            out.append(text.strip().removesuffix("."))
+    return out
+
+
+def perception(model, run_dir: Path, items: list[str], cfg: ReportConfig) -> dict:
+    """SID → title token-F1 and title → SID exact-match accuracy over `items`."""
+    tok, sid = load_sid_tokens(run_dir)
+    meta = pd.read_parquet(run_dir / "data" / "items.parquet").set_index("item_id")
+    titles = [meta.at[i, "title"] for i in items]
+    f1 = [token_f1(p, t) for p, t in zip(generate_titles(model, tok, sid, items, cfg.batch_size), titles)]
+    domains = [sid.codec.item_domain[i] for i in items]
+    prompts = [[tok.bos_token_id, *tok.encode(title_to_sid(t), add_special_tokens=False), sid.begin_id[d]]
+               for t, d in zip(titles, domains)]
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=cfg.batch_size)
+    exact = [bool(r.items) and r.items[0] == i for r, i in zip(recs, items)]
+    return {"sid_to_title_f1": float(np.mean(f1)), "title_to_sid_acc": float(np.mean(exact)), "n": len(items)}
+
+
+@torch.no_grad()
+def heldout_perplexity(model, run_dir: Path, cfg: ReportConfig) -> float | None:
+    """exp(mean next-token cross-entropy) over the held-out general-text documents."""
+    path = run_dir / "data" / "general_text.parquet"
+    if not path.exists():
+        return None
+    tok, _ = load_sid_tokens(run_dir)
+    g = pd.read_parquet(path)
+    windows = []
+    for text in g.loc[g["split"] == "heldout", "text"]:
+        ids = [tok.bos_token_id, *tok.encode(text, add_special_tokens=False)]
+        windows += [ids[s:s + cfg.ppl_context] for s in range(0, len(ids), cfg.ppl_context) if len(ids[s:]) > 1]
+    model.eval()
+    device = next(model.parameters()).device
+    total = torch.zeros(1, 2, device=device)
+    for s in range(0, len(windows), 8):
+        batch = collate([Sample(w, [1] * len(w)) for w in windows[s:s + 8]], tok.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels, groups = batch.pop("labels"), batch.pop("groups")
+        _, stats = causal_lm_loss(model(**batch).logits, labels, groups, 1)
+        total += stats
+    return math.exp(float(total[0, 0] / total[0, 1]))
+
+
+def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = False) -> dict:
+    heldout = json.loads((run_dir / "corpus" / "heldout_items.json").read_text())
+    rng = np.random.default_rng(cfg.seed)
+    _, sid = load_sid_tokens(run_dir)
+    stated = sorted(set(sid.codec.item_ids) - set(heldout))
+    pick = lambda xs: sorted(rng.choice(xs, size=min(cfg.r0_items, len(xs)), replace=False).tolist()) if xs else []
+    out = {"r0_heldout": perception(model, run_dir, pick(heldout), cfg) if heldout else None,
+           "r0_stated": perception(model, run_dir, pick(stated), cfg),
+           "perplexity": heldout_perplexity(model, run_dir, cfg)}
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
+    recs, domains = recommend_next(model, run_dir, p, cfg.beams, cfg.batch_size, progress)
+    res = evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]
+    out["next_item"] = {"split": "valid", "users": len(p.users), "beams": cfg.beams,
+                        "recall@10": res["recall@10"], "ndcg@10": res["ndcg@10"]}
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_report(run_dir: Path, stages: list[str], layers: list[str]) -> dict:
+    """pretrain/report.json + report.md (stages side by side) + loss.png (loss per layer)."""
+    root = run_dir / "pretrain"
+    done = {s: json.loads((root / s / "summary.json").read_text()) for s in stages
+            if (root / s / "summary.json").exists()}
+    rows = [
+        ("tokens trained", lambda m, s: f"{sum(s['tokens_per_layer'].values()):,}"),
+        ("tokens/s", lambda m, s: f"{s['tokens_per_s']:,.0f}"),
+        ("R0 held-out: SID→title F1", lambda m, s: _fmt((m["r0_heldout"] or {}).get("sid_to_title_f1"))),
+        ("R0 held-out: title→SID acc", lambda m, s: _fmt((m["r0_heldout"] or {}).get("title_to_sid_acc"))),
+        ("R0 stated: SID→title F1", lambda m, s: _fmt(m["r0_stated"]["sid_to_title_f1"])),
+        ("R0 stated: title→SID acc", lambda m, s: _fmt(m["r0_stated"]["title_to_sid_acc"])),
+        ("held-out text perplexity", lambda m, s: _fmt(m["perplexity"])),
+        ("next-item Recall@10 (valid)", lambda m, s: _fmt(m["next_item"]["recall@10"])),
+        ("next-item NDCG@10 (valid)", lambda m, s: _fmt(m["next_item"]["ndcg@10"])),
+    ]
+    lines = ["# Pre-training stages", "", "| metric | " + " | ".join(done) + " |", "|---" * (len(done) + 1) + "|"]
+    for name, f in rows:
+        lines.append(f"| {name} | " + " | ".join(f(s["metrics"], s) for s in done.values()) + " |")
+    lines += ["", "Budget per layer (tokens drawn, after packing):", ""]
+    lines += [f"- {s}: " + ", ".join(f"{k} {v:,}" for k, v in d["tokens_per_layer"].items() if v) for s, d in done.items()]
+    lines += ["", "![loss per layer](loss.png)", ""]
+    (root / "report.md").write_text("\n".join(lines))
+    (root / "report.json").write_text(json.dumps(done, indent=2))
+    _plot(root, list(done), layers)
+    return done
+
+
+def _plot(root: Path, stages: list[str], layers: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    offset = 0
+    for s in stages:
+        log = [json.loads(line) for line in (root / s / "train_log.jsonl").read_text().splitlines()]
+        for i, layer in enumerate(layers):
+            pts = [(offset + r["step"], r[f"loss/{layer}"]) for r in log if f"loss/{layer}" in r]
+            if pts:
+                ax.plot(*zip(*pts), color=f"C{i}", label=layer)
+        ax.axvline(offset, color="gray", lw=0.5)
+        ax.text(offset, 1.0, f" {s}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        offset += log[-1]["step"] if log else 0
+    handles = {h.get_label(): h for h in ax.get_lines() if not h.get_label().startswith("_")}
+    ax.legend(handles.values(), handles.keys(), loc="upper right")
+    ax.set_xlabel("optimizer step (stages concatenated)")
+    ax.set_ylabel("cross-entropy per token")
+    ax.set_yscale("log")
+    ax.set_title("pre-training loss per layer")
+    fig.tight_layout()
+    fig.savefig(root / "loss.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,186 @@
+"""Stage `pretrain --stage text|warmup|full|long`: the model learns what item tokens mean.
+
+    text    the backbone's own language pre-training on the Token layer (what a downloaded
+            LLM already has; skipped when `model` is a local HF directory)
+    warmup  backbone frozen; only the item-token rows of the embedding / LM head learn
+            (a gradient mask), rows initialized from the text of the items under each code
+    full    every parameter, on the full four-layer mixture
+    long    a longer context with the longest user histories, a small share of the budget
+
+Each stage starts from the previous stage's model, draws its token budget from the corpus
+layers by its mixture weights, packs it into rows, trains with the shared loop (resumable),
+then measures itself (R0 perception, held-out perplexity, next-item Recall@10) into
+pretrain/report.{json,md} with the loss curves in pretrain/loss.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import PartialState
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from onereason.bench.stage_report import ReportConfig, stage_metrics, write_report
+from onereason.corpus.build import LAYERS, load_layer
+from onereason.corpus.mixture import Packed, build_rows, check_mixture
+from onereason.model.backbone import PRESETS, build_model, count_parameters
+from onereason.train.loop import LoopConfig, Sample, train
+from onereason.train.next_item import load_sid_tokens, save_model
+
+STAGES = ("text", "warmup", "full", "long")
+
+
+class StageConfig(BaseModel):
+    """One stage: its budget in tokens, context, optimizer and layer mixture."""
+
+    tokens: int = Field(..., ge=1, description="tokens drawn from the layers (the budget)")
+    context: int = Field(512, ge=8, description="packed row length")
+    lr: float = Field(3e-3, gt=0)
+    batch_tokens: int = Field(4096, ge=8, description="tokens per optimizer step (rows × context)")
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    mixture: dict[str, float] = Field(..., description=f"weight per layer ({', '.join(LAYERS)})")
+    domain_weights: dict[str, float] = Field(default_factory=dict,
+                                             description="factor per domain ('general' = general text); default 1")
+
+
+class PretrainConfig(BaseModel):
+    """The backbone and the three stages (plus the backbone's own text stage)."""
+
+    model: str = Field("small", description="size preset (tiny|small|base) or a local HF causal LM directory")
+    item_init: str = Field("text", pattern="^(text|default)$",
+                           description="item-token rows before warm-up: mean text embedding of the items under "
+                           "each code, or the model's default")
+    text: StageConfig = StageConfig(tokens=1_200_000, mixture={"token": 1.0})
+    warmup: StageConfig = StageConfig(tokens=400_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
+    full: StageConfig = StageConfig(tokens=3_700_000, mixture={"token": 0.1, "item": 0.15, "relational": 0.05,
+                                                               "user": 0.7})
+    long: StageConfig = StageConfig(tokens=320_000, context=2048, lr=1e-3, batch_tokens=8192,
+                                    mixture={"token": 0.1, "item": 0.1, "user": 0.8})
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+    report: ReportConfig = ReportConfig()
+
+
+def item_token_ids(tok, sid) -> list[int]:
+    """The rows the itemic stage added: code tokens, SID and domain begin/end tokens."""
+    return tok.convert_tokens_to_ids(sid.codec.code_vocab() + sid.codec.special_vocab())
+
+
+@torch.no_grad()
+def init_item_rows_from_text(model: PreTrainedModel, tok, sid, items: pd.DataFrame) -> None:
+    """Each code token's row = the mean input embedding of the title tokens of the items that
+    carry that code at that level; a domain's begin/end rows = the mean over its items."""
+    emb = model.get_input_embeddings().weight  # [V, H]
+    titles = dict(zip(items["item_id"], items["title"]))
+    enc = tok([titles[i] for i in sid.codec.item_ids], add_special_tokens=False)["input_ids"]
+    item_vec = torch.stack([emb[torch.tensor(e or [tok.eos_token_id])].mean(0) for e in enc])  # [N, H]
+    codes = torch.tensor(sid.codec.codes)  # [N, L]
+    heads = [emb] + ([model.get_output_embeddings().weight]
+                     if model.get_output_embeddings().weight.data_ptr() != emb.data_ptr() else [])
+    for level in range(codes.shape[1]):
+        for code in codes[:, level].unique().tolist():
+            vec = item_vec[codes[:, level] == code].mean(0)
+            for w in heads:
+                w[int(sid.code_ids[level, code])] = vec
+    doms = np.array([sid.codec.item_domain[i] for i in sid.codec.item_ids])
+    for d in sid.codec.domains:
+        vec = item_vec[torch.from_numpy(doms == d)].mean(0)
+        for w in heads:
+            w[sid.begin_id[d]] = vec
+            w[sid.end_id[d]] = vec
+
+
+def freeze_all_but_rows(model: PreTrainedModel, rows: list[int]) -> None:
+    """Warm-up: every parameter frozen except the embedding / LM head, whose gradient is
+    masked to `rows`. (With weight decay 0, Adam then leaves every other row bit-identical.)"""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    mask = torch.zeros(model.get_input_embeddings().weight.shape[0], 1)
+    mask[rows] = 1.0
+    for w in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+        w.requires_grad_(True)
+        w.register_hook(lambda g: g * mask.to(g.device, g.dtype))
+
+
+def _previous_model(config: PretrainConfig, run_dir: Path, stage: str, vocab: int) -> PreTrainedModel:
+    i = STAGES.index(stage)
+    for prev in reversed(STAGES[:i]):
+        path = run_dir / "pretrain" / prev / "model"
+        if (path / "config.json").exists():
+            return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        if prev == "text" and config.model not in PRESETS:  # a real LLM brings its own language
+            return build_model(config.model, vocab)
+        raise FileNotFoundError(f"{path}: run `onereason pretrain --stage {prev}` first")
+    if config.model not in PRESETS:
+        raise ValueError(f"pretrain.model={config.model!r} is a pre-trained LLM: skip the text stage")
+    return build_model(config.model, vocab, seed=config.seed)
+
+
+def check_stage(config: PretrainConfig, stage: str, layers: dict[str, pd.DataFrame], item_len: int) -> None:
+    """Every config error a stage can have, raised before any training starts."""
+    if stage not in STAGES:
+        raise ValueError(f"pretrain: unknown stage {stage!r}; stages are {list(STAGES)}")
+    sc: StageConfig = getattr(config, stage)
+    check_mixture(layers, sc.mixture, sc.domain_weights, f"pretrain.{stage}")
+    if sc.context < item_len + 2:
+        raise ValueError(f"pretrain.{stage}.context={sc.context} is shorter than one item ({item_len} tokens) "
+                         "plus <bos> and <eos>")
+    if sc.batch_tokens < sc.context:
+        raise ValueError(f"pretrain.{stage}.batch_tokens={sc.batch_tokens} is smaller than one row "
+                         f"(context={sc.context})")
+
+
+def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True) -> dict:
+    """Train one stage from the previous one, save its model, measure it, update the report."""
+    tok, sid = load_sid_tokens(run_dir)
+    layers = {n: load_layer(run_dir, "user_long" if (n == "user" and stage == "long") else n) for n in LAYERS}
+    check_stage(config, stage, layers, sid.length)
+    sc: StageConfig = getattr(config, stage)
+    out = run_dir / "pretrain" / stage
+    out.mkdir(parents=True, exist_ok=True)
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.is_main_process:
+        (out / "config.json").write_text(config.model_dump_json(indent=2))  # under `accelerate launch`: one process writes, all train
+    rows_path = out / "rows.npz"  # the packed budget, fixed once: a resumed run replays the same rows
+    with state.main_process_first():
+        if not rows_path.exists():
+            build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, sc.tokens, sc.context,
+                       tok.pad_token_id, seed=config.seed + STAGES.index(stage),
+                       longest_first=stage == "long").save(rows_path)
+    rows = Packed.load(rows_path)
+    mask = (rows.layers >= 0) & (rows.positions > 0)  # a document's first token has nothing to predict from
+    samples = [Sample(*row) for row in zip(rows.ids, mask, rows.positions, rows.layers)]  # numpy views
+
+    model = _previous_model(config, run_dir, stage, len(tok))
+    model.config.max_position_embeddings = max(model.config.max_position_embeddings, sc.context)
+    if stage == "warmup":
+        if config.item_init == "text":
+            init_item_rows_from_text(model, tok, sid, pd.read_parquet(run_dir / "data" / "items.parquet"))
+        freeze_all_but_rows(model, item_token_ids(tok, sid))
+    loop = LoopConfig(epochs=1.0, lr=sc.lr, batch_tokens=sc.batch_tokens, warmup_ratio=sc.warmup_ratio,
+                      weight_decay=0.0 if stage == "warmup" else 0.01, checkpoint_every=config.checkpoint_every,
+                      log_every=config.log_every, seed=config.seed)
+    model, stats = train(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(LAYERS))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if not state.is_main_process:
+        return stats
+    save_model(model, tok, out / "model")
+    if stage == STAGES[-1]:
+        save_model(model, tok, run_dir / "model")  # what `eval` and later stages load
+    summary = out / "summary.json"
+    if stats["resumed_from"] == stats["steps"] and summary.exists():  # nothing left to train: keep its timing
+        stats.update({k: json.loads(summary.read_text())[k] for k in ("seconds", "tokens", "tokens_per_s")})
+    stats.update({"stage": stage, "rows": len(samples), "context": sc.context,
+                  "tokens_per_layer": rows.tokens_per_layer(list(LAYERS)), "parameters": count_parameters(model)})
+    stats["metrics"] = stage_metrics(model, run_dir, config.report, progress=progress)
+    summary.write_text(json.dumps(stats, indent=2))
+    write_report(run_dir, list(STAGES), list(LAYERS))
+    return stats

@@ -1,0 +1,126 @@
+"""The four layers: no valid/test leakage, templates that prompts can reuse, packing that keeps
+documents apart, mixtures that fail loudly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from onereason.corpus.item_layer import item_documents, sid_to_title, title_to_sid
+from onereason.corpus.mixture import build_rows, check_mixture, draw, pack
+from onereason.corpus.relational_layer import relational_documents, transition_counts
+from onereason.corpus.user_layer import HistoryText, gap_text, training_sequences
+from onereason.itemic.sid import SidCodec, SidTokens
+from onereason.itemic.tokenizer import build_tokenizer
+from onereason.model.backbone import build_model
+
+NAN = float("nan")
+
+
+def _world():
+    """Six items; e and f occur only as valid/test targets; u0 has real times and ratings."""
+    items = pd.DataFrame({"item_id": list("abcdef"), "domain": "d",
+                          "title": ["Red pen", "Blue pen", "Stapler", "Glue", "Secret E", "Secret F"],
+                          "description": ["Red pen", "A blue pen", "", "", "", ""],
+                          "categories": [["pens"], ["pens"], ["desk"], ["desk"], ["desk"], ["pens"]],
+                          "brand": ["acme", "acme", "", "", "", "acme"],
+                          "complements": [["c"], [], ["a"], [], [], []], "substitutes": [["b"], ["a"], [], [], [], []]})
+    rows = []
+    for u in range(6):
+        seq = "abcd" if u % 2 else "cdab"
+        t0 = 1_500_000_000 if u == 0 else 0
+        rows += [(f"u{u}", it, t0 + j * 86400 * 3, "d", 4.0 if u == 0 else NAN, "train") for j, it in enumerate(seq)]
+        rows += [(f"u{u}", "e", t0 + 5 * 86400 * 3, "d", NAN, "valid"), (f"u{u}", "f", t0 + 6 * 86400 * 3, "d", NAN, "test")]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "domain", "rating", "split"])
+    codes = pd.DataFrame({"item_id": list("abcdef"), "domain": "d", "code_0": [0, 0, 1, 1, 2, 2], "code_1": [0, 1, 0, 1, 0, 1]})
+    codec = SidCodec(codes)
+    tok = build_tokenizer(["Red pen Blue pen stapler glue rated days"] * 5, codec.code_vocab(), codec.special_vocab(),
+                          vocab_size=300)
+    return items, inter, codec, tok, SidTokens(codec, tok)
+
+
+def test_relational_and_user_layers_use_the_train_split_only():
+    items, inter, codec, tok, sid = _world()
+    secret = {codec.item_text("e"), codec.item_text("f")}
+    rel = relational_documents(items, inter, codec, min_count=1, partners=2)
+    transitions = [t for _, t in rel if t.startswith("After")]
+    assert transitions and not any(s in t for t in transitions for s in secret)
+    assert ("e", "f") not in transition_counts(inter) and transition_counts(inter)[("a", "b")] == 6
+    assert any("complements" in t for _, t in rel) and any("substitutes" in t for _, t in rel)
+    users = training_sequences(inter, HistoryText(sid, tok), max_items=50)
+    secret_ids = {tuple(sid.ids("e")), tuple(sid.ids("f"))}
+    for _, ids in users:
+        assert not any(tuple(ids[i:i + sid.length]) in secret_ids for i in range(len(ids)))
+    assert len(users) == 6
+
+
+def test_user_text_has_gaps_and_ratings_only_where_the_data_has_them():
+    items, inter, codec, tok, sid = _world()
+    text = HistoryText(sid, tok)
+    seqs = dict(enumerate(ids for _, ids in training_sequences(inter, text, 50)))
+    timed = tok.decode(seqs[0])  # u0: real times, ratings
+    assert " +3d" in timed and " rated 4" in timed
+    plain = seqs[1]
+    assert plain == [tok.bos_token_id] + [t for it in "abcd" for t in sid.ids(it)]
+    assert gap_text(0) == " +0d" and gap_text(86400 * 20) == " +2w" and gap_text(86400 * 800) == " +2y"
+
+
+def test_item_layer_holds_out_titles_and_prompts_are_prefixes_of_statements():
+    items, inter, codec, tok, sid = _world()
+    docs = [t for _, t in item_documents(items, codec, heldout={"a"})]
+    assert not any("Red pen" in t for t in docs)  # a's title is never paired with its SID
+    assert f"The category of {codec.item_text('a')} is pens." in docs
+    assert sum(t.startswith(sid_to_title(codec.item_text("b"))) for t in docs) == 1  # the prompt is unambiguous
+    stmt = next(t for t in docs if t.startswith("The item Blue pen"))
+    full = tok.encode(stmt, add_special_tokens=False)
+    prompt = tok.encode(title_to_sid("Blue pen"), add_special_tokens=False) + [sid.begin_id["d"]]
+    assert full[:len(prompt)] == prompt
+
+
+def test_pack_restarts_positions_and_keeps_every_token():
+    docs = [(0, np.arange(10, 15)), (1, np.arange(20, 27)), (0, np.arange(30, 50)), (1, np.arange(60, 63))]
+    p = pack(docs, context=8, pad_id=1)
+    real = p.ids[p.layers >= 0]
+    assert sorted(real.tolist()) == sorted(np.concatenate([d for _, d in docs]).tolist())
+    assert p.ids.shape[1] == 8 and (p.positions[:, 0] == 0).all()
+    row0 = p.positions[0].tolist()
+    assert row0[:5] == [0, 1, 2, 3, 4]  # first document, then padding as its own segment
+    assert p.tokens_per_layer(["a", "b"]) == {"a": 25, "b": 10}
+
+
+def test_draw_meets_the_budget_exactly_and_weights_domains():
+    docs = pd.DataFrame({"domain": ["x"] * 50 + ["y"] * 50, "ids": [list(range(10))] * 100})
+    rng = np.random.default_rng(0)
+    got = draw(docs, 333, {}, rng)
+    assert sum(map(len, got)) == 333
+    only_x = draw(docs.assign(ids=[[i] * 10 for i in range(100)]), 200, {"y": 0.0}, rng)
+    assert all(d[0] < 50 for d in only_x)
+
+
+def test_packed_rows_attend_within_their_own_document():
+    """The slow reference: each document alone gives the same logits as inside a packed row."""
+    model = build_model("tiny", 64, seed=0).eval()
+    docs = [np.array([3, 4, 5, 6]), np.array([7, 8, 9]), np.array([10, 11, 12, 13, 14])]
+    p = pack([(0, d) for d in docs], context=16, pad_id=1)
+    assert len(p.ids) == 1
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor(p.ids, dtype=torch.long),
+                       position_ids=torch.tensor(p.positions, dtype=torch.long), use_cache=False).logits[0]
+        start = 0
+        for d in docs:
+            alone = model(input_ids=torch.from_numpy(d[None])).logits[0]
+            assert torch.allclose(packed[start:start + len(d)], alone, atol=1e-5)
+            start += len(d)
+
+
+def test_mixture_errors_name_the_field():
+    layers = {"token": pd.DataFrame({"domain": [""], "ids": [[1, 2]]}),
+              "relational": pd.DataFrame({"domain": [], "ids": []})}
+    with pytest.raises(ValueError, match=r"pretrain.full.mixture: unknown layer 'items'"):
+        check_mixture(layers, {"items": 1.0}, {}, "pretrain.full")
+    with pytest.raises(ValueError, match=r"pretrain.full.mixture.relational: weight 0.5 but the layer has no documents"):
+        check_mixture(layers, {"token": 1.0, "relational": 0.5}, {}, "pretrain.full")
+    with pytest.raises(ValueError, match=r"domain_weights: unknown domain 'books'"):
+        check_mixture(layers, {"token": 1.0}, {"books": 2.0}, "pretrain.full")
+    rows = build_rows(layers, ["token", "relational"], {"token": 1.0}, {}, 40, 8, pad_id=0, seed=0)
+    assert rows.tokens_per_layer(["token", "relational"]) == {"token": 40, "relational": 0}
