@@ -30,7 +30,7 @@ from onereason.corpus.user_layer import HistoryText, eval_prompts, training_sequ
 from onereason.model.backbone import build_model
 from onereason.pipeline import RunConfig
 from onereason.train.loop import LoopConfig, Sample, collate, epoch_batches, train
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 
 
 def peak_mb() -> float:

@@ -12,7 +12,7 @@ from onereason.decoding.constrained import recommend, reference_beam_search
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.model.backbone import build_model
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 
 
 def _two_domain_world(seed: int):

@@ -18,7 +18,7 @@ from onereason.corpus.build import LAYERS
 from onereason.model.backbone import build_model
 from onereason.pipeline import RunConfig
 from onereason.train import pretrain
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 from onereason.train.pretrain import init_item_rows_from_text, item_token_ids
 
 HERE = Path(__file__).parent

@@ -15,7 +15,7 @@ from onereason.bench.metrics import KS, evaluate_lists
 from onereason.corpus.user_layer import EvalPrompts
 from onereason.corpus.user_layer import HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 
 
 class EvalConfig(BaseModel):

@@ -28,7 +28,7 @@ from onereason.bench.metrics import evaluate_lists
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import recommend
 from onereason.train.loop import Sample, causal_lm_loss, collate
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 
 
 class ReportConfig(BaseModel):

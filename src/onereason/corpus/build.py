@@ -23,7 +23,7 @@ from onereason.corpus.relational_layer import relational_documents
 from onereason.corpus.token_layer import token_documents
 from onereason.corpus.user_layer import HistoryText, training_sequences
 from onereason.data.schema import write_parquet
-from onereason.train.next_item import load_sid_tokens
+from onereason.itemic.sid import load_sid_tokens
 
 LAYERS = ("token", "item", "relational", "user")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from transformers import AutoTokenizer
 
 SID_BEGIN, SID_END = "<|sid_begin|>", "<|sid_end|>"
 _CODE_RE = re.compile(r"<s_([a-z])_(\d+)>")
@@ -108,3 +109,9 @@ class SidTokens:
         if not prefix and domains is not None:
             return [self.begin_id[d] for d in domains if d in self.begin_id]
         return self.trie.get(prefix, [])
+
+
+def load_sid_tokens(run_dir: Path):
+    """The run's tokenizer and its SID token mapping."""
+    tok = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    return tok, SidTokens(SidCodec.load(run_dir / "itemic" / "sid_map.parquet"), tok)

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 from torch.utils.tensorboard import SummaryWriter
-from transformers import get_cosine_schedule_with_warmup
+from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from onereason.corpus.user_layer import batches_by_length
 
@@ -216,6 +216,22 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
         "steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
         "final_loss": mean,
         "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
+
+
+def save_model(model: PreTrainedModel, tok, out: Path) -> None:
+    """save_pretrained into a temporary folder, then rename over the old one."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def plot_loss(log_path: Path, png: Path, title: str = "training loss") -> None:

@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel, Field
-from transformers import AutoTokenizer, PreTrainedModel
 
 from onereason.corpus.user_layer import HistoryText, training_sequences
-from onereason.itemic.sid import SidCodec, SidTokens
+from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import build_model, count_parameters
-from onereason.train.loop import LoopConfig, Sample, plot_loss, train
+from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 
 class NextItemConfig(BaseModel):
@@ -24,28 +21,6 @@ class NextItemConfig(BaseModel):
     model: str = Field("small", description="size preset (tiny|small|base) or a local HF causal LM directory")
     max_items: int = Field(50, ge=2, description="items per training window and per prompt")
     loop: LoopConfig = LoopConfig()
-
-
-def load_sid_tokens(run_dir: Path):
-    """The run's tokenizer and its SID token mapping."""
-    tok = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
-    return tok, SidTokens(SidCodec.load(run_dir / "itemic" / "sid_map.parquet"), tok)
-
-
-def save_model(model: PreTrainedModel, tok, out: Path) -> None:
-    """save_pretrained into a temporary folder, then rename over the old one."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:

@@ -29,8 +29,8 @@ from onereason.bench.stage_report import ReportConfig, stage_metrics, write_repo
 from onereason.corpus.build import LAYERS, load_layer
 from onereason.corpus.mixture import Packed, build_rows, check_mixture
 from onereason.model.backbone import PRESETS, build_model, count_parameters
-from onereason.train.loop import LoopConfig, Sample, train
-from onereason.train.next_item import load_sid_tokens, save_model
+from onereason.train.loop import LoopConfig, Sample, save_model, train
+from onereason.itemic.sid import load_sid_tokens
 
 STAGES = ("text", "warmup", "full", "long")
 
