@@ -81,10 +81,12 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Ten
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over labelled tokens, and detached [n_groups, 2] (loss sum,
     token count) per group for logging."""
-    logits, labels, groups = logits[:, :-1], labels[:, 1:], groups[:, 1:]  # position t predicts t+1
-    tok = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                          ignore_index=-100, reduction="none").view_as(labels)  # [B, T-1]
-    valid = labels != -100  # [B, T-1]
+    # Position t predicts t+1: shift the labels, not the logits (a [B, T, V] copy saved).
+    labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # [B, T]
+    groups = F.pad(groups, (0, 1), value=-1)[:, 1:]  # [B, T]
+    tok = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                          ignore_index=-100, reduction="none").view_as(labels)  # [B, T]
+    valid = labels != -100  # [B, T]
     loss = tok.sum() / valid.sum().clamp(min=1)
     g = groups.clamp(min=0).reshape(-1)
     sums = torch.zeros(n_groups, device=tok.device).index_add_(0, g, (tok * valid).reshape(-1).detach())
