@@ -102,7 +102,7 @@ def main() -> None:
     p = p.subset(list(range(min(args.users, len(p.users)))))
     for beams, bs in ((20, 32), (64, 16)):
         t0 = time.perf_counter()
-        recommend_next(model, args.run_dir, p, beams, bs)
+        recommend_next(model, tok, sid, p, beams, bs)
         dt = time.perf_counter() - t0
         print(f"constrained beam {beams:>2} (batch {bs}): {len(p.users) / dt:6.1f} users/s over {len(p.users)} users  "
               f"(peak RSS {peak_mb():,.0f} MB)")

@@ -2,7 +2,6 @@
 
 import json
 
-import pandas as pd
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner

@@ -184,11 +184,10 @@ def pretrain_(
 ) -> None:
     """Train pre-training stage(s) from the previous stage's model (resumes from the last
     checkpoint); works the same under `accelerate launch`. Updates pretrain/report.md."""
-    from onereason.model.backbone import PRESETS
     from onereason.train import pretrain
 
     cfg = _config(config_file, name).pretrain
-    stages = [s for s in pretrain.STAGES if s != "text" or cfg.model in PRESETS] if stage == "all" else [stage]
+    stages = pretrain.stages_to_run(cfg) if stage == "all" else [stage]
     try:
         for s in stages:
             pretrain.run(cfg, RUNS / name, s)

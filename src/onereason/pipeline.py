@@ -28,10 +28,9 @@ from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
 from onereason.corpus import build as corpus
 from onereason.corpus.build import CorpusConfig
-from onereason.model.backbone import PRESETS
 from onereason.train import pretrain
 from onereason.train.next_item import NextItemConfig
-from onereason.train.pretrain import STAGES, PretrainConfig
+from onereason.train.pretrain import PretrainConfig
 
 
 class GenericSource(BaseModel):
@@ -102,13 +101,12 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
     """data → itemic → corpus → pretrain stages → eval; returns each stage's summary."""
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
-    pretrain_stages = [s for s in STAGES if s != "text" or config.pretrain.model in PRESETS]
     for name, stage in [
         ("data", lambda: run_data(config.data, run_dir)),
         ("itemic", lambda: itemic.run(config.itemic, run_dir)),
         ("corpus", lambda: corpus.run(config.corpus, run_dir)),
         *[(f"pretrain {s}", lambda s=s: pretrain.run(config.pretrain, run_dir, s, progress=progress))
-          for s in pretrain_stages],
+          for s in pretrain.stages_to_run(config.pretrain)],
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
     ]:
         t0 = time.perf_counter()

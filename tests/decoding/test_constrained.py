@@ -4,7 +4,6 @@ slow reference beam search."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 from onereason.corpus.user_layer import HistoryText, eval_prompts

@@ -2,7 +2,6 @@
 any HF tokenizer directory gets the same item tokens."""
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.model.backbone import PRESETS, build_model, count_parameters

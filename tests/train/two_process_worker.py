@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).parent))

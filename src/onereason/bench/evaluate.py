@@ -46,10 +46,9 @@ def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: i
     return p
 
 
-def recommend_next(model, run_dir: Path, p: EvalPrompts, beams: int, batch_size: int = 32,
+def recommend_next(model, tok, sid, p: EvalPrompts, beams: int, batch_size: int = 32,
                    progress: bool = False) -> tuple[list[Recommendation], list[str]]:
     """Constrained beam search for every prompt, in the target's domain: (recommendations, domains)."""
-    tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     prompts = [text.prompt(h, d, now) for h, d, now in zip(p.histories, domains, p.times)]
@@ -63,7 +62,8 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     users, truths = p.users, p.truths
     ks = [k for k in config.ks if k <= config.beams]
-    recs, domains = recommend_next(model, run_dir, p, config.beams, config.batch_size, progress)
+    tok, sid = load_sid_tokens(run_dir)
+    recs, domains = recommend_next(model, tok, sid, p, config.beams, config.batch_size, progress)
     pop = most_popular(inter, max(ks))
     results = {
         "split": config.split, "beams": config.beams, "users": len(users), "ks": ks,

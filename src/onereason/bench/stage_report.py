@@ -74,11 +74,9 @@ def generate_titles(model, tok, sid, items: list[str], batch_size: int = 32, max
     return out
 
 
-def perception(model, run_dir: Path, items: list[str], cfg: ReportConfig) -> dict:
+def perception(model, tok, sid, title_of: dict[str, str], items: list[str], cfg: ReportConfig) -> dict:
     """SID → title token-F1 and title → SID exact-match accuracy over `items`."""
-    tok, sid = load_sid_tokens(run_dir)
-    meta = pd.read_parquet(run_dir / "data" / "items.parquet").set_index("item_id")
-    titles = [meta.at[i, "title"] for i in items]
+    titles = [title_of[i] for i in items]
     f1 = [token_f1(p, t) for p, t in zip(generate_titles(model, tok, sid, items, cfg.batch_size), titles)]
     domains = [sid.codec.item_domain[i] for i in items]
     prompts = [[tok.bos_token_id, *tok.encode(title_to_sid(t), add_special_tokens=False), sid.begin_id[d]]
@@ -89,12 +87,11 @@ def perception(model, run_dir: Path, items: list[str], cfg: ReportConfig) -> dic
 
 
 @torch.no_grad()
-def heldout_perplexity(model, run_dir: Path, cfg: ReportConfig) -> float | None:
+def heldout_perplexity(model, tok, run_dir: Path, cfg: ReportConfig) -> float | None:
     """exp(mean next-token cross-entropy) over the held-out general-text documents."""
     path = run_dir / "data" / "general_text.parquet"
     if not path.exists():
         return None
-    tok, _ = load_sid_tokens(run_dir)
     g = pd.read_parquet(path)
     windows = []
     for text in g.loc[g["split"] == "heldout", "text"]:
@@ -115,15 +112,17 @@ def heldout_perplexity(model, run_dir: Path, cfg: ReportConfig) -> float | None:
 def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = False) -> dict:
     heldout = json.loads((run_dir / "corpus" / "heldout_items.json").read_text())
     rng = np.random.default_rng(cfg.seed)
-    _, sid = load_sid_tokens(run_dir)
+    tok, sid = load_sid_tokens(run_dir)
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    title_of = dict(zip(items["item_id"], items["title"]))
     stated = sorted(set(sid.codec.item_ids) - set(heldout))
     pick = lambda xs: sorted(rng.choice(xs, size=min(cfg.r0_items, len(xs)), replace=False).tolist()) if xs else []
-    out = {"r0_heldout": perception(model, run_dir, pick(heldout), cfg) if heldout else None,
-           "r0_stated": perception(model, run_dir, pick(stated), cfg),
-           "perplexity": heldout_perplexity(model, run_dir, cfg)}
+    out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
+           "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
+           "perplexity": heldout_perplexity(model, tok, run_dir, cfg)}
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
-    recs, domains = recommend_next(model, run_dir, p, cfg.beams, cfg.batch_size, progress)
+    recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size, progress)
     res = evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]
     out["next_item"] = {"split": "valid", "users": len(p.users), "beams": cfg.beams,
                         "recall@10": res["recall@10"], "ndcg@10": res["ndcg@10"]}

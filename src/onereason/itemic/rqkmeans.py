@@ -51,7 +51,6 @@ def resolve_collisions(codes: np.ndarray, last_centroids: np.ndarray, last_resid
     used: dict[tuple, set[int]] = defaultdict(set)
     for c in groups:
         used[c[:-1]].add(c[-1])
-    k = len(last_centroids)
     overflow = False
     for c, members in groups.items():
         if len(members) == 1:

@@ -67,6 +67,11 @@ class PretrainConfig(BaseModel):
     report: ReportConfig = ReportConfig()
 
 
+def stages_to_run(config: PretrainConfig) -> list[str]:
+    """Every stage in order; a local HF LLM brings its own language, so it skips `text`."""
+    return [s for s in STAGES if s != "text" or config.model in PRESETS]
+
+
 def item_token_ids(tok, sid) -> list[int]:
     """The rows the itemic stage added: code tokens, SID and domain begin/end tokens."""
     return tok.convert_tokens_to_ids(sid.codec.code_vocab() + sid.codec.special_vocab())
