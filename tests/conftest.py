@@ -55,6 +55,11 @@ def tiny_config(ratings: Path, movies: Path):
         s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
     p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
     cfg.eval.beams, cfg.eval.batch_size = 10, 16
+    d = cfg.sft.data
+    d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user, d.max_items = 100, 100, 100, 3, 20
+    cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
+    e = cfg.sft_eval
+    e.max_users, e.beams, e.hypotheses, e.trace_tokens, e.batch_size, e.max_items = 24, 10, [1, 3], 96, 16, 20
     return cfg
 
 

@@ -223,5 +223,44 @@ def eval_(
     print_results(evaluate.run(cfg, RUNS / name))
 
 
+@app.command("sft")
+def sft_(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    rebuild_data: bool = typer.Option(False, help="rebuild reasoning/sft.parquet (interests, personas, judge, traces)"),
+) -> None:
+    """Reasoning SFT (R0-R3, thinking + non-thinking) from runs/<name>/model into runs/<name>/sft/model."""
+    from onereason.reasoning.sft_data import build
+    from onereason.reasoning.traces import TraceError
+    from onereason.reasoning.chat_client import EndpointError
+    from onereason.train import sft
+
+    cfg = _config(config_file, name).sft
+    try:
+        if rebuild_data or not (RUNS / name / "reasoning" / "sft.parquet").exists():
+            console.print_json(json.dumps(build(cfg.data, RUNS / name)))
+        stats = sft.run(cfg, RUNS / name)
+    except (ValueError, FileNotFoundError, TraceError, EndpointError) as e:
+        _fail(e)
+    console.print_json(json.dumps(stats, default=str))
+
+
+@app.command("sft-eval")
+def sft_eval(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    split: Optional[str] = typer.Option(None),
+    max_users: Optional[int] = typer.Option(None),
+    hypotheses: Optional[list[int]] = typer.Option(None, "--n", help="interest hypotheses for thinking runs; repeat"),
+) -> None:
+    """Pre-trained vs SFT non-thinking vs SFT thinking (n = 1, 3, 5); writes sft/eval.{json,md}."""
+    from onereason.bench import reasoning_eval
+
+    cfg = _config(config_file, name).sft_eval
+    cfg = cfg.model_copy(update={k: v for k, v in dict(split=split, max_users=max_users,
+                                                       hypotheses=hypotheses).items() if v})
+    console.print(reasoning_eval.markdown(reasoning_eval.run(cfg, RUNS / name)))
+
+
 if __name__ == "__main__":  # `accelerate launch -m onereason.cli ...`
     app()

@@ -1,6 +1,6 @@
 """`onereason run`: every stage in order, in one readable function.
 
-    data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval
+    data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval ─► sft ─► sft-eval
 
 (`onereason train` keeps the User-layer-only model as a baseline; it is not in this chain.)
 
@@ -18,7 +18,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from onereason.bench import evaluate
+from onereason.bench import reasoning_eval
 from onereason.bench.evaluate import EvalConfig
+from onereason.bench.reasoning_eval import SftEvalConfig
 from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
@@ -28,9 +30,10 @@ from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
 from onereason.corpus import build as corpus
 from onereason.corpus.build import CorpusConfig
-from onereason.train import pretrain
+from onereason.train import pretrain, sft
 from onereason.train.next_item import NextItemConfig
 from onereason.train.pretrain import PretrainConfig
+from onereason.train.sft import SftConfig
 
 
 class GenericSource(BaseModel):
@@ -62,6 +65,8 @@ class RunConfig(BaseModel):
     pretrain: PretrainConfig = PretrainConfig()
     train: NextItemConfig = NextItemConfig()
     eval: EvalConfig = EvalConfig()
+    sft: SftConfig = SftConfig()
+    sft_eval: SftEvalConfig = SftEvalConfig()
 
 
 def run_data(config: DataConfig, run_dir: Path) -> dict:
@@ -89,7 +94,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
     if saved.exists():
         old = json.loads(saved.read_text())
         new = json.loads(config.model_dump_json())
-        changed = [k for k in ("data", "itemic", "corpus", "pretrain", "train") if old.get(k) != new.get(k)]
+        changed = [k for k in ("data", "itemic", "corpus", "pretrain", "train", "sft") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{run_dir} holds a run with a different {', '.join(changed)} config; "
                              "choose another --name or pass --overwrite")
@@ -98,7 +103,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
 
 
 def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """data → itemic → corpus → pretrain stages → eval; returns each stage's summary."""
+    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval; returns each stage's summary."""
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
     for name, stage in [
@@ -108,6 +113,8 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         *[(f"pretrain {s}", lambda s=s: pretrain.run(config.pretrain, run_dir, s, progress=progress))
           for s in pretrain.stages_to_run(config.pretrain)],
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
+        ("sft", lambda: sft.run(config.sft, run_dir, progress=progress)),
+        ("sft-eval", lambda: reasoning_eval.run(config.sft_eval, run_dir, progress=progress)),
     ]:
         t0 = time.perf_counter()
         log(f"stage {name} ...")

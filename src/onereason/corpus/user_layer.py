@@ -54,7 +54,8 @@ def gap_text(seconds: float) -> str:
 
 
 class HistoryText:
-    """Renders events as token ids: `<bos>`, then per item `[gap] SID [rating]`.
+    """Renders events as `[gap] SID [rating]` per item: as token ids (`<bos>` first) for the User
+    layer and prompts, or as text for chat-format SFT samples. Both come from `pieces`.
 
     The gap (time since the previous event) appears only for real clocks, the rating only
     where one exists. A prompt adds the gap to the request time and the target domain's
@@ -69,15 +70,25 @@ class HistoryText:
             self._cache[s] = self.tok.encode(s, add_special_tokens=False)
         return self._cache[s]
 
-    def ids(self, events: list[Event]) -> list[int]:
-        out = [self.tok.bos_token_id]
+    def pieces(self, events: list[Event]) -> list[str | Event]:
+        """Text marks and events (items) in order."""
+        out: list[str | Event] = []
         for j, e in enumerate(events):
             if j and e.timestamp > REAL_TIME:
-                out += self._text(gap_text(e.timestamp - events[j - 1].timestamp))
-            out += self.sid.ids(e.item)
+                out.append(gap_text(e.timestamp - events[j - 1].timestamp))
+            out.append(e)
             if not math.isnan(e.rating):
-                out += self._text(f" rated {e.rating:g}")
+                out.append(f" rated {e.rating:g}")
         return out
+
+    def ids(self, events: list[Event]) -> list[int]:
+        out = [self.tok.bos_token_id]
+        for p in self.pieces(events):
+            out += self._text(p) if isinstance(p, str) else self.sid.ids(p.item)
+        return out
+
+    def text(self, events: list[Event]) -> str:
+        return "".join(p if isinstance(p, str) else self.sid.codec.item_text(p.item) for p in self.pieces(events))
 
     def prompt(self, events: list[Event], domain: str, now: int | None = None) -> list[int]:
         """History, the gap to `now` (the request time, when the clock is real), the begin token."""

@@ -1,0 +1,143 @@
+"""Stage `sft-eval`: the pre-trained model, SFT non-thinking and SFT thinking (n = 1, 3, 5
+interest hypotheses) side by side on the same users, with reasoning-quality measures:
+
+- Recall@k / NDCG@k under the same protocol as `eval` (full ranking, beam = candidates);
+- delta_ll = log p(target | prompt + CoT) − log p(target | non-thinking prompt), per user, mean;
+- the share of items cited in generated traces that are in the user's history (1.0 by the
+  citation constraint), traces with all three parts, and mean trace length.
+Written to `runs/<name>/sft/eval.{json,md}` and `sft/traces.jsonl` (a sample of traces).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
+
+from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.metrics import KS, evaluate_lists
+from onereason.corpus.user_layer import EvalPrompts, HistoryText
+from onereason.decoding.constrained import recommend
+from onereason.decoding.two_stage import generate_traces
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.sft_data import chat_prompt, r3_user, request_gap
+from onereason.reasoning.traces import PARTS
+
+
+class SftEvalConfig(BaseModel):
+    split: str = Field("test", pattern="^(valid|test)$")
+    max_users: int | None = Field(3000, ge=1)
+    beams: int = Field(20, ge=1)
+    ks: list[int] = Field(list(KS))
+    hypotheses: list[int] = Field([1, 3, 5], description="n for the thinking runs (the ablation)")
+    max_items: int = Field(50, ge=1)
+    trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
+    temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+@torch.no_grad()
+def target_logprob(model, prefixes: list[list[int]], targets: list[list[int]], pad_id: int,
+                   batch_size: int = 32) -> np.ndarray:
+    """Sum of log p(target tokens | prefix) per pair, teacher-forced, right-padded batches."""
+    out = np.zeros(len(prefixes))
+    for s in range(0, len(prefixes), batch_size):
+        seqs = [p + t for p, t in zip(prefixes[s:s + batch_size], targets[s:s + batch_size])]
+        n = max(map(len, seqs))
+        ids = torch.full((len(seqs), n), pad_id)
+        attn = torch.zeros_like(ids)
+        for r, q in enumerate(seqs):
+            ids[r, :len(q)], attn[r, :len(q)] = torch.tensor(q), 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), -1)
+        for r, (p, t) in enumerate(zip(prefixes[s:s + batch_size], targets[s:s + batch_size])):
+            pos = torch.arange(len(p) - 1, len(p) + len(t) - 1)
+            out[s + r] = float(logp[r, pos, torch.tensor(t)].sum())
+    return out
+
+
+def chat_prompts(p: EvalPrompts, text: HistoryText, domains: list[str], n: int | None, tok) -> list[list[int]]:
+    """R3 prompts for the eval users, thinking (with n) or not (None), up to the opening `<think>`."""
+    users = [r3_user(text.text(h), d, request_gap(h, now), n) for h, d, now in zip(p.histories, domains, p.times)]
+    return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
+
+
+def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    tok, sid = load_sid_tokens(run_dir)
+    text = HistoryText(sid, tok)
+    ks = [k for k in config.ks if k <= config.beams]
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    end_think = tok.convert_tokens_to_ids("</think>")
+    targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end, after the begin token
+
+    def answers(model, prefixes: list[list[int]]) -> list[list[str]]:
+        prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
+        recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=config.beams, num_beams=config.beams,
+                         batch_size=config.batch_size, progress=progress)
+        return [r.items for r in recs], prompts
+
+    methods, extra = {}, {}
+    pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+    recs, _ = recommend_next(pre, tok, sid, p, config.beams, config.batch_size, progress)
+    methods["pre-trained"] = evaluate_lists([r.items for r in recs], p.truths, ks, domains)
+    del pre
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
+    plain = [q + nl + [end_think] for q in chat_prompts(p, text, domains, None, tok)]
+    items, plain_prompts = answers(model, plain)
+    methods["SFT non-thinking"] = evaluate_lists(items, p.truths, ks, domains)
+    base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
+    samples = []
+    for n in config.hypotheses:
+        prompts = chat_prompts(p, text, domains, n, tok)
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
+                                 config.trace_tokens, config.temperature, batch_size=config.batch_size,
+                                 seed=config.seed, progress=progress)
+        items, think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
+        name = f"SFT thinking n={n}"
+        methods[name] = evaluate_lists(items, p.truths, ks, domains)
+        ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
+        decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
+        cited = [[c for c in sid.codec.parse(d)] for d in decoded]
+        hist = [{e.item for e in h} for h in p.histories]
+        n_cited = sum(len(c) for c in cited)
+        extra[name] = {
+            "delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll)),
+            "cited_items": n_cited,
+            "cited_in_history": (sum(sum(x in h for x in c) for c, h in zip(cited, hist)) / n_cited
+                                 if n_cited else None),
+            "traces_with_all_parts": float(np.mean([all(part in d for part in PARTS) for d in decoded])),
+            "trace_tokens_mean": float(np.mean([len(t) for t in traces])),
+        }
+        samples += [{"n": n, "user_id": u, "target": t[0], "trace": d, "items": i[:5]}
+                    for u, t, d, i in list(zip(p.users, p.truths, decoded, items))[:20]]
+    results = {"split": config.split, "users": len(p.users), "beams": config.beams, "ks": ks,
+               "temperature": config.temperature, "methods": methods, "reasoning": extra}
+    out = run_dir / "sft"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    (out / "eval.md").write_text(markdown(results))
+    with open(out / "traces.jsonl", "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Reasoning SFT ({results['split']} split, {results['users']} users, beam {results['beams']}, "
+             f"trace temperature {results['temperature']})", "",
+             "| method | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | delta_ll | cited in history | 3-part traces |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, res in results["methods"].items():
+        a, x = res["all"], results["reasoning"].get(name, {})
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"| {name} | {fmt(a.get('recall@10'))} | {fmt(a.get('ndcg@10'))} | {fmt(a.get('recall@20'))} "
+                     f"| {fmt(a.get('ndcg@20'))} | {fmt(x.get('delta_ll'))} | {fmt(x.get('cited_in_history'))} "
+                     f"| {fmt(x.get('traces_with_all_parts'))} |")
+    return "\n".join(lines) + "\n"

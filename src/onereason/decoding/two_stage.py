@@ -1,0 +1,98 @@
+"""Two-stage generation in thinking mode: sample a reasoning trace, then beam-search items.
+
+Stage 1 samples the trace after `<think>` until `</think>`. Inside the trace the model may
+cite items, but only items of the user's own history: `CitationLogitsProcessor` lets a begin
+token open a citation and then only the codes of history items follow, and forbids code tokens
+anywhere else, so every cited item exists in the history by construction.
+Stage 2 appends `\\n\\n` and the target domain's begin token to prompt + trace and runs the
+trie-constrained beam search (`recommend`), as the reference benchmark does.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from onereason.itemic.sid import SidTokens
+
+
+def history_trie(rows: list[list[int]]) -> dict[tuple[int, ...], set[int]]:
+    """Prefix → allowed next token over the token rows (begin, codes, end) of the history items."""
+    trie: dict[tuple[int, ...], set[int]] = {}
+    for row in rows:
+        for j in range(len(row)):
+            trie.setdefault(tuple(row[:j]), set()).add(row[j])
+    return trie
+
+
+class CitationLogitsProcessor(LogitsProcessor):
+    """Outside a citation: no code or end tokens, and only begin tokens of domains in the history.
+    Inside one (after a begin token): only continuations of history items."""
+
+    def __init__(self, sid: SidTokens, prompt_len: int, tries: list[dict], banned: list[int]):
+        self.sid, self.prompt_len, self.tries = sid, prompt_len, tries
+        self.begins = set(sid.begin_id.values())
+        self.ends = set(sid.end_id.values())
+        self.banned = torch.tensor(sorted(set(banned) | self.begins | self.ends
+                                          | set(sid.code_ids.reshape(-1).tolist())))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = scores.clone()
+        for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            trie = self.tries[r]
+            open_at = max((j for j, t in enumerate(gen) if t in self.begins), default=-1)
+            closed = open_at < 0 or any(t in self.ends for t in gen[open_at:])
+            if closed:  # free text, or a begin token of a domain the history has
+                allowed_begin = trie.get((), set())
+                out[r, self.banned] = float("-inf")
+                if allowed_begin:
+                    idx = torch.tensor(sorted(allowed_begin))
+                    out[r, idx] = scores[r, idx]
+            else:
+                allowed = torch.tensor(sorted(trie.get(tuple(gen[open_at:]), set())))
+                keep = scores[r, allowed]
+                out[r] = float("-inf")
+                out[r, allowed] = keep
+        return out
+
+
+def close_trace(seq: list[int], sid: SidTokens, end_think: int) -> list[int]:
+    """A trace that ran out of budget: drop an unfinished citation, then close the think block."""
+    begins, ends = set(sid.begin_id.values()), set(sid.end_id.values())
+    open_at = max((j for j, t in enumerate(seq) if t in begins), default=-1)
+    if open_at >= 0 and not any(t in ends for t in seq[open_at:]):
+        seq = seq[:open_at]
+    return seq + [end_think]
+
+
+@torch.no_grad()
+def generate_traces(model, prompts: list[list[int]], histories: list[list[str]], sid: SidTokens, tok,
+                    max_new_tokens: int = 160, temperature: float = 0.6, top_p: float = 0.95,
+                    batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[list[int]]:
+    """Trace token ids per prompt, each ending with `</think>` (appended if the budget ran out)."""
+    end_think = tok.convert_tokens_to_ids("</think>")
+    banned = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|im_start|>", "<think>")] + [tok.pad_token_id]
+    model.eval()
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in tqdm(range(0, len(order), batch_size), desc="traces", disable=not progress):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            attn[row, width - len(prompts[i]):] = 1
+        tries = [history_trie([sid.ids(h) for h in histories[i]]) for i in idx]
+        proc = CitationLogitsProcessor(sid, width, tries, banned)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=temperature > 0,
+                             temperature=temperature if temperature > 0 else None, top_p=top_p if temperature > 0 else None,
+                             top_k=None, max_new_tokens=max_new_tokens, eos_token_id=end_think,
+                             pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList([proc]))
+        for row, i in enumerate(idx):
+            seq = gen[row, width:].tolist()
+            out[i] = seq[:seq.index(end_think) + 1] if end_think in seq else close_trace(seq, sid, end_think)
+    return out

@@ -1,0 +1,1 @@
+"""Reasoning data: interests, personas, the relation judge, chain-of-thought traces, SFT tasks."""

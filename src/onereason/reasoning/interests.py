@@ -1,0 +1,94 @@
+"""Interests: themes learned from item text (k-means over the item embeddings), each named by
+the words that set its items apart from the rest of the catalogue (class-based TF-IDF).
+
+Interests are the vocabulary of R2 (interest expansion) and of the R3 trace; personas are
+built on a user's distribution over them. Items are clustered per domain, so an interest
+never mixes domains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+_WORD = re.compile(r"[a-z][a-z]+")
+# Words that name no theme: English glue, packaging and units that every catalogue repeats.
+STOPWORDS = frozenset("""a an and the for of with to in on by or at from as is are be this that it its
+your you our we all new pack set pcs piece pieces inch inches mm cm ml oz lb lbs kg size color black white
+includes including item items product products other more one two use used x""".split())
+
+
+@dataclass
+class Interests:
+    """`of[item_id]` → interest index; `names[i]` a readable name; `domain[i]` the domain."""
+
+    of: dict[str, int]
+    names: list[str]
+    domain: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"names": self.names, "domain": self.domain, "of": self.of}))
+
+    @classmethod
+    def load(cls, path: Path) -> "Interests":
+        d = json.loads(path.read_text())
+        return cls(d["of"], d["names"], d["domain"])
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def name_clusters(texts: list[str], labels: np.ndarray, k: int, words: int = 2) -> list[str]:
+    """Top `words` terms per cluster by c-TF-IDF: share of the cluster's items using the word ×
+    log(k / clusters using it); a word every cluster uses (the catalogue's name) scores zero."""
+    tf = [Counter() for _ in range(k)]
+    for text, c in zip(texts, labels):
+        tf[c].update(set(_words(text)))
+    df = Counter(w for counts in tf for w in counts)
+    names = []
+    for c in range(k):
+        size = max(1, int((labels == c).sum()))
+        ranked = sorted(tf[c], key=lambda w: (-tf[c][w] / size * (np.log(k / df[w]) + 1e-3), w))
+        names.append(" ".join(ranked[:words]) or f"theme {c}")
+    return names
+
+
+def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, seed: int = 0) -> Interests:
+    """k-means per domain on normalized embeddings; names made unique with a third word or a number."""
+    of: dict[str, int] = {}
+    names: list[str] = []
+    domains: list[str] = []
+    x = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    for dom in sorted(items["domain"].unique()):
+        rows = np.flatnonzero(items["domain"].to_numpy() == dom)
+        k = max(1, min(per_domain, len(rows) // 10))
+        km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, spherical=True)
+        km.train(np.ascontiguousarray(x[rows], dtype=np.float32))
+        _, assign = km.index.search(np.ascontiguousarray(x[rows], dtype=np.float32), 1)
+        labels = assign[:, 0]
+        sub = items.iloc[rows]
+        texts = [f"{t} {' '.join(c)}" for t, c in zip(sub["title"], sub["categories"])]
+        two, three = name_clusters(texts, labels, k, 2), name_clusters(texts, labels, k, 3)
+        seen = Counter(two)
+        local = [three[c] if seen[two[c]] > 1 else two[c] for c in range(k)]
+        taken = Counter()
+        for c in range(k):
+            taken[local[c]] += 1
+            if taken[local[c]] > 1:
+                local[c] = f"{local[c]} {taken[local[c]]}"
+        base = len(names)
+        names += local
+        domains += [dom] * k
+        of.update({item: base + int(c) for item, c in zip(sub["item_id"], labels)})
+    return Interests(of, names, domains)

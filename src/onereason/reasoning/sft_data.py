@@ -1,0 +1,201 @@
+"""R0–R3 SFT samples in the Qwen3 chat format, thinking and non-thinking mixed per domain.
+
+- R0 item perception: SID → title, SID → description, title → SID, SID → category;
+- R1 item-to-item relations, labelled by a judge (grounded or an LLM endpoint);
+- R2 interest expansion: the interests a training user's next actions fall into;
+- R3 recommendation: history → (three-part trace) → the next item.
+
+Everything is built from the train split only (interactions) and item text: no valid/test
+target shapes an interest, a persona, a transition statistic or a sample. Held-out items of the
+pre-training corpus stay out of R0 so perception can still be measured on them.
+Written to `runs/<name>/reasoning/`: sft.parquet (sample_id, task, domain, think, user,
+assistant), interests.json, personas.json, stats.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from onereason.corpus.relational_layer import transition_counts
+from onereason.corpus.user_layer import REAL_TIME, Event, HistoryText, gap_text, user_histories
+from onereason.data.schema import write_parquet
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.chat_client import ChatClient
+from onereason.reasoning.interests import Interests, learn_interests
+from onereason.reasoning.judge import GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category
+from onereason.reasoning.personas import learn_personas
+from onereason.reasoning.traces import GroundedTeacher, LLMTeacher, check_trace, interest_transitions
+
+TASKS = ("R0", "R1", "R2", "R3")
+
+
+class JudgeConfig(BaseModel):
+    """Which judge labels R1 pairs: `grounded` (offline, from the data) or `llm` (an endpoint,
+    also used by the `llm` trace teacher)."""
+
+    kind: str = Field("grounded", pattern="^(grounded|llm)$")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str = "default"
+    timeout: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
+    concurrency: int = Field(8, ge=1)
+
+
+class SftDataConfig(BaseModel):
+    interests_per_domain: int = Field(24, ge=1)
+    personas: int = Field(20, ge=1)
+    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses, drawn per R3 sample")
+    think_ratio: dict[str, float] = Field(default_factory=dict, description="CoT share per domain")
+    default_think_ratio: float = Field(0.5, ge=0, le=1)
+    r0_samples: int = Field(6000, ge=0)
+    r1_samples: int = Field(3000, ge=0)
+    r2_samples: int = Field(6000, ge=0)
+    r3_cuts_per_user: int | None = Field(4, ge=1, description="R3 samples per training user (None: every cut)")
+    max_items: int = Field(50, ge=1, description="history items in a prompt")
+    judge: JudgeConfig = JudgeConfig()
+    teacher: str = Field("grounded", pattern="^(grounded|llm)$",
+                         description="who writes R3 traces: the grounded synthesizer or the judge's endpoint")
+    seed: int = 0
+
+
+def chat_prompt(user: str, think: bool) -> str:
+    """The user turn with the soft switch, and the assistant turn opened up to `<think>`."""
+    return (f"<|im_start|>user\n{user} {'/think' if think else '/no_think'}<|im_end|>\n"
+            f"<|im_start|>assistant\n<think>")
+
+
+def chat_response(answer: str, trace: str | None = None) -> str:
+    """The rest of the assistant turn: the trace (or an empty think block), then the answer."""
+    return (f"\n{trace}\n</think>\n\n" if trace else "\n\n</think>\n\n") + f"{answer}<|im_end|>"
+
+
+def r3_user(history_text: str, domain: str, gap: str, n: int | None) -> str:
+    ask = f"Recommend the next {domain} item."
+    return f"History:{history_text}{gap}\n{ask}" + (f" Expand {n} interests." if n else "")
+
+
+def request_gap(events: list[Event], now: int) -> str:
+    return gap_text(now - events[-1].timestamp) if now > REAL_TIME and events else ""
+
+
+def _words(text: str, n: int) -> str:
+    w = str(text).split()
+    return " ".join(w[:n]) + (" ..." if len(w) > n else "")
+
+
+def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, progress: bool = True) -> dict:
+    """Write the SFT samples and the learned interests/personas; returns the stats."""
+    rng = np.random.default_rng(config.seed)
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    emb = np.load(run_dir / "itemic" / "embeddings.npy")
+    tok, sid = load_sid_tokens(run_dir)
+    codec, text = sid.codec, HistoryText(sid, tok)
+    out = run_dir / "reasoning"
+    out.mkdir(parents=True, exist_ok=True)
+    heldout_path = run_dir / "corpus" / "heldout_items.json"
+    heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
+
+    interests = learn_interests(items, emb, config.interests_per_domain, config.seed)
+    hists = user_histories(inter, ("train",))
+    brand = dict(zip(items["item_id"], items["brand"]))
+    users = [u for u, h in hists.items() if h]
+    personas, _ = learn_personas([hists[u] for u in users], interests, brand, config.personas, config.seed)
+    teacher = GroundedTeacher(codec, interests, personas, brand, interest_transitions(list(hists.values()), interests))
+    interests.save(out / "interests.json")
+    personas.save(out / "personas.json")
+    rows: list[dict] = []
+
+    def add(task: str, domain: str, sid_: str, user: str, answer: str, trace: str | None = None,
+            think: bool = False) -> None:
+        rows.append({"sample_id": f"{task}-{sid_}", "task": task, "domain": domain, "think": think,
+                     "user": chat_prompt(user, think), "assistant": chat_response(answer, trace)})
+
+    # R0: perception, on items whose text the pre-training corpus paired with their tokens.
+    known = items[~items["item_id"].isin(heldout)].reset_index(drop=True)
+    for j, (r, kind) in enumerate(zip(rng.integers(0, len(known), config.r0_samples),
+                                      rng.integers(0, 4, config.r0_samples))):
+        it = known.iloc[int(r)]
+        s = codec.item_text(it["item_id"])
+        if kind == 0:
+            add("R0", it["domain"], f"{j}", f"What is the title of {s}?", _words(it["title"], 30))
+        elif kind == 1:
+            add("R0", it["domain"], f"{j}", f"Describe {s}.", _words(it["description"], 40))
+        elif kind == 2:
+            add("R0", it["domain"], f"{j}", f"Which item is \"{_words(it['title'], 30)}\"?", s)
+        elif leaf_category(it["categories"]):
+            add("R0", it["domain"], f"{j}", f"Which category is {s} in?", leaf_category(it["categories"]))
+
+    # R1: relations between candidate pairs, labelled by the judge.
+    transitions = transition_counts(inter)
+    j = config.judge
+    client = None
+    if "llm" in (j.kind, config.teacher):
+        if not j.base_url:
+            raise ValueError("sft.data.judge.base_url: an `llm` judge or teacher needs an endpoint URL")
+        client = ChatClient(j.base_url, j.model, timeout=j.timeout, retries=j.retries, concurrency=j.concurrency,
+                            cache_dir=out / "llm_cache")
+    if judge is None:
+        judge = GroundedJudge(items, emb, transitions, interests) if j.kind == "grounded" else LLMJudge(client, items)
+    pairs = candidate_pairs(items, emb, transitions)
+    pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:config.r1_samples])]
+    relations = judge.judge(pairs)
+    for j, ((a, b), rel) in enumerate(zip(pairs, relations)):
+        add("R1", codec.item_domain[a], f"{j}", f"How are {codec.item_text(a)} and {codec.item_text(b)} related, and why?",
+            f"{rel.label}: {rel.reason}.")
+
+    # R2 and R3: cut points of training users' sequences.
+    cuts = [(u, t) for u in users for t in range(1, len(hists[u]))]
+    r2 = rng.permutation(len(cuts))[:config.r2_samples]
+    for j in r2:
+        u, t = cuts[j]
+        events, future = hists[u][:t][-config.max_items:], hists[u][t:t + 5]
+        n = int(rng.choice(config.hypotheses))
+        nxt = list(dict.fromkeys(interests.of[e.item] for e in future))[:n]
+        add("R2", codec.item_domain[future[0].item], f"{u}-{t}",
+            f"History:{text.text(events)}\nWhich interests will this user explore next? Name up to {n}.",
+            "; ".join(f"{k + 1}. {interests.names[i]}" for k, i in enumerate(nxt)) + ".")
+    by_user: dict[str, list[int]] = {}
+    for u, t in cuts:
+        by_user.setdefault(u, []).append(t)
+    cases = []  # (user, cut, events, target, think, n)
+    for u in users:
+        ts = by_user.get(u, [])
+        if config.r3_cuts_per_user and len(ts) > config.r3_cuts_per_user:  # the last cut, then random ones
+            ts = sorted([ts[-1], *rng.choice(ts[:-1], config.r3_cuts_per_user - 1, replace=False)])
+        for t in ts:
+            target = hists[u][t]
+            think = bool(rng.random() < config.think_ratio.get(codec.item_domain[target.item], config.default_think_ratio))
+            cases.append((u, t, hists[u][:t][-config.max_items:], target, think, int(rng.choice(config.hypotheses))))
+    thinking = [c for c in cases if c[4]]
+    if config.teacher == "llm":
+        llm = LLMTeacher(client, teacher, dict(zip(items["item_id"], items["title"])))
+        written = llm.traces([(e, tg.item, n) for _, _, e, tg, _, n in thinking], [f"R3-{u}-{t}" for u, t, *_ in thinking])
+    else:
+        written = [teacher.trace(e, tg.item, n) for _, _, e, tg, _, n in tqdm(thinking, desc="R3 traces",
+                                                                               disable=not progress)]
+    traces = {(c[0], c[1]): w for c, w in zip(thinking, written)}
+    for u, t, events, target, think, n in cases:
+        trace = traces.get((u, t))
+        if trace is not None:
+            check_trace(trace, [e.item for e in events], codec, target.item, f"R3-{u}-{t}")
+        domain = codec.item_domain[target.item]
+        add("R3", domain, f"{u}-{t}", r3_user(text.text(events), domain, request_gap(events, target.timestamp),
+                                            n if think else None), codec.item_text(target.item), trace, think)
+
+    df = pd.DataFrame(rows)
+    write_parquet(df, out / "sft.parquet")
+    stats = {"samples": {t: int((df["task"] == t).sum()) for t in TASKS},
+             "r3_thinking_share": float(df.loc[df["task"] == "R3", "think"].mean()),
+             "relations": dict(Counter(r.label for r in relations)),
+             "interests": len(interests), "personas": personas.names,
+             "persona_users": [s["users"] for s in personas.stats]}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats

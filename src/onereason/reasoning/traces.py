@@ -1,0 +1,165 @@
+"""The R3 chain of thought: Persona Abstraction, Interest Expansion, Transition Inference.
+
+`GroundedTeacher` writes a trace for a training user's history and real next item (hindsight
+rationalization): the persona comes from the history alone; the interest hypotheses are ranked
+from the history and the interest-to-interest transition statistics, with the target's
+interest among them; the transition names the target's interest and why (recency, repeat,
+complement, drift), citing history items by their tokens. The target item itself never
+appears in a trace, and every cited item is in the history (`check_trace`).
+
+A trace reads:
+
+    Persona: steady · glassware labware · focused (4 items, 75% glassware labware, e.g. <SID>).
+    Interests: 1. glassware labware; 2. jars bottles; 3. testing analysis.
+    Transition: recency: stays with glassware labware, the interest of the last item <SID>.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from onereason.corpus.user_layer import Event
+from onereason.reasoning.chat_client import ChatClient
+from onereason.itemic.sid import SidCodec
+from onereason.reasoning.interests import Interests
+from onereason.reasoning.personas import Personas, user_features
+
+PARTS = ("Persona:", "Interests:", "Transition:")
+REASONS = ("recency", "repeat", "complement", "drift")
+
+
+class TraceError(ValueError):
+    """A trace that breaks the format or cites an item it may not."""
+
+
+def interest_transitions(histories: list[list[Event]], interests: Interests) -> np.ndarray:
+    """P(next interest | current interest) from consecutive training items, add-one smoothed."""
+    m = np.ones((len(interests), len(interests)))
+    for events in histories:
+        seq = [interests.of[e.item] for e in events]
+        for a, b in zip(seq, seq[1:]):
+            m[a, b] += 1
+    return m / m.sum(1, keepdims=True)
+
+
+class GroundedTeacher:
+    def __init__(self, codec: SidCodec, interests: Interests, personas: Personas, brand: dict[str, str],
+                 transitions: np.ndarray):
+        self.codec, self.interests, self.personas = codec, interests, personas
+        self.brand, self.transitions = brand, transitions
+
+    def persona(self, events: list[Event], target: str | None = None) -> tuple[int, str]:
+        """The prototype this history is nearest to, and the line that says so with its evidence
+        (the latest item of the user's main interest, never the target)."""
+        p = int(self.personas.assign(user_features(events, self.interests, self.brand)[None])[0])
+        counts = Counter(self.interests.of[e.item] for e in events)
+        top, c = counts.most_common(1)[0]
+        example = next((e.item for e in reversed(events) if self.interests.of[e.item] == top and e.item != target),
+                       None)
+        eg = f", e.g. {self.codec.item_text(example)}" if example else ""
+        return p, f"{self.personas.names[p]} ({len(events)} item{'s' * (len(events) > 1)}, {c / len(events):.0%} {self.interests.names[top]}{eg})"
+
+    def ranked_interests(self, events: list[Event]) -> list[int]:
+        """Interests in the target domain's order of likelihood given the history alone: recency-weighted
+        history counts plus the transition row of the last item's interest."""
+        score = self.transitions[self.interests.of[events[-1].item]].copy()
+        for age, e in enumerate(reversed(events)):
+            score[self.interests.of[e.item]] += 0.5 ** age + 0.2
+        return [int(i) for i in np.argsort(-score, kind="stable")]
+
+    def hypotheses(self, events: list[Event], n: int, domain: str, truth: int | None = None) -> list[int]:
+        """Top n interests of `domain`; in hindsight the true interest replaces the last one if missing."""
+        ranked = [i for i in self.ranked_interests(events) if self.interests.domain[i] == domain][:n]
+        if truth is not None and truth not in ranked:
+            ranked[-1] = truth
+        return ranked
+
+    def transition(self, events: list[Event], truth: int, target: str) -> str:
+        """Which interest the next action moves to and why, citing history items other than the target."""
+        name = self.interests.names
+        last = self.interests.of[events[-1].item]
+        same = [e.item for e in reversed(events) if self.interests.of[e.item] == truth and e.item != target]
+        cite = self.codec.item_text
+        if truth == last:
+            why = f"recency: stays with {name[truth]}, the interest of the last item"
+            return f"{why} {cite(same[0])}" if same else why
+        if same:
+            return f"repeat: returns to {name[truth]}, seen {len(same)} times before, e.g. {cite(same[0])}"
+        row = self.transitions[last]
+        if truth in np.argsort(-row)[:3]:
+            return (f"complement: after {cite(events[-1].item)} in {name[last]}, users move on to {name[truth]} "
+                    f"({row[truth]:.0%} of next steps)")
+        return f"drift: moves to a new interest, {name[truth]}"
+
+    def trace(self, events: list[Event], target: str, n: int) -> str:
+        truth = self.interests.of[target]
+        _, persona = self.persona(events, target)
+        hyp = self.hypotheses(events, n, self.interests.domain[truth], truth)
+        listed = "; ".join(f"{j + 1}. {self.interests.names[i]}" for j, i in enumerate(hyp))
+        return (f"Persona: {persona}.\nInterests: {listed}.\n"
+                f"Transition: {self.transition(events, truth, target)}.")
+
+
+def check_trace(trace: str, history: list[str], codec: SidCodec, target: str | None = None,
+                sample_id: str = "?") -> list[str]:
+    """The items the trace cites; TraceError naming the sample if a part is missing or out of order,
+    a SID is unknown, a cited item is not in the history, or the target itself is cited."""
+    at = [trace.find(p) for p in PARTS]
+    if min(at) < 0 or at != sorted(at):
+        raise TraceError(f"sample {sample_id}: trace must have {', '.join(PARTS)} in this order: {trace[:120]!r}")
+    cited = codec.parse(trace)
+    if None in cited:
+        raise TraceError(f"sample {sample_id}: trace cites an unknown SID")
+    hist = set(history)
+    outside = [c for c in cited if c not in hist]
+    if outside:
+        raise TraceError(f"sample {sample_id}: trace cites {outside[0]}, which is not in the history")
+    if target is not None and target in cited:
+        raise TraceError(f"sample {sample_id}: trace cites the target item {target}")
+    return cited  # type: ignore[return-value]
+
+
+TEACHER_PROMPT = """Explain a shopper's next choice as a recommender's reasoning, in exactly three lines:
+Persona: one persona from the list, then in brackets the evidence from the history.
+Interests: exactly {n} interests from the list, most likely first, numbered "1. x; 2. y", including "{truth}".
+Transition: one of recency, repeat, complement, drift, a colon, then why the next action moves to "{truth}",
+citing history items by their tokens exactly as written below.
+Do not name, cite or describe the next item itself.
+
+Personas: {personas}
+Interests: {interests}
+History (oldest first):
+{history}
+The next item falls in the interest "{truth}"."""
+
+
+class LLMTeacher:
+    """Traces written by an OpenAI-compatible endpoint, with the grounded teacher's personas and
+    interests as the vocabulary. An answer that breaks the format or cites an item it may not is
+    retried, then the endpoint is named in the error."""
+
+    def __init__(self, client: ChatClient, grounded: GroundedTeacher, titles: dict[str, str]):
+        self.client, self.g, self.titles = client, grounded, titles
+
+    def traces(self, cases: list[tuple[list[Event], str, int]], sample_ids: list[str]) -> list[str]:
+        names = self.g.interests.names
+        convs, parsers = [], []
+        for (events, target, n), sid_ in zip(cases, sample_ids):
+            domain = self.g.interests.domain[self.g.interests.of[target]]
+            history = "\n".join(f"{self.g.codec.item_text(e.item)} {self.titles.get(e.item, '')}" for e in events)
+            prompt = TEACHER_PROMPT.format(
+                n=n, truth=names[self.g.interests.of[target]], personas="; ".join(self.g.personas.names),
+                interests="; ".join(x for x, d in zip(names, self.g.interests.domain) if d == domain), history=history)
+            convs.append([{"role": "user", "content": prompt}])
+            parsers.append(self._parser([e.item for e in events], target, sid_))
+        return self.client.complete_many(convs, parsers)
+
+    def _parser(self, history: list[str], target: str, sample_id: str):
+        def parse(content: str) -> str:
+            start = content.find(PARTS[0])
+            trace = content[start:].strip() if start >= 0 else content
+            check_trace(trace, history, self.g.codec, target, sample_id)
+            return trace
+        return parse

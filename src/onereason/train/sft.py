@@ -1,0 +1,79 @@
+"""Stage `sft`: reasoning SFT from the pre-trained checkpoint on the R0–R3 chat samples.
+
+The loss is on the assistant turn only: a sample's prompt (user turn and the opening
+`<|im_start|>assistant\n<think>`) has mask 0, the rest (trace or empty think block, answer,
+`<|im_end|>`) mask 1. Thinking R3 traces are checked again before training, so a malformed
+trace in an edited or LLM-written sft.parquet is rejected with its sample id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
+
+from onereason.itemic.sid import load_sid_tokens, SidCodec
+from onereason.reasoning.sft_data import SftDataConfig, build
+from onereason.reasoning.traces import check_trace
+from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
+
+GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking")
+_TRACE = re.compile(r"^\n(.*)\n</think>\n\n", re.S)
+
+
+class SftConfig(BaseModel):
+    data: SftDataConfig = SftDataConfig()
+    init: str = Field("model", description="checkpoint to start from, relative to the run directory")
+    loop: LoopConfig = LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.03, checkpoint_every=200)
+
+
+def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
+    """Every thinking R3 sample's trace is well-formed and cites only its own history, never its target."""
+    for sid_, user, assistant in df.loc[(df["task"] == "R3") & df["think"], ["sample_id", "user", "assistant"]
+                                        ].itertuples(index=False):
+        m = _TRACE.match(assistant)
+        if m is None:
+            raise ValueError(f"sft data: sample {sid_} is a thinking sample without a <think> trace")
+        target = [t for t in codec.parse(assistant[m.end():]) if t]
+        check_trace(m.group(1), [i for i in codec.parse(user) if i], codec, target[0] if target else None, sid_)
+
+
+def group_of(task: str, think: bool) -> int:
+    return GROUPS.index("R3 thinking" if think else "R3 non-thinking") if task == "R3" else GROUPS.index(task)
+
+
+def to_samples(df: pd.DataFrame, tok) -> list[Sample]:
+    """Prompt tokens (mask 0) then assistant tokens (mask 1), grouped by task and mode for the loss log."""
+    prompts = tok(df["user"].tolist(), add_special_tokens=False)["input_ids"]
+    answers = tok(df["assistant"].tolist(), add_special_tokens=False)["input_ids"]
+    return [Sample(p + a, [0] * len(p) + [1] * len(a), groups=[group_of(t, k)] * (len(p) + len(a)))
+            for p, a, t, k in zip(prompts, answers, df["task"], df["think"])]
+
+
+def run(config: SftConfig, run_dir: Path, progress: bool = True) -> dict:
+    out = run_dir / "sft"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    data_path = run_dir / "reasoning" / "sft.parquet"
+    if not data_path.exists():
+        build(config.data, run_dir, progress=progress)
+    df = pd.read_parquet(data_path)
+    tok, sid = load_sid_tokens(run_dir)
+    check_samples(df, sid.codec)
+    init = run_dir / config.init
+    if not (init / "config.json").exists():
+        raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
+    model = AutoModelForCausalLM.from_pretrained(str(init))
+    samples = to_samples(df, tok)
+    model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
+                         group_names=list(GROUPS))
+    save_model(model, tok, out / "model")
+    plot_loss(out / "train_log.jsonl", out / "loss.png", "reasoning SFT")
+    stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
+                  "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples))})
+    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    return stats

@@ -1,0 +1,105 @@
+"""Reasoning SFT on the tiny run: traces cite only history items, the loss mask covers the
+assistant turn only, a malformed trace is rejected by sample id, two-stage generation cites
+history items only, and the eval reports every mode."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from onereason.corpus.user_layer import user_histories
+from onereason.itemic.sid import load_sid_tokens
+from onereason.pipeline import RunConfig
+from onereason.reasoning.interests import Interests
+from onereason.reasoning.personas import Personas, user_features
+from onereason.reasoning.traces import TraceError
+from onereason.train import sft
+from onereason.train.loop import causal_lm_loss, collate
+
+
+def test_sft_data_has_every_task_and_valid_traces(tiny_run):
+    run_dir, summary = tiny_run
+    df = pd.read_parquet(run_dir / "reasoning" / "sft.parquet")
+    assert set(df["task"]) == {"R0", "R1", "R2", "R3"}
+    r3 = df[df["task"] == "R3"]
+    assert 0 < r3["think"].mean() < 1  # both modes, default ratio 0.5
+    assert all(a.startswith("\n\n</think>\n\n") for a in r3.loc[~r3["think"], "assistant"])
+    _, sid = load_sid_tokens(run_dir)
+    sft.check_samples(df, sid.codec)  # every thinking trace cites its own history only
+    hists = user_histories(pd.read_parquet(run_dir / "data" / "interactions.parquet"), ("train",))
+    for sample_id, assistant in r3[["sample_id", "assistant"]].itertuples(index=False):
+        _, user, t = sample_id.rsplit("-", 2)
+        target = sid.codec.parse(assistant.split("</think>")[-1])[0]
+        assert target == hists[user][int(t)].item  # R3 targets are train-split items only
+
+
+def test_personas_are_20_named_prototypes_assigned_from_history(tiny_run):
+    run_dir, _ = tiny_run
+    personas = Personas.load(run_dir / "reasoning" / "personas.json")
+    interests = Interests.load(run_dir / "reasoning" / "interests.json")
+    assert len(personas.names) == 20 and len(set(personas.names)) == 20
+    assert sum(s["users"] for s in personas.stats) == 80
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    hist = next(iter(user_histories(inter, ("train",)).values()))
+    p = personas.assign(user_features(hist, interests, dict(zip(items["item_id"], items["brand"])))[None])
+    assert 0 <= int(p[0]) < 20
+
+
+def test_loss_mask_covers_the_assistant_turn_only(tiny_run):
+    run_dir, _ = tiny_run
+    df = pd.read_parquet(run_dir / "reasoning" / "sft.parquet").groupby("task").head(2)
+    tok, _ = load_sid_tokens(run_dir)
+    samples = sft.to_samples(df, tok)
+    batch = collate(samples, tok.pad_token_id)
+    prompt_lens = [len(tok(u, add_special_tokens=False)["input_ids"]) for u in df["user"]]
+    logits = torch.randn(*batch["input_ids"].shape, len(tok), requires_grad=True)
+    loss, _ = causal_lm_loss(logits, batch["labels"], batch["groups"], len(sft.GROUPS))
+    loss.backward()
+    grad = logits.grad.abs().sum(-1)  # [B, T]: position t predicts token t+1
+    for row, n in enumerate(prompt_lens):
+        assert grad[row, : n - 1].sum() == 0  # predicting prompt tokens costs nothing
+        assert (grad[row, n - 1: len(samples[row].ids) - 1] > 0).all()  # every assistant token is learned
+        assert tok.decode(samples[row].ids[n:]).startswith(("\n\n</think>", "\n"))
+
+
+def test_malformed_trace_is_rejected_with_its_sample_id(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("sft", "pretrain", "corpus", "eval"))
+    path = copy / "reasoning" / "sft.parquet"
+    df = pd.read_parquet(path)
+    bad = df.index[(df["task"] == "R3") & df["think"]][0]
+    df.loc[bad, "assistant"] = df.loc[bad, "assistant"].replace("Transition:", "Guess:")
+    df.to_parquet(path)
+    cfg = RunConfig.model_validate_json((copy / "config.json").read_text()).sft
+    with pytest.raises(TraceError, match=df.loc[bad, "sample_id"]):
+        sft.run(cfg, copy, progress=False)
+    assert not (copy / "sft" / "model").exists()
+
+    # a trace that cites its own target is rejected too
+    df = pd.read_parquet(run_dir / "reasoning" / "sft.parquet")
+    row = df[(df["task"] == "R3") & df["think"]].iloc[0]
+    target_sid = row["assistant"].split("</think>\n\n")[1].replace("<|im_end|>", "")
+    df.loc[row.name, "assistant"] = row["assistant"].replace("Transition:", f"Transition: {target_sid}", 1)
+    df.to_parquet(path)
+    with pytest.raises(TraceError, match="not in the history|target"):
+        sft.run(cfg, copy, progress=False)
+
+
+def test_sft_trains_and_eval_reports_all_modes(tiny_run):
+    run_dir, summary = tiny_run
+    log = [json.loads(l) for l in (run_dir / "sft" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert any("loss/R3 thinking" in row for row in log) and any("loss/R0" in row for row in log)
+    res = json.loads((run_dir / "sft" / "eval.json").read_text())
+    assert set(res["methods"]) == {"pre-trained", "SFT non-thinking", "SFT thinking n=1", "SFT thinking n=3"}
+    for name, m in res["methods"].items():
+        assert m["all"]["sid_validity@10"] == 1.0, name
+    for name, r in res["reasoning"].items():
+        assert r["cited_in_history"] in (None, 1.0), name  # the citation constraint
+        assert np.isfinite(r["delta_ll"])
+    assert (run_dir / "sft" / "eval.md").read_text().count("| SFT") == 3
