@@ -4,7 +4,11 @@ interest hypotheses) side by side on the same users, with reasoning-quality meas
 - Recall@k / NDCG@k under the same protocol as `eval` (full ranking, beam = candidates);
 - delta_ll = log p(target | prompt + CoT) − log p(target | non-thinking prompt), per user, mean;
 - the share of items cited in generated traces that are in the user's history (1.0 by the
-  citation constraint), traces with all three parts, and mean trace length.
+  citation constraint), traces with all three parts, and mean trace length;
+- how often the trace's Transition line names the target's interest, and how often its
+  Interests line lists it (the learned interests of `reasoning/interests.json`);
+- an oracle row: the grounded teacher's hindsight trace (it knows the target's interest, never
+  the item), which bounds what a trace that picks the right interest can give.
 Written to `runs/<name>/sft/eval.{json,md}` and `sft/traces.jsonl` (a sample of traces).
 """
 
@@ -25,7 +29,7 @@ from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
-from onereason.reasoning.sft_data import chat_prompt, r3_user, request_gap
+from onereason.reasoning.sft_data import chat_prompt, load_teacher, r3_user, request_gap
 from onereason.reasoning.traces import PARTS
 
 
@@ -39,6 +43,7 @@ class SftEvalConfig(BaseModel):
     trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
     temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
     batch_size: int = Field(32, ge=1)
+    oracle: bool = Field(True, description="also score the teacher's hindsight traces (an upper bound)")
     seed: int = 0
 
 
@@ -94,7 +99,38 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     items, plain_prompts = answers(model, plain)
     methods["SFT non-thinking"] = evaluate_lists(items, p.truths, ks, domains)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
+    teacher = load_teacher(run_dir)
+    names = teacher.interests.names
+    truth_names = [names[teacher.interests.of[t[0]]] for t in p.truths]
+
+    def interest_hits(decoded: list[str]) -> dict:
+        """Share of traces whose Transition line moves to the target's interest (the last interest it
+        names), and whose Interests line lists it."""
+        def line(d: str, part: str) -> str:
+            return next((l for l in d.splitlines() if l.startswith(part)), "")
+
+        def last_named(l: str) -> str | None:
+            found = [(l.rfind(n), len(n), n) for n in names if n in l]
+            return max(found)[2] if found else None
+        listed = [[x.split(". ", 1)[-1] for x in line(d, "Interests:")[len("Interests: "):].rstrip(".").split("; ")]
+                  for d in decoded]
+        return {"transition_names_target_interest": float(np.mean([last_named(line(d, "Transition:")) == t
+                                                                    for d, t in zip(decoded, truth_names)])),
+                "interests_list_target_interest": float(np.mean([t in x for x, t in zip(listed, truth_names)])),
+                "hypotheses_listed_mean": float(np.mean([len(x) for x in listed]))}
+
     samples = []
+    if config.oracle:
+        n = max(config.hypotheses)
+        prompts = chat_prompts(p, text, domains, n, tok)
+        oracle = [teacher.trace(h, t[0], n) for h, t in zip(p.histories, p.truths)]
+        traces = tok([f"\n{o}\n" for o in oracle], add_special_tokens=False)["input_ids"]
+        items, think_prompts = answers(model, [q + t + [end_think] for q, t in zip(prompts, traces)])
+        name = f"oracle trace n={n} (knows the target's interest)"
+        methods[name] = evaluate_lists(items, p.truths, ks, domains)
+        ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
+        extra[name] = {"delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll)),
+                       **interest_hits(oracle)}
     for n in config.hypotheses:
         prompts = chat_prompts(p, text, domains, n, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
@@ -115,6 +151,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                                  if n_cited else None),
             "traces_with_all_parts": float(np.mean([all(part in d for part in PARTS) for d in decoded])),
             "trace_tokens_mean": float(np.mean([len(t) for t in traces])),
+            **interest_hits(decoded),
         }
         samples += [{"n": n, "user_id": u, "target": t[0], "trace": d, "items": i[:5]}
                     for u, t, d, i in list(zip(p.users, p.truths, decoded, items))[:20]]
@@ -132,12 +169,14 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
 def markdown(results: dict) -> str:
     lines = [f"# Reasoning SFT ({results['split']} split, {results['users']} users, beam {results['beams']}, "
              f"trace temperature {results['temperature']})", "",
-             "| method | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | delta_ll | cited in history | 3-part traces |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | delta_ll | cited in history | 3-part traces "
+             "| transition = target interest | target interest listed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results["methods"].items():
         a, x = res["all"], results["reasoning"].get(name, {})
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         lines.append(f"| {name} | {fmt(a.get('recall@10'))} | {fmt(a.get('ndcg@10'))} | {fmt(a.get('recall@20'))} "
                      f"| {fmt(a.get('ndcg@20'))} | {fmt(x.get('delta_ll'))} | {fmt(x.get('cited_in_history'))} "
-                     f"| {fmt(x.get('traces_with_all_parts'))} |")
+                     f"| {fmt(x.get('traces_with_all_parts'))} | {fmt(x.get('transition_names_target_interest'))} "
+                     f"| {fmt(x.get('interests_list_target_interest'))} |")
     return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.metrics import evaluate_lists
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
-from onereason.decoding.constrained import recommend
+from onereason.decoding.constrained import left_pad, recommend
 from onereason.train.loop import Sample, causal_lm_loss, collate
 from onereason.itemic.sid import load_sid_tokens
 
@@ -62,11 +62,9 @@ def generate_titles(model, tok, sid, items: list[str], batch_size: int = 32, max
     for start in range(0, len(items), batch_size):
         prompts = [[tok.bos_token_id, *tok.encode(sid_to_title(sid.codec.item_text(i)), add_special_tokens=False)]
                    for i in items[start:start + batch_size]]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
-        attn = (torch.arange(width, device=device)[None] >= torch.tensor([width - len(p) for p in prompts],
-                                                                          device=device)[:, None]).long()
-        gen = model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=max_new_tokens,
+        ids, attn = left_pad(prompts, tok.pad_token_id)
+        width = ids.shape[1]
+        gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         for row in gen[:, width:].tolist():
             text = tok.decode([t for t in row if t not in (tok.eos_token_id, tok.pad_token_id)])

@@ -42,6 +42,17 @@ class Recommendation:
     scores: list[float]
 
 
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask: generation continues every row from the last column."""
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):] = torch.tensor(p)
+        attn[row, width - len(p):] = 1
+    return ids, attn
+
+
 @torch.no_grad()
 def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidTokens, pad_id: int,
               k: int, num_beams: int | None = None, batch_size: int = 32, progress: bool = False
@@ -59,12 +70,8 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     n_new = sid.length - 1  # codes + end token
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            attn[row, width - len(prompts[i]):] = 1
+        ids, attn = left_pad([prompts[i] for i in idx], pad_id)
+        width = ids.shape[1]
         ids, attn = ids.to(device), attn.to(device)
         # Prefill the prompt once per user, then give every beam a copy of its cache: generate
         # would otherwise run the whole prompt once per beam.

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import SidTokens
 
 
@@ -80,12 +81,8 @@ def generate_traces(model, prompts: list[list[int]], histories: list[list[str]],
     out: list[list[int]] = [[] for _ in prompts]
     for start in tqdm(range(0, len(order), batch_size), desc="traces", disable=not progress):
         idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            attn[row, width - len(prompts[i]):] = 1
+        ids, attn = left_pad([prompts[i] for i in idx], tok.pad_token_id)
+        width = ids.shape[1]
         tries = [history_trie([sid.ids(h) for h in histories[i]]) for i in idx]
         proc = CitationLogitsProcessor(sid, width, tries, banned)
         gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=temperature > 0,

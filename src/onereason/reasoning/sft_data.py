@@ -30,7 +30,7 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests, learn_interests
 from onereason.reasoning.judge import GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category
-from onereason.reasoning.personas import learn_personas
+from onereason.reasoning.personas import Personas, learn_personas
 from onereason.reasoning.traces import GroundedTeacher, LLMTeacher, check_trace, interest_transitions
 
 TASKS = ("R0", "R1", "R2", "R3")
@@ -88,6 +88,18 @@ def request_gap(events: list[Event], now: int) -> str:
 def _words(text: str, n: int) -> str:
     w = str(text).split()
     return " ".join(w[:n]) + (" ..." if len(w) > n else "")
+
+
+def load_teacher(run_dir: Path) -> GroundedTeacher:
+    """The grounded teacher from a run's saved interests and personas (after `build`)."""
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    interests = Interests.load(run_dir / "reasoning" / "interests.json")
+    personas = Personas.load(run_dir / "reasoning" / "personas.json")
+    hists = list(user_histories(inter, ("train",)).values())
+    _, sid = load_sid_tokens(run_dir)
+    return GroundedTeacher(sid.codec, interests, personas, dict(zip(items["item_id"], items["brand"])),
+                           interest_transitions(hists, interests))
 
 
 def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, progress: bool = True) -> dict:
