@@ -136,3 +136,21 @@ def test_citation_processor_allows_only_history_items(tiny_run):
         assert tok_id in allowed(walk)
         walk.append(tok_id)
     assert allowed(walk) == free  # the citation is closed: free text again
+
+
+def test_bad_sft_config_is_named(tiny_run, tmp_path):
+    from pydantic import ValidationError
+
+    from onereason.reasoning.sft_data import SftDataConfig, build
+
+    with pytest.raises(ValidationError, match="hypotheses"):
+        SftDataConfig(hypotheses=[0, 3])
+    with pytest.raises(ValidationError, match="think_ratio"):
+        SftDataConfig(think_ratio={"movies": 1.5})
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("sft", "pretrain", "corpus", "eval", "model"))
+    before = (copy / "reasoning" / "sft.parquet").read_bytes()
+    with pytest.raises(ValueError, match=r"think_ratio: unknown domain\(s\) \['books'\]"):
+        build(SftDataConfig(think_ratio={"books": 0.5}), copy, progress=False)
+    assert (copy / "reasoning" / "sft.parquet").read_bytes() == before

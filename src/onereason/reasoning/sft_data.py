@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from tqdm.auto import tqdm
 
 from onereason.corpus.relational_layer import transition_counts
@@ -63,6 +63,21 @@ class SftDataConfig(BaseModel):
     teacher: str = Field("grounded", pattern="^(grounded|llm)$",
                          description="who writes R3 traces: the grounded synthesizer or the judge's endpoint")
     seed: int = 0
+
+    @field_validator("hypotheses")
+    @classmethod
+    def _hypotheses(cls, v: list[int]) -> list[int]:
+        if not v or any(not 1 <= n <= 5 for n in v):
+            raise ValueError(f"interest hypotheses must be 1..5, got {v}")
+        return v
+
+    @field_validator("think_ratio")
+    @classmethod
+    def _ratio(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {d: r for d, r in v.items() if not 0 <= r <= 1}
+        if bad:
+            raise ValueError(f"think_ratio must be within [0, 1], got {bad}")
+        return v
 
 
 def chat_prompt(user: str, think: bool) -> str:
@@ -115,6 +130,9 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     heldout_path = run_dir / "corpus" / "heldout_items.json"
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
 
+    unknown = sorted(set(config.think_ratio) - set(items["domain"]))
+    if unknown:
+        raise ValueError(f"sft.data.think_ratio: unknown domain(s) {unknown}; the run has {sorted(set(items['domain']))}")
     interests = learn_interests(items, emb, config.interests_per_domain, config.seed)
     hists = user_histories(inter, ("train",))
     brand = dict(zip(items["item_id"], items["brand"]))
