@@ -223,6 +223,27 @@ def eval_(
     print_results(evaluate.run(cfg, RUNS / name))
 
 
+world_app = typer.Typer(no_args_is_help=True, help="A synthetic multi-domain world with known causes.")
+app.add_typer(world_app, name="world")
+
+
+@world_app.command("generate")
+def world_generate(
+    out: Path = typer.Option(..., help="folder for interactions/items/users.parquet and truth/"),
+    users: int = typer.Option(8000),
+    items_per_interest: int = typer.Option(90, help="items per (domain, topic): 48 interests"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write a world (4 domains, shared users, 20 latent personas) and its ground truth."""
+    from onereason.data.world import WorldConfig, write
+
+    try:
+        stats = write(WorldConfig(users=users, items_per_interest=items_per_interest, seed=seed), out)
+    except ValueError as e:  # pydantic names the field
+        _fail(e)
+    console.print_json(json.dumps(stats))
+
+
 @app.command("sft")
 def sft_(
     name: str = typer.Option(...),

@@ -26,6 +26,8 @@ from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
 from onereason.data.schema import DataError, save_dataset, write_parquet
 from onereason.data.stats import dataset_stats
+from onereason.data import world
+from onereason.data.world import WorldConfig
 from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
 from onereason.corpus import build as corpus
@@ -52,6 +54,7 @@ class DataConfig(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["amazon-scientific"])
     data_dir: Path | None = Field(None, description="folder holding the named datasets (default: shipped copies)")
     generic: list[GenericSource] = Field(default_factory=list)
+    world: WorldConfig | None = Field(None, description="add a generated multi-domain world (data/world.py)")
     general_text: str | None = Field("sotu", description="Token-layer English text: shipped 'sotu', a "
                                      ".jsonl/.txt path, or None for item text only")
 
@@ -74,6 +77,8 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     parts = [load_dataset(n, config.data_dir) for n in config.datasets]
     parts += [load_generic(g.interactions, g.items, g.domain, g.domain, g.columns, g.drop_unknown_items)
               for g in config.generic]
+    if config.world is not None:
+        parts.append(world.generate(config.world)[0])
     if not parts:
         raise DataError("config", "no dataset named", field="data.datasets")
     ds = combine(parts)
