@@ -27,22 +27,29 @@ includes including item items product products other more one two use used x""".
 
 @dataclass
 class Interests:
-    """`of[item_id]` → interest index; `names[i]` a readable name; `domain[i]` the domain."""
+    """`of[item_id]` → interest index; `names[i]` a readable name; `domain[i]` the domain;
+    `theme[i]` the cross-domain theme the interest belongs to (cooking videos and cooking
+    products share one)."""
 
     of: dict[str, int]
     names: list[str]
     domain: list[str]
+    theme: list[int]
 
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def themes(self) -> int:
+        return max(self.theme) + 1
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"names": self.names, "domain": self.domain, "of": self.of}))
+        path.write_text(json.dumps({"names": self.names, "domain": self.domain, "theme": self.theme, "of": self.of}))
 
     @classmethod
     def load(cls, path: Path) -> "Interests":
         d = json.loads(path.read_text())
-        return cls(d["of"], d["names"], d["domain"])
+        return cls(d["of"], d["names"], d["domain"], d.get("theme", list(range(len(d["names"])))))
 
 
 def _words(text: str) -> list[str]:
@@ -91,4 +98,21 @@ def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, 
         names += local
         domains += [dom] * k
         of.update({item: base + int(c) for item, c in zip(sub["item_id"], labels)})
-    return Interests(of, names, domains)
+    labels = np.array([of[i] for i in items["item_id"]])
+    return Interests(of, names, domains, themes(x, labels, domains, per_domain, seed))
+
+
+def themes(x: np.ndarray, labels: np.ndarray, domains: list[str], k: int, seed: int = 0) -> list[int]:
+    """Cross-domain themes: k-means over the interests' centroids after removing each domain's mean
+    centroid (what makes a video a video), so the same topic in two domains falls together.
+    One domain: every interest is its own theme."""
+    if len(set(domains)) < 2:
+        return list(range(len(domains)))
+    cent = np.stack([x[labels == i].mean(0) for i in range(len(domains))])
+    dom = np.array(domains)
+    for d in set(domains):
+        cent[dom == d] -= cent[dom == d].mean(0)
+    cent = np.ascontiguousarray(cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12), np.float32)
+    km = faiss.Kmeans(cent.shape[1], min(k, len(cent)), niter=50, seed=seed, verbose=False, spherical=True)
+    km.train(cent)
+    return [int(t) for t in km.index.search(cent, 1)[1][:, 0]]

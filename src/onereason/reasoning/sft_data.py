@@ -51,6 +51,8 @@ class JudgeConfig(BaseModel):
 class SftDataConfig(BaseModel):
     interests_per_domain: int = Field(24, ge=1)
     personas: int = Field(20, ge=1)
+    persona_interest_weight: float = Field(10.0, gt=0, description="variance of the theme/domain shares "
+                                           "relative to the behaviour scalars in persona clustering")
     hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses, drawn per R3 sample")
     think_ratio: dict[str, float] = Field(default_factory=dict, description="CoT share per domain")
     default_think_ratio: float = Field(0.5, ge=0, le=1)
@@ -137,7 +139,8 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     hists = user_histories(inter, ("train",))
     brand = dict(zip(items["item_id"], items["brand"]))
     users = [u for u, h in hists.items() if h]
-    personas, _ = learn_personas([hists[u] for u in users], interests, brand, config.personas, config.seed)
+    personas, _ = learn_personas([hists[u] for u in users], interests, brand, config.personas, config.seed,
+                                 config.persona_interest_weight)
     teacher = GroundedTeacher(codec, interests, personas, brand, interest_transitions(list(hists.values()), interests))
     interests.save(out / "interests.json")
     personas.save(out / "personas.json")
