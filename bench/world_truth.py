@@ -1,11 +1,13 @@
-"""Persona recovery on the synthetic world: do the 20 learned prototypes find the 20 true personas?
+"""The synthetic world's ground truth against what the reasoning stage learns from its data:
+
+- persona recovery: ARI / NMI of the 20 learned prototypes against the 20 true personas;
+- interests: NMI of the learned interests (and cross-domain themes) against the true ones;
+- R1: accuracy of the grounded judge on the world's true item-to-item relations.
 
 Generates a world, embeds item text (MiniLM), learns interests and personas exactly as
-`onereason sft` does (train-split histories only), and prints ARI / NMI of the learned
-assignment against the true persona of each user, plus how well the learned interests match the
-true (domain, topic) interests.
+`onereason sft` does (train-split histories only).
 
-    python bench/world_personas.py --users 8000 --items-per-interest 90
+    python bench/world_truth.py --users 8000 --items-per-interest 90
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from onereason.corpus.user_layer import user_histories
 from onereason.data.world import WorldConfig, generate
 from onereason.itemic.embed import embed_texts
+from onereason.corpus.relational_layer import transition_counts
 from onereason.reasoning.interests import learn_interests
+from onereason.reasoning.judge import RELATIONS, GroundedJudge
 from onereason.reasoning.personas import learn_personas
 
 
@@ -48,6 +52,17 @@ def main() -> None:
         true = truth["personas"].set_index("user_id").loc[users, "persona"].to_numpy()
         out[f"personas_ari_{k}"] = adjusted_rand_score(true, assign)
         out[f"personas_nmi_{k}"] = normalized_mutual_info_score(true, assign)
+    out["themes_nmi_vs_true_topic"] = normalized_mutual_info_score(
+        truth["items"].set_index("item_id").loc[items["item_id"], "topic"].to_numpy(),
+        [interests.theme[interests.of[i]] for i in items["item_id"]])
+    rel = truth["relations"]
+    judged = GroundedJudge(items, emb, transition_counts(ds.interactions), interests).judge(list(zip(rel["a"], rel["b"])))
+    pred = np.array([r.label for r in judged])
+    out["r1_accuracy"] = float((pred == rel["relation"].to_numpy()).mean())
+    out["r1_per_label"] = {lab: {"recall": float((pred[rel["relation"] == lab] == lab).mean()),
+                                 "precision": float((rel["relation"].to_numpy()[pred == lab] == lab).mean())
+                                 if (pred == lab).any() else None}
+                           for lab in RELATIONS}
     rng = np.random.default_rng(args.seed)
     out["personas_ari_random_assignment"] = adjusted_rand_score(true, rng.integers(20, size=len(true)))
     print(json.dumps(out, indent=2))
