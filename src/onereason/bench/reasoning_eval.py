@@ -9,7 +9,8 @@ interest hypotheses) side by side on the same users, with reasoning-quality meas
   Interests line lists it (the learned interests of `reasoning/interests.json`);
 - an oracle row: the grounded teacher's hindsight trace (it knows the target's interest, never
   the item), which bounds what a trace that picks the right interest can give.
-Written to `runs/<name>/sft/eval.{json,md}` and `sft/traces.jsonl` (a sample of traces).
+Written to `runs/<name>/sft/eval.{json,md}`, `sft/traces.jsonl` (a sample of traces) and
+`sft/recommendations.jsonl` (every user's list per method).
 """
 
 from __future__ import annotations
@@ -92,12 +93,14 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     methods, extra = {}, {}
     pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     recs, _ = recommend_next(pre, tok, sid, p, config.beams, config.batch_size, progress)
-    methods["pre-trained"] = evaluate_lists([r.items for r in recs], p.truths, ks, domains)
+    lists: dict[str, list[list[str]]] = {"pre-trained": [r.items for r in recs]}
+    methods["pre-trained"] = evaluate_lists(lists["pre-trained"], p.truths, ks, domains)
     del pre
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
     plain = [q + nl + [end_think] for q in chat_prompts(p, text, domains, None, tok)]
     items, plain_prompts = answers(model, plain)
     methods["SFT non-thinking"] = evaluate_lists(items, p.truths, ks, domains)
+    lists["SFT non-thinking"] = items
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
     teacher = load_teacher(run_dir)
     names = teacher.interests.names
@@ -128,6 +131,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         items, think_prompts = answers(model, [q + t + [end_think] for q, t in zip(prompts, traces)])
         name = f"oracle trace n={n} (knows the target's interest)"
         methods[name] = evaluate_lists(items, p.truths, ks, domains)
+        lists[name] = items
         ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
         extra[name] = {"delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll)),
                        **interest_hits(oracle)}
@@ -139,6 +143,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         items, think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         name = f"SFT thinking n={n}"
         methods[name] = evaluate_lists(items, p.truths, ks, domains)
+        lists[name] = items
         ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
         decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
         cited = [[c for c in sid.codec.parse(d)] for d in decoded]
@@ -163,6 +168,9 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     (out / "eval.md").write_text(markdown(results))
     with open(out / "traces.jsonl", "w") as f:
         f.writelines(json.dumps(s) + "\n" for s in samples)
+    with open(out / "recommendations.jsonl", "w") as f:  # per user, for subgroup analyses (e.g. cold start)
+        for j, (u, t) in enumerate(zip(p.users, p.truths)):
+            f.write(json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n")
     return results
 
 
