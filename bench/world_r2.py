@@ -1,0 +1,72 @@
+"""R2 next-interest accuracy on the synthetic world, against the truth.
+
+The SFT model answers the R2 question ("Which interests will this user explore next? Name up to
+1.") for test users; its answer is a learned interest, mapped to the true (domain, topic)
+interest that most of its items have. Accuracy = the mapped answer equals the true interest of
+the user's test item. Baselines: the interest of the last history item, the most frequent one.
+
+    python bench/world_r2.py --run runs/world --users 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from onereason.bench.evaluate import sample_prompts
+from onereason.corpus.user_layer import HistoryText
+from onereason.data.world import WorldConfig, generate
+from onereason.decoding.constrained import left_pad
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.interests import Interests
+from onereason.reasoning.sft_data import chat_prompt
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--users", type=int, default=500)
+    args = ap.parse_args()
+    cfg = WorldConfig.model_validate(json.loads((args.run / "config.json").read_text())["data"]["world"])
+    _, truth, _ = generate(cfg)
+    true_of = truth["items"].set_index("item_id")["interest"]
+    interests = Interests.load(args.run / "reasoning" / "interests.json")
+    learned_to_true = {i: Counter(true_of[it] for it, j in interests.of.items() if j == i).most_common(1)[0][0]
+                       for i in range(len(interests))}
+    inter = pd.read_parquet(args.run / "data" / "interactions.parquet")
+    p = sample_prompts(inter, "test", 50, args.users, 0)
+    tok, sid = load_sid_tokens(args.run)
+    text = HistoryText(sid, tok)
+    model = AutoModelForCausalLM.from_pretrained(str(args.run / "sft" / "model")).eval()
+    users = [f"History:{text.text(h)}\nWhich interests will this user explore next? Name up to 1." for h in p.histories]
+    prompts = tok([chat_prompt(u, False) + "\n\n</think>\n\n" for u in users], add_special_tokens=False)["input_ids"]
+    answers = []
+    for s in range(0, len(prompts), 32):
+        ids, attn = left_pad(prompts[s:s + 32], tok.pad_token_id)
+        gen = model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=16,
+                             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
+        answers += tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    names = {n: i for i, n in enumerate(interests.names)}
+    truth_int = [true_of[t[0]] for t in p.truths]
+
+    def parsed(a: str) -> str | None:
+        name = a.split("1. ", 1)[-1].split(";")[0].strip().rstrip(".")
+        return learned_to_true.get(names.get(name, -1))
+    model_acc = np.mean([parsed(a) == t for a, t in zip(answers, truth_int)])
+    last = np.mean([true_of[h[-1].item] == t for h, t in zip(p.histories, truth_int)])
+    freq = np.mean([Counter(true_of[e.item] for e in h).most_common(1)[0][0] == t for h, t in zip(p.histories, truth_int)])
+    print(json.dumps({"users": len(answers), "answers_parsed": float(np.mean([parsed(a) is not None for a in answers])),
+                      "r2_accuracy_sft": float(model_acc), "last_item_interest": float(last),
+                      "most_frequent_interest": float(freq), "example_answers": answers[:3]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
