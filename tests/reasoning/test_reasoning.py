@@ -3,6 +3,7 @@ assistant turn only, a malformed trace is rejected by sample id, two-stage gener
 history items only, and the eval reports every mode."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -85,9 +86,16 @@ def test_malformed_trace_is_rejected_with_its_sample_id(tiny_run, tmp_path):
     df = pd.read_parquet(run_dir / "reasoning" / "sft.parquet")
     row = df[(df["task"] == "R3") & df["think"]].iloc[0]
     target_sid = row["assistant"].split("</think>\n\n")[1].replace("<|im_end|>", "")
-    df.loc[row.name, "assistant"] = row["assistant"].replace("Transition:", f"Transition: {target_sid}", 1)
+    df.loc[row.name, "assistant"] = row["assistant"].replace("\n</think>", f" {target_sid}\n</think>", 1)
     df.to_parquet(path)
-    with pytest.raises(TraceError, match="not in the history|target"):
+    with pytest.raises(TraceError, match=f"{row['sample_id']}: trace cites (the target|.*not in the history)"):
+        sft.run(cfg, copy, progress=False)
+
+    # and a transition with no known reason
+    df = pd.read_parquet(run_dir / "reasoning" / "sft.parquet")
+    df.loc[row.name, "assistant"] = re.sub(r"Transition: \w+:", "Transition: vibes:", row["assistant"])
+    df.to_parquet(path)
+    with pytest.raises(TraceError, match=f"{row['sample_id']}: the transition must start with one of"):
         sft.run(cfg, copy, progress=False)
 
 

@@ -105,10 +105,14 @@ class GroundedTeacher:
 def check_trace(trace: str, history: list[str], codec: SidCodec, target: str | None = None,
                 sample_id: str = "?") -> list[str]:
     """The items the trace cites; TraceError naming the sample if a part is missing or out of order,
-    a SID is unknown, a cited item is not in the history, or the target itself is cited."""
+    the transition names no known reason, a SID is unknown, a cited item is not in the history, or the target itself is cited."""
     at = [trace.find(p) for p in PARTS]
     if min(at) < 0 or at != sorted(at):
         raise TraceError(f"sample {sample_id}: trace must have {', '.join(PARTS)} in this order: {trace[:120]!r}")
+    reason = trace[at[2] + len(PARTS[2]):].strip().split(":", 1)[0]
+    if reason not in REASONS:
+        raise TraceError(f"sample {sample_id}: the transition must start with one of {', '.join(REASONS)}, "
+                         f"not {reason[:30]!r}")
     cited = codec.parse(trace)
     if None in cited:
         raise TraceError(f"sample {sample_id}: trace cites an unknown SID")
