@@ -17,10 +17,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-
 from onereason.bench.metrics import evaluate_lists
-from onereason.data.world import WorldConfig, generate
+from onereason.data.world import run_truth
 
 
 def main() -> None:
@@ -28,29 +26,26 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
-    cfg = WorldConfig.model_validate(json.loads((args.run / "config.json").read_text())["data"]["world"])
-    ds, truth, params = generate(cfg)
+    _, ds, truth, params = run_truth(args.run)
     inter = ds.interactions.reset_index(drop=True)
     events = truth["events"].reset_index(drop=True)
     inter["topic"] = events["topic"]
     recs = [json.loads(l) for l in (args.run / "sft" / "recommendations.jsonl").read_text().splitlines()]
     items = truth["items"].set_index("item_id")
-    rank = ds.items["title"].str.extract(r"#(\d+)$")[0].astype(int).to_numpy()
-    pop = pd.Series(1.0 / (rank + 1) ** cfg.zipf, index=ds.items["item_id"])
-    pop = pop / pop.groupby(items.loc[pop.index, "interest"].to_numpy()).transform("sum")
     topics = params["topics"]
     persona = truth["personas"].set_index("user_id")["persona"]
     history = inter[inter["split"] != "test"].sort_values(["user_id", "timestamp"], kind="stable")
     last_topic = history.groupby("user_id")["topic"].last()
+    per_domain = history.groupby(["user_id", "domain"]).size()
     groups, oracle = [], []
     for r in recs:
         u, target = r["user_id"], r["target"][0]
         dom = items.at[target, "domain"]
-        n = int((history.loc[history["user_id"] == u, "domain"] == dom).sum())
+        n = int(per_domain.get((u, dom), 0))
         groups.append("cold: 0 events in the target domain" if n == 0 else "1-2 events" if n <= 2 else "3+ events")
         row = np.array(params["personas"][persona[u]]["M"])[topics.index(last_topic[u])]
         cand = items.index[items["domain"] == dom]
-        score = row[[topics.index(t) for t in items.loc[cand, "topic"]]] * pop.loc[cand].to_numpy()
+        score = row[[topics.index(t) for t in items.loc[cand, "topic"]]] * items.loc[cand, "popularity"].to_numpy()
         oracle.append(list(cand[np.argsort(-score)[:args.k]]))
     truths = [r["target"] for r in recs]
     methods = {m: [r["items"][m] for r in recs] for m in recs[0]["items"]}

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
 from onereason.corpus.user_layer import HistoryText
-from onereason.data.world import WorldConfig, generate
+from onereason.data.world import run_truth
 from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--users", type=int, default=500)
     args = ap.parse_args()
-    cfg = WorldConfig.model_validate(json.loads((args.run / "config.json").read_text())["data"]["world"])
-    _, truth, _ = generate(cfg)
+    _, _, truth, _ = run_truth(args.run)
     true_of = truth["items"].set_index("item_id")["interest"]
     interests = Interests.load(args.run / "reasoning" / "interests.json")
     learned_to_true = {i: Counter(true_of[it] for it, j in interests.of.items() if j == i).most_common(1)[0][0]

@@ -253,16 +253,13 @@ def sft_(
     rebuild_data: bool = typer.Option(False, help="rebuild reasoning/sft.parquet (interests, personas, judge, traces)"),
 ) -> None:
     """Reasoning SFT (R0-R3, thinking + non-thinking) from runs/<name>/model into runs/<name>/sft/model."""
-    from onereason.reasoning.sft_data import build
-    from onereason.reasoning.traces import TraceError
     from onereason.reasoning.chat_client import EndpointError
+    from onereason.reasoning.traces import TraceError
     from onereason.train import sft
 
     cfg = _config(config_file, name).sft
     try:
-        if rebuild_data or not (RUNS / name / "reasoning" / "sft.parquet").exists():
-            console.print_json(json.dumps(build(cfg.data, RUNS / name)))
-        stats = sft.run(cfg, RUNS / name)
+        stats = sft.run(cfg, RUNS / name, rebuild_data=rebuild_data)
     except (ValueError, FileNotFoundError, TraceError, EndpointError) as e:
         _fail(e)
     console.print_json(json.dumps(stats, default=str))

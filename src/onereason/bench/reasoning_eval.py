@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM
 
@@ -32,6 +33,7 @@ from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import chat_prompt, load_teacher, r3_user, request_gap
 from onereason.reasoning.traces import PARTS
+from onereason.train.loop import Sample, collate
 
 
 class SftEvalConfig(BaseModel):
@@ -51,20 +53,36 @@ class SftEvalConfig(BaseModel):
 @torch.no_grad()
 def target_logprob(model, prefixes: list[list[int]], targets: list[list[int]], pad_id: int,
                    batch_size: int = 32) -> np.ndarray:
-    """Sum of log p(target tokens | prefix) per pair, teacher-forced, right-padded batches."""
-    out = np.zeros(len(prefixes))
+    """Sum of log p(target tokens | prefix) per pair, teacher-forced: the training collate and loss
+    with the target tokens as the only labels."""
+    out = []
     for s in range(0, len(prefixes), batch_size):
-        seqs = [p + t for p, t in zip(prefixes[s:s + batch_size], targets[s:s + batch_size])]
-        n = max(map(len, seqs))
-        ids = torch.full((len(seqs), n), pad_id)
-        attn = torch.zeros_like(ids)
-        for r, q in enumerate(seqs):
-            ids[r, :len(q)], attn[r, :len(q)] = torch.tensor(q), 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), -1)
-        for r, (p, t) in enumerate(zip(prefixes[s:s + batch_size], targets[s:s + batch_size])):
-            pos = torch.arange(len(p) - 1, len(p) + len(t) - 1)
-            out[s + r] = float(logp[r, pos, torch.tensor(t)].sum())
-    return out
+        batch = collate([Sample(p + t, [0] * len(p) + [1] * len(t))
+                         for p, t in zip(prefixes[s:s + batch_size], targets[s:s + batch_size])], pad_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = F.pad(batch["labels"], (0, 1), value=-100)[:, 1:]  # position t predicts t+1
+        nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        out.append(-nll.sum(1))
+    return torch.cat(out).numpy()
+
+
+def _line(trace: str, part: str) -> str:
+    return next((l for l in trace.splitlines() if l.startswith(part)), "")
+
+
+def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -> dict:
+    """Share of traces whose Transition line moves to the target's interest (the last interest name
+    in it) and whose Interests line lists it, and how many interests the traces list."""
+    def last_named(line: str) -> str | None:
+        found = [(line.rfind(n), len(n), n) for n in names if n in line]
+        return max(found)[2] if found else None
+
+    listed = [[x.split(". ", 1)[-1] for x in _line(d, "Interests:")[len("Interests: "):].rstrip(".").split("; ")]
+              for d in traces]
+    return {"transition_names_target_interest": float(np.mean([last_named(_line(d, "Transition:")) == t
+                                                                for d, t in zip(traces, truth_names)])),
+            "interests_list_target_interest": float(np.mean([t in x for x, t in zip(listed, truth_names)])),
+            "hypotheses_listed_mean": float(np.mean([len(x) for x in listed]))}
 
 
 def chat_prompts(p: EvalPrompts, text: HistoryText, domains: list[str], n: int | None, tok) -> list[list[int]]:
@@ -84,82 +102,60 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     end_think = tok.convert_tokens_to_ids("</think>")
     targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end, after the begin token
 
-    def answers(model, prefixes: list[list[int]]) -> list[list[str]]:
+    def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:
+        """Items by beam search after prefix + "\n\n" + the target domain's begin token, and those prompts."""
         prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
         recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=config.beams, num_beams=config.beams,
                          batch_size=config.batch_size, progress=progress)
         return [r.items for r in recs], prompts
 
-    methods, extra = {}, {}
     pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
-    recs, _ = recommend_next(pre, tok, sid, p, config.beams, config.batch_size, progress)
-    lists: dict[str, list[list[str]]] = {"pre-trained": [r.items for r in recs]}
-    methods["pre-trained"] = evaluate_lists(lists["pre-trained"], p.truths, ks, domains)
+    lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.beams, config.batch_size,
+                                                             progress)[0]]}
     del pre
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
     plain = [q + nl + [end_think] for q in chat_prompts(p, text, domains, None, tok)]
-    items, plain_prompts = answers(model, plain)
-    methods["SFT non-thinking"] = evaluate_lists(items, p.truths, ks, domains)
-    lists["SFT non-thinking"] = items
+    lists["SFT non-thinking"], plain_prompts = answers(model, plain)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
+
+    def delta_ll(prompts: list[list[int]]) -> dict:
+        ll = target_logprob(model, prompts, targets, tok.pad_token_id, config.batch_size)
+        return {"delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll))}
+
     teacher = load_teacher(run_dir)
     names = teacher.interests.names
     truth_names = [names[teacher.interests.of[t[0]]] for t in p.truths]
-
-    def interest_hits(decoded: list[str]) -> dict:
-        """Share of traces whose Transition line moves to the target's interest (the last interest it
-        names), and whose Interests line lists it."""
-        def line(d: str, part: str) -> str:
-            return next((l for l in d.splitlines() if l.startswith(part)), "")
-
-        def last_named(l: str) -> str | None:
-            found = [(l.rfind(n), len(n), n) for n in names if n in l]
-            return max(found)[2] if found else None
-        listed = [[x.split(". ", 1)[-1] for x in line(d, "Interests:")[len("Interests: "):].rstrip(".").split("; ")]
-                  for d in decoded]
-        return {"transition_names_target_interest": float(np.mean([last_named(line(d, "Transition:")) == t
-                                                                    for d, t in zip(decoded, truth_names)])),
-                "interests_list_target_interest": float(np.mean([t in x for x, t in zip(listed, truth_names)])),
-                "hypotheses_listed_mean": float(np.mean([len(x) for x in listed]))}
-
-    samples = []
+    extra, samples = {}, []
     if config.oracle:
         n = max(config.hypotheses)
         prompts = chat_prompts(p, text, domains, n, tok)
         oracle = [teacher.trace(h, t[0], n) for h, t in zip(p.histories, p.truths)]
         traces = tok([f"\n{o}\n" for o in oracle], add_special_tokens=False)["input_ids"]
-        items, think_prompts = answers(model, [q + t + [end_think] for q, t in zip(prompts, traces)])
         name = f"oracle trace n={n} (knows the target's interest)"
-        methods[name] = evaluate_lists(items, p.truths, ks, domains)
-        lists[name] = items
-        ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
-        extra[name] = {"delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll)),
-                       **interest_hits(oracle)}
+        lists[name], think_prompts = answers(model, [q + t + [end_think] for q, t in zip(prompts, traces)])
+        extra[name] = {**delta_ll(think_prompts), **interest_hits(oracle, truth_names, names)}
+    hist = [{e.item for e in h} for h in p.histories]
     for n in config.hypotheses:
         prompts = chat_prompts(p, text, domains, n, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
                                  config.trace_tokens, config.temperature, batch_size=config.batch_size,
                                  seed=config.seed, progress=progress)
-        items, think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         name = f"SFT thinking n={n}"
-        methods[name] = evaluate_lists(items, p.truths, ks, domains)
-        lists[name] = items
-        ll = target_logprob(model, think_prompts, targets, tok.pad_token_id, config.batch_size)
+        lists[name], think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
-        cited = [[c for c in sid.codec.parse(d)] for d in decoded]
-        hist = [{e.item for e in h} for h in p.histories]
+        cited = [sid.codec.parse(d) for d in decoded]
         n_cited = sum(len(c) for c in cited)
         extra[name] = {
-            "delta_ll": float(np.mean(ll - base_ll)), "delta_ll_positive_share": float(np.mean(ll > base_ll)),
-            "cited_items": n_cited,
+            **delta_ll(think_prompts), "cited_items": n_cited,
             "cited_in_history": (sum(sum(x in h for x in c) for c, h in zip(cited, hist)) / n_cited
                                  if n_cited else None),
             "traces_with_all_parts": float(np.mean([all(part in d for part in PARTS) for d in decoded])),
             "trace_tokens_mean": float(np.mean([len(t) for t in traces])),
-            **interest_hits(decoded),
+            **interest_hits(decoded, truth_names, names),
         }
         samples += [{"n": n, "user_id": u, "target": t[0], "trace": d, "items": i[:5]}
-                    for u, t, d, i in list(zip(p.users, p.truths, decoded, items))[:20]]
+                    for u, t, d, i in list(zip(p.users, p.truths, decoded, lists[name]))[:20]]
+    methods = {m: evaluate_lists(v, p.truths, ks, domains) for m, v in lists.items()}
     results = {"split": config.split, "users": len(p.users), "beams": config.beams, "ks": ks,
                "temperature": config.temperature, "methods": methods, "reasoning": extra}
     out = run_dir / "sft"

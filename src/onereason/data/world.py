@@ -16,7 +16,7 @@ whether a recovered persona or interest is *true*. Here every interaction has a 
   share `noise` is a uniformly random item.
 
 Written in the dataset schema (interactions, items, users with split) plus `truth/`:
-personas per user, the interest of every item, the transition matrices, the latent topic of
+personas per user, the interest and popularity (within its interest) of every item, the transition matrices, the latent topic of
 every event, and item-to-item relations. Deterministic by seed.
 """
 
@@ -111,6 +111,7 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
                          "name": f"P{p:02d} " + " + ".join(topics[i] for i in chosen[np.argsort(-mix[chosen])])})
     # users and their event sequences
     persona_of = rng.integers(cfg.personas, size=cfg.users)
+    ids, topic_of, domain_of = (items[c].to_numpy() for c in ("item_id", "topic", "domain"))
     inter, latent = [], []
     for u in range(cfg.users):
         p = personas[persona_of[u]]
@@ -123,7 +124,7 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
                 topic = rng.choice(len(topics), p=p["M"][topic])
             domain = DOMAINS[rng.choice(len(DOMAINS), p=p["domains"])]
             pool = by_interest[(domain, topics[topic])]
-            same = [i for i in seen if items.at[i, "topic"] == topics[topic] and items.at[i, "domain"] == domain]
+            same = [i for i in seen if topic_of[i] == topics[topic] and domain_of[i] == domain]
             is_noise = rng.random() < cfg.noise
             if is_noise:
                 item = int(rng.integers(len(items)))
@@ -134,7 +135,7 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
                 item = int(pool[rng.choice(len(pool), p=w / w.sum())])
             seen.append(item)
             now += int(rng.exponential(3 * 86400)) + 60
-            inter.append((f"u{u}", items.at[item, "item_id"], now, items.at[item, "domain"]))
+            inter.append((f"u{u}", ids[item], now, domain_of[item]))
             latent.append((f"u{u}", step, topics[topic], domain, bool(is_noise)))
     interactions = pd.DataFrame(inter, columns=["user_id", "item_id", "timestamp", "domain"])
     interactions["rating"] = np.nan
@@ -146,7 +147,8 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
     truth = {
         "personas": pd.DataFrame({"user_id": users["user_id"], "persona": persona_of}),
         "items": items[["item_id", "domain", "topic", "kind"]].assign(
-            interest=lambda x: x["domain"] + "/" + x["topic"]),
+            interest=lambda x: x["domain"] + "/" + x["topic"],
+            popularity=pop / pd.Series(pop).groupby([items["domain"], items["topic"]]).transform("sum").to_numpy()),
         "events": pd.DataFrame(latent, columns=["user_id", "step", "topic", "domain", "noise"]),
         "relations": true_relations(items, rng),
     }
@@ -180,6 +182,15 @@ def true_relations(items: pd.DataFrame, rng: np.random.Generator, per_item: int 
             if items.at[j_un, "topic"] not in related and row["topic"] not in COMPLEMENTS[items.at[j_un, "topic"]]:
                 out.append((row["item_id"], items.at[j_un, "item_id"], "unrelated"))
     return pd.DataFrame(out, columns=["a", "b", "relation"])
+
+
+def run_truth(run_dir: Path) -> tuple[WorldConfig, Dataset, dict[str, pd.DataFrame], dict]:
+    """The world of a run made with `data.world`, regenerated from its saved config (same seed, same world)."""
+    data = json.loads((run_dir / "config.json").read_text())["data"]
+    if not data.get("world"):
+        raise ValueError(f"{run_dir}/config.json: data.world is not set; this run is not on a synthetic world")
+    cfg = WorldConfig.model_validate(data["world"])
+    return (cfg, *generate(cfg))
 
 
 def write(cfg: WorldConfig, out: Path) -> dict:

@@ -27,24 +27,28 @@ def history_trie(rows: list[list[int]]) -> dict[tuple[int, ...], set[int]]:
     return trie
 
 
+def open_citation(seq: list[int], sid: SidTokens) -> int | None:
+    """Where the citation still open at the end of `seq` starts (its begin token), else None."""
+    begins, ends = set(sid.begin_id.values()), set(sid.end_id.values())
+    at = max((j for j, t in enumerate(seq) if t in begins), default=-1)
+    return None if at < 0 or any(t in ends for t in seq[at:]) else at
+
+
 class CitationLogitsProcessor(LogitsProcessor):
     """Outside a citation: no code or end tokens, and only begin tokens of domains in the history.
     Inside one (after a begin token): only continuations of history items."""
 
     def __init__(self, sid: SidTokens, prompt_len: int, tries: list[dict], banned: list[int]):
         self.sid, self.prompt_len, self.tries = sid, prompt_len, tries
-        self.begins = set(sid.begin_id.values())
-        self.ends = set(sid.end_id.values())
-        self.banned = torch.tensor(sorted(set(banned) | self.begins | self.ends
+        self.banned = torch.tensor(sorted(set(banned) | set(sid.begin_id.values()) | set(sid.end_id.values())
                                           | set(sid.code_ids.reshape(-1).tolist())))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = scores.clone()
         for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
             trie = self.tries[r]
-            open_at = max((j for j, t in enumerate(gen) if t in self.begins), default=-1)
-            closed = open_at < 0 or any(t in self.ends for t in gen[open_at:])
-            if closed:  # free text, or a begin token of a domain the history has
+            open_at = open_citation(gen, self.sid)
+            if open_at is None:  # free text, or a begin token of a domain the history has
                 allowed_begin = trie.get((), set())
                 out[r, self.banned] = float("-inf")
                 if allowed_begin:
@@ -60,11 +64,8 @@ class CitationLogitsProcessor(LogitsProcessor):
 
 def close_trace(seq: list[int], sid: SidTokens, end_think: int) -> list[int]:
     """A trace that ran out of budget: drop an unfinished citation, then close the think block."""
-    begins, ends = set(sid.begin_id.values()), set(sid.end_id.values())
-    open_at = max((j for j, t in enumerate(seq) if t in begins), default=-1)
-    if open_at >= 0 and not any(t in ends for t in seq[open_at:]):
-        seq = seq[:open_at]
-    return seq + [end_think]
+    at = open_citation(seq, sid)
+    return (seq if at is None else seq[:at]) + [end_think]
 
 
 @torch.no_grad()

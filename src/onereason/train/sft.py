@@ -54,12 +54,13 @@ def to_samples(df: pd.DataFrame, tok) -> list[Sample]:
             for p, a, t, k in zip(prompts, answers, df["task"], df["think"])]
 
 
-def run(config: SftConfig, run_dir: Path, progress: bool = True) -> dict:
+def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: bool = False) -> dict:
+    """Build the R0-R3 data if missing (or asked to), check it, train; the data stats come back under "data"."""
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(config.model_dump_json(indent=2))
     data_path = run_dir / "reasoning" / "sft.parquet"
-    if not data_path.exists():
+    if rebuild_data or not data_path.exists():
         build(config.data, run_dir, progress=progress)
     df = pd.read_parquet(data_path)
     tok, sid = load_sid_tokens(run_dir)
@@ -73,7 +74,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True) -> dict:
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", "reasoning SFT")
-    stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
+    stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples), "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
                   "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples))})
     (out / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
