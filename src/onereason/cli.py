@@ -282,5 +282,116 @@ def sft_eval(
     console.print(reasoning_eval.markdown(reasoning_eval.run(cfg, RUNS / name)))
 
 
+rl_app = typer.Typer(no_args_is_help=True, help="RL: GRPO per domain or mixed, unify by RFT or MOPD, evaluate.")
+app.add_typer(rl_app, name="rl")
+
+
+def _with_overrides(cfg, sets: Optional[list[str]]):
+    """Apply `--set a.b=value` (value parsed as JSON when it parses, else a string) to a pydantic config."""
+    data = json.loads(cfg.model_dump_json())
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE, e.g. policy.split_clip=false")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return type(cfg).model_validate(data)
+    except ValueError as e:  # pydantic names the field
+        raise typer.BadParameter(str(e)) from None
+
+
+def _experts(specs: list[str]) -> dict[str, str]:
+    bad = [s for s in specs if "=" not in s]
+    if bad or not specs:
+        raise typer.BadParameter(f"--expert {bad[0] if bad else ''!r}: expected DOMAIN=MODEL_DIR")
+    return dict(s.split("=", 1) for s in specs)
+
+
+@rl_app.command("grpo")
+def rl_grpo(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    mode: Optional[str] = typer.Option(None, help="thinking | non-thinking | both"),
+    domain: Optional[list[str]] = typer.Option(None, help="train a domain expert on these domains' prompts; repeat"),
+    out: Optional[str] = typer.Option(None, help="output folder under the run (default rl/grpo)"),
+    steps: Optional[int] = typer.Option(None),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. policy.split_clip=false; repeat"),
+) -> None:
+    """GRPO with two-stage rollouts and the set-wise reward, from runs/<name>/sft/model."""
+    from onereason.rl import grpo
+
+    cfg = _with_overrides(_config(config_file, name).rl, set_)
+    try:  # validated again: the options obey the same rules as the config file
+        cfg = grpo.GrpoConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in dict(
+            mode=mode, domains=domain, out=out, steps=steps).items() if v}})
+        summary = grpo.run(cfg, RUNS / name)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    console.print_json(json.dumps(summary))
+
+
+@rl_app.command("rft")
+def rl_rft(
+    name: str = typer.Option(...),
+    expert: list[str] = typer.Option(..., help="DOMAIN=MODEL_DIR under the run; repeat per domain"),
+    out: str = typer.Option("rl/rft"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. prompts_per_domain=800; repeat"),
+) -> None:
+    """Unify domain experts by rejection-sampling fine-tuning (hits with well-formed traces)."""
+    from onereason.rl.unify import RftConfig, run_rft
+
+    try:
+        cfg = _with_overrides(RftConfig(experts=_experts(expert), out=out), set_)
+        console.print_json(json.dumps(run_rft(cfg, RUNS / name)))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@rl_app.command("mopd")
+def rl_mopd(
+    name: str = typer.Option(...),
+    expert: list[str] = typer.Option(..., help="DOMAIN=MODEL_DIR under the run; repeat per domain"),
+    out: str = typer.Option("rl/mopd"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. steps=100; repeat"),
+) -> None:
+    """Unify domain experts by multi-teacher on-policy distillation (token-level reverse KL)."""
+    from onereason.rl.unify import MopdConfig, run_mopd
+
+    try:
+        cfg = _with_overrides(MopdConfig(experts=_experts(expert), out=out), set_)
+        console.print_json(json.dumps(run_mopd(cfg, RUNS / name)))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
+@rl_app.command("eval")
+def rl_eval_(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    method: Optional[list[str]] = typer.Option(None, help="NAME=MODEL_DIR:MODE (or NAME=D@DIR,D@DIR:MODE); repeat"),
+    max_users: Optional[int] = typer.Option(None),
+    beams: Optional[int] = typer.Option(None),
+    out: Optional[str] = typer.Option(None, help="report stem under the run (default rl/eval)"),
+) -> None:
+    """SFT vs RL models, thinking / non-thinking / race, 64 beams: Recall@10, NDCG@10, pass@4, pass@64."""
+    from onereason.bench import rl_eval
+
+    cfg = _config(config_file, name).rl_eval
+    try:
+        methods = [rl_eval.parse_method(m) for m in method] if method else None
+        cfg = cfg.model_copy(update={k: v for k, v in dict(methods=methods, max_users=max_users, beams=beams,
+                                                           out=out).items() if v})
+        console.print(rl_eval.markdown(rl_eval.run(cfg, RUNS / name)))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
 if __name__ == "__main__":  # `accelerate launch -m onereason.cli ...`
     app()

@@ -21,6 +21,7 @@ from onereason.bench import evaluate
 from onereason.bench import reasoning_eval
 from onereason.bench.evaluate import EvalConfig
 from onereason.bench.reasoning_eval import SftEvalConfig
+from onereason.bench.rl_eval import RlEvalConfig
 from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
@@ -36,6 +37,7 @@ from onereason.train import pretrain, sft
 from onereason.train.next_item import NextItemConfig
 from onereason.train.pretrain import PretrainConfig
 from onereason.train.sft import SftConfig
+from onereason.rl.grpo import GrpoConfig
 
 
 class GenericSource(BaseModel):
@@ -70,6 +72,8 @@ class RunConfig(BaseModel):
     eval: EvalConfig = EvalConfig()
     sft: SftConfig = SftConfig()
     sft_eval: SftEvalConfig = SftEvalConfig()
+    rl: GrpoConfig = GrpoConfig()
+    rl_eval: RlEvalConfig = RlEvalConfig()
 
 
 def run_data(config: DataConfig, run_dir: Path) -> dict:

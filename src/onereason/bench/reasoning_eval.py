@@ -27,11 +27,11 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.metrics import KS, evaluate_lists
-from onereason.corpus.user_layer import EvalPrompts, HistoryText
+from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
-from onereason.reasoning.sft_data import chat_prompt, load_teacher, r3_user, request_gap
+from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS
 from onereason.train.loop import Sample, collate
 
@@ -85,10 +85,14 @@ def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -
             "hypotheses_listed_mean": float(np.mean([len(x) for x in listed]))}
 
 
-def chat_prompts(p: EvalPrompts, text: HistoryText, domains: list[str], n: int | None, tok) -> list[list[int]]:
-    """R3 prompts for the eval users, thinking (with n) or not (None), up to the opening `<think>`."""
-    users = [r3_user(text.text(h), d, request_gap(h, now), n) for h, d, now in zip(p.histories, domains, p.times)]
-    return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
+def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok, beams: int, batch_size: int = 32,
+                 progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
+    """Items by beam search after prefix + "\n\n" + the target domain's begin token, and those prompts."""
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
+                     batch_size=batch_size, progress=progress)
+    return [r.items for r in recs], prompts
 
 
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
@@ -103,18 +107,14 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end, after the begin token
 
     def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:
-        """Items by beam search after prefix + "\n\n" + the target domain's begin token, and those prompts."""
-        prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
-        recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=config.beams, num_beams=config.beams,
-                         batch_size=config.batch_size, progress=progress)
-        return [r.items for r in recs], prompts
+        return answer_items(model, prefixes, domains, sid, tok, config.beams, config.batch_size, progress)
 
     pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.beams, config.batch_size,
                                                              progress)[0]]}
     del pre
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
-    plain = [q + nl + [end_think] for q in chat_prompts(p, text, domains, None, tok)]
+    plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, p.times, None, text, tok)]
     lists["SFT non-thinking"], plain_prompts = answers(model, plain)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
 
@@ -128,7 +128,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     extra, samples = {}, []
     if config.oracle:
         n = max(config.hypotheses)
-        prompts = chat_prompts(p, text, domains, n, tok)
+        prompts = r3_prompts(p.histories, domains, p.times, n, text, tok)
         oracle = [teacher.trace(h, t[0], n) for h, t in zip(p.histories, p.truths)]
         traces = tok([f"\n{o}\n" for o in oracle], add_special_tokens=False)["input_ids"]
         name = f"oracle trace n={n} (knows the target's interest)"
@@ -136,7 +136,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         extra[name] = {**delta_ll(think_prompts), **interest_hits(oracle, truth_names, names)}
     hist = [{e.item for e in h} for h in p.histories]
     for n in config.hypotheses:
-        prompts = chat_prompts(p, text, domains, n, tok)
+        prompts = r3_prompts(p.histories, domains, p.times, n, text, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
                                  config.trace_tokens, config.temperature, batch_size=config.batch_size,
                                  seed=config.seed, progress=progress)

@@ -102,6 +102,13 @@ def request_gap(events: list[Event], now: int) -> str:
     return gap_text(now - events[-1].timestamp) if now > REAL_TIME and events else ""
 
 
+def r3_prompts(histories: list[list[Event]], domains: list[str], times: list[int], n: int | None,
+               text: HistoryText, tok) -> list[list[int]]:
+    """R3 chat prompts as token ids, up to the opening `<think>`: thinking with n hypotheses, or not (None)."""
+    users = [r3_user(text.text(h), d, request_gap(h, now), n) for h, d, now in zip(histories, domains, times)]
+    return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
+
+
 def _words(text: str, n: int) -> str:
     w = str(text).split()
     return " ".join(w[:n]) + (" ..." if len(w) > n else "")

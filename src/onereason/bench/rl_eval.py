@@ -1,0 +1,169 @@
+"""`onereason rl eval`: SFT and RL models side by side on the same test users, with the seeds'
+candidate budget (64 beams): Recall@10, NDCG@10, pass@4, pass@64, per domain.
+
+A method is a model directory and a mode: `non-thinking` (empty think block, then the item beam),
+`thinking` (a sampled trace, then the beam), or `race` (half the beam from each mode, merged by
+alternating the two lists: thinking first, repeats dropped). Written to runs/<name>/<out>.{json,md,png}
+(default rl/eval).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
+
+from onereason.bench.evaluate import sample_prompts
+from onereason.bench.metrics import evaluate_lists
+from onereason.bench.reasoning_eval import answer_items
+from onereason.corpus.user_layer import HistoryText
+from onereason.decoding.two_stage import generate_traces
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.sft_data import r3_prompts
+
+
+class Method(BaseModel):
+    name: str
+    model: str | dict[str, str] = Field(description="model directory relative to the run directory, or "
+                                        "domain → directory (each domain's users go to its expert)")
+    mode: str = Field(pattern="^(thinking|non-thinking|race)$")
+
+    def dirs(self) -> list[str]:
+        return list(self.model.values()) if isinstance(self.model, dict) else [self.model]
+
+
+class RlEvalConfig(BaseModel):
+    split: str = Field("test", pattern="^(valid|test)$")
+    max_users: int | None = Field(1000, ge=1)
+    beams: int = Field(64, ge=2)
+    ks: list[int] = Field([4, 10, 64])
+    hypotheses: int = Field(3, ge=1, le=5)
+    trace_tokens: int = Field(160, ge=8)
+    temperature: float = Field(0.6, ge=0)
+    max_items: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)
+    methods: list[Method] = Field(default_factory=lambda: [
+        Method(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
+        Method(name="SFT thinking", model="sft/model", mode="thinking")])
+    out: str = Field("rl/eval", description="report path stem relative to the run directory (.json, .md, .png)")
+    seed: int = 0
+
+
+def parse_method(spec: str) -> Method:
+    """`NAME=MODEL_DIR:MODE`, e.g. `RL thinking=rl/think/model:thinking`, or with one expert per domain
+    `experts=office@rl/ex-office/model,movies@rl/ex-movies/model:thinking`."""
+    try:
+        name, rest = spec.split("=", 1)
+        model, mode = rest.rsplit(":", 1)
+        if "@" in model:
+            routed = dict(part.split("@", 1) for part in model.split(","))
+            return Method(name=name.strip(), model={d.strip(): m.strip() for d, m in routed.items()}, mode=mode.strip())
+        return Method(name=name.strip(), model=model.strip(), mode=mode.strip())
+    except ValueError as e:
+        raise ValueError(f"--method {spec!r}: expected NAME=MODEL_DIR:MODE (or NAME=DOMAIN@DIR,DOMAIN@DIR:MODE) "
+                         "with MODE thinking, non-thinking or race") from e
+
+
+def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
+    """Alternate the two lists (a first), dropping repeats, up to k items."""
+    out: list[str] = []
+    for pair in zip(a, b):
+        for x in pair:
+            if x not in out:
+                out.append(x)
+    for x in a + b:  # one list may be longer
+        if x not in out:
+            out.append(x)
+    return out[:k]
+
+
+def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
+    missing = [d for m in config.methods for d in m.dirs() if not (run_dir / d / "config.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"rl eval: no model at {', '.join(str(run_dir / x) for x in missing)}")
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    tok, sid = load_sid_tokens(run_dir)
+    text = HistoryText(sid, tok)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    end_think = tok.convert_tokens_to_ids("</think>")
+    hist = [[e.item for e in h] for h in p.histories]
+
+    def lists(model, users: list[int], thinking: bool, beams: int) -> list[list[str]]:
+        h, d, t = [p.histories[i] for i in users], [domains[i] for i in users], [p.times[i] for i in users]
+        prompts = r3_prompts(h, d, t, config.hypotheses if thinking else None, text, tok)
+        if thinking:
+            traces = generate_traces(model, prompts, [hist[i] for i in users], sid, tok, config.trace_tokens,
+                                     config.temperature, batch_size=config.batch_size, seed=config.seed,
+                                     progress=progress)
+            prefixes = [q + x for q, x in zip(prompts, traces)]
+        else:
+            prefixes = [q + nl + [end_think] for q in prompts]
+        return answer_items(model, prefixes, d, sid, tok, beams, config.batch_size, progress)[0]
+
+    def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
+        if mode != "race":
+            return lists(model, users, mode == "thinking", config.beams)
+        half = config.beams // 2
+        return [merge_race(a, b, config.beams)
+                for a, b in zip(lists(model, users, True, half), lists(model, users, False, half))]
+
+    results: dict = {}
+    for m in config.methods:
+        routes = m.model if isinstance(m.model, dict) else {None: m.model}
+        uncovered = sorted(set(domains) - set(routes)) if isinstance(m.model, dict) else []
+        if uncovered:
+            raise ValueError(f"rl eval: method {m.name!r} has no model for domain(s) {uncovered}")
+        got: list[list[str]] = [[] for _ in p.users]
+        for domain, model_dir in routes.items():
+            users = [i for i, d in enumerate(domains) if domain is None or d == domain]
+            if users:
+                model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
+                for i, items in zip(users, method_lists(model, users, m.mode)):
+                    got[i] = items
+        results[m.name] = {"model": m.model, "mode": m.mode,
+                           "metrics": evaluate_lists(got, p.truths, [k for k in config.ks if k <= config.beams], domains)}
+    report = {"split": config.split, "users": len(p.users), "beams": config.beams, "temperature": config.temperature,
+              "hypotheses": config.hypotheses, "methods": results}
+    stem = run_dir / config.out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(markdown(report))
+    plot(report, stem.with_suffix(".png"))
+    return report
+
+
+COLUMNS = ("recall@10", "ndcg@10", "pass@4", "pass@64")
+
+
+def markdown(report: dict) -> str:
+    groups = sorted({g for r in report["methods"].values() for g in r["metrics"]} - {"all"})
+    head = [f"{c} {g}" for g in ["all", *groups] if len(groups) > 1 or g == "all" for c in COLUMNS]
+    lines = [f"# RL evaluation ({report['split']} split, {report['users']} users, {report['beams']} beams, "
+             f"trace temperature {report['temperature']}, n = {report['hypotheses']})", "",
+             "| method | mode | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for name, r in report["methods"].items():
+        vals = [r["metrics"].get(g, {}).get(c) for g in ["all", *groups] if len(groups) > 1 or g == "all" for c in COLUMNS]
+        lines.append(f"| {name} | {r['mode']} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["methods"])
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(3.6 * len(COLUMNS), 0.5 * len(names) + 1.5), sharey=True)
+    for ax, c in zip(axes, COLUMNS):
+        ax.barh(names, [report["methods"][n]["metrics"]["all"].get(c, 0.0) for n in names])
+        ax.set_title(c)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

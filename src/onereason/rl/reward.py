@@ -1,0 +1,60 @@
+"""The set-wise reward: one trace's candidate list is judged as a whole.
+
+    R = w_hit · hit + w_coverage · coverage + w_diversity · diversity,   gated by the trace format
+
+- hit: any ground-truth item (the user's next window) is among the candidates;
+- coverage: the share of the next window the candidates cover;
+- diversity: distinct interests (or first-level codes) among the candidates / number of candidates.
+A thinking trace that breaks the three-part format earns 0 whatever its items. The item tokens get
+their own signal, `item_hits`: 1 for a candidate in the window, else 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+
+class RewardConfig(BaseModel):
+    hit: float = Field(1.0, ge=0)
+    coverage: float = Field(0.5, ge=0)
+    diversity: float = Field(0.1, ge=0)
+    format_gate: bool = Field(True, description="a malformed thinking trace earns 0")
+
+
+@dataclass
+class Reward:
+    hit: float
+    coverage: float
+    diversity: float
+    format_ok: bool
+    total: float
+
+
+def set_reward(candidates: Sequence[str], window: Sequence[str], group_of: dict[str, int],
+               cfg: RewardConfig, format_ok: bool = True) -> Reward:
+    """The reward of one candidate list against the user's next window. `group_of` maps an item to its
+    interest (or first-level code) for diversity. Empty candidates or window give NaN (skipped)."""
+    if not candidates or not window:
+        nan = float("nan")
+        return Reward(nan, nan, nan, format_ok, nan)
+    truth = set(window)
+    covered = len(truth & set(candidates)) / len(truth)
+    hit = float(covered > 0)
+    diversity = len({group_of.get(c, -1) for c in candidates}) / len(candidates)
+    total = cfg.hit * hit + cfg.coverage * covered + cfg.diversity * diversity
+    if cfg.format_gate and not format_ok:
+        total = 0.0
+    return Reward(hit, covered, diversity, format_ok, total)
+
+
+def item_hits(candidates: Sequence[str], window: Sequence[str]) -> list[float]:
+    truth = set(window)
+    return [float(c in truth) for c in candidates]
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

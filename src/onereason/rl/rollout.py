@@ -1,0 +1,92 @@
+"""Two-stage rollouts: G reasoning traces per prompt, then M candidate items per trace.
+
+Stage 1 samples the traces (temperature, top-p; citations limited to the user's history), stage 2
+runs the trie-constrained beam search from prompt + trace, so every candidate is a real item of
+the target domain. In non-thinking mode the think block is empty and there is one trajectory
+per prompt (the beam is deterministic). The backend is an interface: `HFBackend` uses
+transformers generate; a vLLM backend plugs in with the same two methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from onereason.corpus.user_layer import HistoryText
+from onereason.decoding.constrained import recommend
+from onereason.decoding.two_stage import generate_traces
+from onereason.itemic.sid import SidTokens
+from onereason.reasoning.sft_data import r3_prompts
+from onereason.reasoning.traces import TraceError, check_trace
+from onereason.rl.prompts import RlPrompt
+
+
+@dataclass
+class Trajectory:
+    """One trace and its candidate items. `prefix` = prompt + trace + "\\n\\n" + begin token; the
+    trace (the reasoning tokens, `</think>` included) is prefix[n_prompt : n_prompt + trace_len]."""
+
+    prompt: int  # index of the prompt in the rollout batch
+    prefix: list[int]
+    n_prompt: int
+    trace_len: int
+    items: list[str]
+    item_tokens: list[list[int]]  # codes + end token per item (the begin token is in the prefix)
+    trace: str = ""
+    format_ok: bool = True
+    reward: float = float("nan")
+    components: dict = field(default_factory=dict)
+    item_rewards: list[float] = field(default_factory=list)
+
+
+class RolloutBackend(Protocol):
+    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int) -> list[list[int]]:
+        """One sampled trace per prompt, ending with `</think>`."""
+
+    def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
+        """M distinct valid items per prefix (which ends with the domain's begin token)."""
+
+
+class HFBackend:
+    def __init__(self, model, sid: SidTokens, tok, trace_tokens: int = 160, temperature: float = 1.0,
+                 top_p: float = 1.0, batch_size: int = 32):
+        self.model, self.sid, self.tok = model, sid, tok
+        self.trace_tokens, self.temperature, self.top_p, self.batch_size = trace_tokens, temperature, top_p, batch_size
+
+    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int) -> list[list[int]]:
+        return generate_traces(self.model, prompts, histories, self.sid, self.tok, self.trace_tokens,
+                               self.temperature, self.top_p, self.batch_size, seed)
+
+    def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
+        recs = recommend(self.model, prefixes, domains, self.sid, self.tok.pad_token_id, k=m, num_beams=m,
+                         batch_size=self.batch_size)
+        return [r.items for r in recs]
+
+
+def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryText, tok, thinking: bool,
+              g: int, m: int, hypotheses: int = 3, seed: int = 0) -> list[Trajectory]:
+    """G traces per prompt (1 without thinking), each expanded into M candidate items."""
+    sid = text.sid
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    end_think = tok.convert_tokens_to_ids("</think>")
+    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], [p.time for p in prompts],
+                      hypotheses if thinking else None, text, tok)
+    g = g if thinking else 1
+    owner = [i for i in range(len(prompts)) for _ in range(g)]
+    if thinking:
+        traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed)
+    else:
+        traces = [nl + [end_think] for _ in owner]
+    prefixes = [base[i] + t + nl + [sid.begin_id[prompts[i].domain]] for i, t in zip(owner, traces)]
+    items = backend.items(prefixes, [prompts[i].domain for i in owner], m)
+    out = []
+    for j, (i, t, pre, its) in enumerate(zip(owner, traces, prefixes, items)):
+        traj = Trajectory(i, pre, len(base[i]), len(t) if thinking else 0, its, [sid.ids(x)[1:] for x in its])
+        if thinking:
+            traj.trace = tok.decode(t[:-1], skip_special_tokens=False).strip()
+            try:
+                check_trace(traj.trace, [e.item for e in prompts[i].history], sid.codec, None, prompts[i].prompt_id)
+            except TraceError:
+                traj.format_ok = False
+        out.append(traj)
+    return out

@@ -1,0 +1,199 @@
+"""Unify per-domain experts into one model (`onereason rl rft`, `onereason rl mopd`).
+
+- RFT (rejection-sampling fine-tuning): each expert samples two-stage trajectories on prompts of its
+  own domain; a trajectory is kept when its trace is well-formed and its candidate list hits the
+  user's next window, and becomes an SFT sample (prompt → trace → the first hit item). One model
+  is fine-tuned on the union, from the SFT checkpoint, with the SFT loop.
+- MOPD (multi-teacher on-policy distillation): the student samples on a mixed-domain prompt set;
+  the expert of each prompt's domain scores the student's own tokens; the per-token advantage is
+  the negative reverse KL, A_t = −clip(log π_student(t) − log π_teacher(t), −c, c), trained with the
+  same clipped policy loss as GRPO.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field, field_validator
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+
+from onereason.corpus.user_layer import HistoryText
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.interests import Interests
+from onereason.rl.prompts import PromptPool, RlPrompt
+from onereason.rl.reward import RewardConfig
+from onereason.rl.grpo import score
+from onereason.rl.rollout import HFBackend, Trajectory, two_stage
+from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log
+from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
+
+
+class UnifyConfig(BaseModel):
+    experts: dict[str, str] = Field(description="domain → expert model directory, relative to the run directory")
+    init: str = Field("sft/model", description="the model that becomes the unified one")
+    out: str = "rl/unified"
+    group: int = Field(4, ge=1, description="traces per prompt")
+    candidates: int = Field(16, ge=1, description="items per trace")
+    hypotheses: int = Field(3, ge=1, le=5)
+    window: int = Field(3, ge=1)
+    trace_tokens: int = Field(160, ge=8)
+    temperature: float = Field(1.0, gt=0)
+    max_items: int = Field(50, ge=1)
+    reward: RewardConfig = RewardConfig()
+    seed: int = 0
+
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("experts: name at least one domain → model directory")
+        return v
+
+
+class RftConfig(UnifyConfig):
+    out: str = "rl/rft"
+    prompts_per_domain: int = Field(400, ge=1)
+    require_format: bool = Field(True, description="keep only hits whose trace is well-formed")
+    loop: LoopConfig = LoopConfig(epochs=1, lr=1e-4, warmup_ratio=0.05, checkpoint_every=100)
+
+
+class MopdConfig(UnifyConfig):
+    out: str = "rl/mopd"
+    steps: int = Field(60, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    group: int = Field(2, ge=1)
+    candidates: int = Field(4, ge=1)
+    adv_clip: float = Field(5.0, gt=0, description="c in A_t = −clip(log π_s − log π_t, −c, c)")
+    policy: PolicyConfig = PolicyConfig()
+
+
+def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:
+    unknown = sorted(set(cfg.experts) - set(domains))
+    if unknown:
+        raise ValueError(f"experts: unknown domain(s) {unknown}; the run has {sorted(domains)}")
+    missing = [str(run_dir / m) for m in cfg.experts.values() if not (run_dir / m / "config.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"experts: no model at {', '.join(missing)} (run `onereason rl grpo --domain D` first)")
+
+
+def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn: int, nl: list[int],
+                require_format: bool = True) -> list[Sample]:
+    """Kept trajectories as SFT samples: prompt (mask 0), trace + "\\n\\n" + first hit item + `<|im_end|>`
+    (mask 1). Kept = a hit in the candidate list and (by default) a well-formed trace."""
+    out = []
+    for t in trajs:
+        hit = next((x for x in t.items if x in set(prompts[t.prompt].window)), None)
+        if hit is None or (require_format and not t.format_ok):
+            continue
+        prompt = t.prefix[:t.n_prompt]
+        answer = t.prefix[t.n_prompt:t.n_prompt + t.trace_len] + nl + sid.ids(hit) + [end_turn]
+        out.append(Sample(prompt + answer, [0] * len(prompt) + [1] * len(answer)))
+    return out
+
+
+def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
+    tok, sid = load_sid_tokens(run_dir)
+    _check(cfg, run_dir, sid.codec.domains)
+    text = HistoryText(sid, tok)
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    group_of = Interests.load(run_dir / "reasoning" / "interests.json").of
+    out = run_dir / cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    nl, end_turn = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids("<|im_end|>")
+    samples, per_domain = [], {}
+    t0 = time.perf_counter()
+    for d, expert_dir in cfg.experts.items():
+        expert = AutoModelForCausalLM.from_pretrained(str(run_dir / expert_dir))
+        pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, [d])
+        prompts = [p for p in pool.sample(cfg.prompts_per_domain, cfg.seed, 0) if p.window]
+        backend = HFBackend(expert, sid, tok, cfg.trace_tokens, cfg.temperature)
+        trajs = []
+        for s in tqdm(range(0, len(prompts), 16), desc=f"rft sample {d}", disable=not progress):
+            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.candidates, cfg.hypotheses,
+                             cfg.seed + s)
+            for t in part:
+                t.prompt += s
+            trajs += part
+        trajs = score(trajs, prompts, group_of, cfg.reward)
+        kept = rft_samples(trajs, prompts, sid, end_turn, nl, cfg.require_format)
+        per_domain[d] = {"prompts": len(prompts), "trajectories": len(trajs), "kept": len(kept),
+                         "hit_rate": float(np.mean([t.components["hit"] for t in trajs])) if trajs else None}
+        samples += kept
+    if not samples:
+        raise ValueError("rft: no trajectory hit; sample more prompts or a larger candidate list")
+    sample_s = time.perf_counter() - t0
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir / cfg.init))
+    model, stats = train(model, samples, tok.pad_token_id, cfg.loop, out, progress=progress)
+    save_model(model, tok, out / "model")
+    plot_loss(out / "train_log.jsonl", out / "loss.png", "RFT")
+    summary = {"domains": per_domain, "samples": len(samples), "sampling_seconds": sample_s, **stats}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def mopd_advantages(student: torch.Tensor, teacher: torch.Tensor, clip: float) -> torch.Tensor:
+    """Negative per-token reverse KL: positive where the teacher likes the student's token more than
+    the student does."""
+    return -(student - teacher).clamp(-clip, clip)
+
+
+def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
+    tok, sid = load_sid_tokens(run_dir)
+    _check(cfg, run_dir, sid.codec.domains)
+    text = HistoryText(sid, tok)
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    group_of = Interests.load(run_dir / "reasoning" / "interests.json").of
+    out = run_dir / cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, list(cfg.experts))
+    trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
+    teachers = {d: AutoModelForCausalLM.from_pretrained(str(run_dir / m)).to(trainer.acc.device).eval()
+                for d, m in cfg.experts.items()}
+    backend = HFBackend(trainer.policy, sid, tok, cfg.trace_tokens, cfg.temperature)
+    pad = tok.pad_token_id
+    bar = tqdm(total=cfg.steps, initial=trainer.start, desc="mopd", disable=not progress)
+    for step in range(trainer.start, cfg.steps):
+        t0 = time.perf_counter()
+        prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
+        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.candidates, cfg.hypotheses,
+                                cfg.seed * 100_003 + step), prompts, group_of, cfg.reward)
+        t1 = time.perf_counter()
+        student = trainer.logprobs(trainer.policy, trajs, pad)
+        teacher = torch.zeros_like(student)
+        bounds = np.cumsum([0] + [t.trace_len + sum(map(len, t.item_tokens)) for t in trajs])
+        for d, model in teachers.items():  # each prompt's tokens scored by its domain's expert
+            idx = [j for j, t in enumerate(trajs) if prompts[t.prompt].domain == d]
+            if idx:
+                scored = trainer.logprobs(model, [trajs[j] for j in idx], pad)
+                at = 0
+                for j in idx:
+                    n = bounds[j + 1] - bounds[j]
+                    teacher[bounds[j]:bounds[j + 1]] = scored[at:at + n]
+                    at += n
+        adv = mopd_advantages(student, teacher, cfg.adv_clip)
+        row = trainer.update(trajs, adv, torch.ones_like(adv), pad, old=student)
+        row.update({"reverse_kl": float((student - teacher).mean()), "trajectories": len(trajs),
+                    "hit": float(np.mean([t.components["hit"] for t in trajs])),
+                    "reward": float(np.mean([t.reward for t in trajs])),
+                    "trace_tokens": float(np.mean([t.trace_len for t in trajs])),
+                    "generation_s": t1 - t0, "optimization_s": time.perf_counter() - t1})
+        trainer.end_step(step, row)
+        bar.update(1)
+        bar.set_postfix(rkl=f"{row['reverse_kl']:.3f}", hit=f"{row['hit']:.2f}")
+    bar.close()
+    save_model(trainer.policy, tok, out / "model")
+    plot_log(out / "train_log.jsonl", out / "mopd.png", ["reverse_kl", "hit", "reward", "trace_tokens"], "MOPD")
+    rows = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    n = max(1, len(rows) // 5)
+    summary = {"steps": len(rows), **{f"{k}_{w}": float(np.mean([r[k] for r in part]))
+                                      for k in ("reverse_kl", "hit") for w, part in (("first", rows[:n]), ("last", rows[-n:]))}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
