@@ -60,6 +60,11 @@ def tiny_config(ratings: Path, movies: Path):
     cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
     e = cfg.sft_eval
     e.max_users, e.beams, e.hypotheses, e.trace_tokens, e.batch_size, e.max_items = 24, 10, [1, 3], 96, 16, 20
+    r = cfg.rl
+    r.steps, r.prompts_per_step, r.group, r.candidates, r.trace_tokens, r.max_items = 2, 4, 2, 4, 32, 20
+    r.policy.micro_batch = 4
+    v = cfg.rl_eval
+    v.max_users, v.beams, v.ks, v.trace_tokens, v.batch_size, v.max_items = 12, 8, [4, 8], 32, 16, 20
     return cfg
 
 

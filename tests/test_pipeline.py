@@ -15,7 +15,8 @@ def test_tiny_run_end_to_end(tiny_run):
     for path in ["data/interactions.parquet", "data/items.parquet", "data/general_text.parquet",
                  "itemic/sid_map.parquet", "tokenizer", "corpus/token.parquet", "corpus/item.parquet",
                  "corpus/relational.parquet", "corpus/user.parquet", "corpus/stats.json", "pretrain/report.md",
-                 "pretrain/loss.png", "model/config.json", "eval/results.json", "eval/results.md"]:
+                 "pretrain/loss.png", "model/config.json", "eval/results.json", "eval/results.md",
+                 "sft/model/config.json", "rl/grpo/model/config.json", "rl/grpo/rewards.png", "rl/eval.md"]:
         assert (run_dir / path).exists(), path
     assert summary["itemic"]["collision_rate_after"] == 0.0
     res = json.loads((run_dir / "eval" / "results.json").read_text())

@@ -76,10 +76,10 @@ def run(
     model: Optional[str] = typer.Option(None, help="tiny|small|base or a local HF causal LM directory"),
     budget: Optional[float] = typer.Option(None, help="scale every pre-training stage's token budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
-    max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval and sft-eval)"),
+    max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval)"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
 ) -> None:
-    """Run the whole pipeline: data → itemic tokens → corpus → pre-training stages → evaluation."""
+    """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL, each evaluated."""
     from onereason import pipeline
     from onereason.train.pretrain import STAGES
 
@@ -96,7 +96,7 @@ def run(
     if beams:
         cfg.eval.beams = beams
     if max_users:
-        cfg.eval.max_users = cfg.sft_eval.max_users = max_users
+        cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = max_users
     try:
         summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print)
     except (DataError, ValueError, FileNotFoundError) as e:
@@ -108,8 +108,9 @@ def run(
     console.print((RUNS / name / "pretrain" / "report.md").read_text())
     print_results(summary["eval"])
     console.print((RUNS / name / "sft" / "eval.md").read_text())
+    console.print((RUNS / name / "rl" / "eval.md").read_text())
     console.print(f"artifacts: {RUNS / name}/ (eval/results.md, pretrain/report.md, pretrain/loss.png, model/, "
-                  "reasoning/, sft/eval.md, sft/loss.png, sft/model/)")
+                  "reasoning/, sft/eval.md, sft/loss.png, sft/model/, rl/grpo/rewards.png, rl/grpo/model/, rl/eval.md)")
 
 
 @data_app.command("stats")

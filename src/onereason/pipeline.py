@@ -1,6 +1,7 @@
 """`onereason run`: every stage in order, in one readable function.
 
     data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval ─► sft ─► sft-eval
+         ─► rl (GRPO, thinking) ─► rl-eval
 
 (`onereason train` keeps the User-layer-only model as a baseline; it is not in this chain.)
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from onereason.bench import evaluate
-from onereason.bench import reasoning_eval
+from onereason.bench import reasoning_eval, rl_eval
 from onereason.bench.evaluate import EvalConfig
 from onereason.bench.reasoning_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
@@ -37,6 +38,7 @@ from onereason.train import pretrain, sft
 from onereason.train.next_item import NextItemConfig
 from onereason.train.pretrain import PretrainConfig
 from onereason.train.sft import SftConfig
+from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
 
 
@@ -112,7 +114,8 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
 
 
 def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval; returns each stage's summary."""
+    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval; returns each
+    stage's summary."""
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
     for name, stage in [
@@ -124,6 +127,8 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
         ("sft", lambda: sft.run(config.sft, run_dir, progress=progress)),
         ("sft-eval", lambda: reasoning_eval.run(config.sft_eval, run_dir, progress=progress)),
+        ("rl", lambda: grpo.run(config.rl, run_dir, progress=progress)),
+        ("rl-eval", lambda: rl_eval.run(config.rl_eval, run_dir, progress=progress)),
     ]:
         t0 = time.perf_counter()
         log(f"stage {name} ...")

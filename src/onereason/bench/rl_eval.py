@@ -37,7 +37,7 @@ class Method(BaseModel):
 
 class RlEvalConfig(BaseModel):
     split: str = Field("test", pattern="^(valid|test)$")
-    max_users: int | None = Field(1000, ge=1)
+    max_users: int | None = Field(500, ge=1)
     beams: int = Field(64, ge=2)
     ks: list[int] = Field([4, 10, 64])
     hypotheses: int = Field(3, ge=1, le=5)
@@ -47,7 +47,9 @@ class RlEvalConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     methods: list[Method] = Field(default_factory=lambda: [
         Method(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
-        Method(name="SFT thinking", model="sft/model", mode="thinking")])
+        Method(name="SFT thinking", model="sft/model", mode="thinking"),
+        Method(name="RL thinking", model="rl/grpo/model", mode="thinking"),
+        Method(name="RL race", model="rl/grpo/model", mode="race")])
     out: str = Field("rl/eval", description="report path stem relative to the run directory (.json, .md, .png)")
     seed: int = 0
 

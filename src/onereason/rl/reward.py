@@ -5,7 +5,7 @@
 - hit: any ground-truth item (the user's next window) is among the candidates;
 - coverage: the share of the next window the candidates cover;
 - diversity: distinct interests (or first-level codes) among the candidates / number of candidates.
-A thinking trace that breaks the three-part format earns 0 whatever its items. The item tokens get
+A thinking trace that breaks the three-part format earns −format_penalty whatever its items. The item tokens get
 their own signal, `item_hits`: 1 for a candidate in the window, else 0.
 """
 
@@ -22,7 +22,8 @@ class RewardConfig(BaseModel):
     hit: float = Field(1.0, ge=0)
     coverage: float = Field(0.5, ge=0)
     diversity: float = Field(0.1, ge=0)
-    format_gate: bool = Field(True, description="a malformed thinking trace earns 0")
+    format_gate: bool = Field(True, description="a malformed thinking trace earns −format_penalty")
+    format_penalty: float = Field(0.0, ge=0, description="what a malformed trace loses (0: it earns nothing)")
 
 
 @dataclass
@@ -47,7 +48,7 @@ def set_reward(candidates: Sequence[str], window: Sequence[str], group_of: dict[
     diversity = len({group_of.get(c, -1) for c in candidates}) / len(candidates)
     total = cfg.hit * hit + cfg.coverage * covered + cfg.diversity * diversity
     if cfg.format_gate and not format_ok:
-        total = 0.0
+        total = -cfg.format_penalty
     return Reward(hit, covered, diversity, format_ok, total)
 
 
