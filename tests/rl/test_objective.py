@@ -81,7 +81,7 @@ def test_grpo_targets_trace_and_item_advantages_and_nonhit_weight():
     (["a", "b", "c", "d"], ["a"], True, (1.0, 1.0, 0.5, 1 + 0.5 * 1 + 0.1 * 0.5)),
     (["a", "b", "c", "d"], ["a", "e"], True, (1.0, 0.5, 0.5, 1 + 0.25 + 0.05)),
     (["b", "c"], ["a"], True, (0.0, 0.0, 1.0, 0.1)),
-    (["a", "b"], ["a"], False, (1.0, 1.0, 0.5, 0.0)),  # a malformed trace earns nothing
+    (["a", "b"], ["a"], False, (1.0, 1.0, 0.5, -0.5)),  # a malformed trace loses format_penalty
 ])
 def test_set_reward_table(cands, window, fmt, expect):
     group_of = {"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}

@@ -23,7 +23,7 @@ class RewardConfig(BaseModel):
     coverage: float = Field(0.5, ge=0)
     diversity: float = Field(0.1, ge=0)
     format_gate: bool = Field(True, description="a malformed thinking trace earns −format_penalty")
-    format_penalty: float = Field(0.0, ge=0, description="what a malformed trace loses (0: it earns nothing)")
+    format_penalty: float = Field(0.5, ge=0, description="what a malformed trace loses (0: it earns nothing)")
 
 
 @dataclass

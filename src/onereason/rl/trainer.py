@@ -29,10 +29,11 @@ class PolicyConfig(BaseModel):
     clip_reasoning: float = Field(0.2, gt=0, description="clip range ε of reasoning-token ratios")
     clip_item: float = Field(0.1, gt=0, description="clip range ε of item-token ratios (split_clip)")
     split_clip: bool = Field(True, description="False: item tokens use clip_reasoning too")
-    kl_beta: float = Field(0.0, ge=0, description="weight of the k3 KL to the reference (initial) model")
-    inner_epochs: int = Field(1, ge=1, description="optimizer steps per rollout batch")
+    kl_beta: float = Field(0.05, ge=0, description="weight of the k3 KL to the reference (initial) model; 0: no "
+                           "reference model (without it the traces of amazon-scientific lost their format)")
+    inner_epochs: int = Field(2, ge=1, description="optimizer steps per rollout batch (the clip ranges act from the 2nd)")
     micro_batch: int = Field(8, ge=1, description="trajectories per forward pass")
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(3e-4, gt=0, description="1e-3 broke the trace format within 20 steps on the default model")
     warmup_steps: int = Field(5, ge=0)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
