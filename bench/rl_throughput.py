@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--candidates", type=int, default=16)
     a = ap.parse_args()
-    print(f"| mode | G | M | prompts/step | trajectories/s (rollout) | s/step | generation share | optimization share |")
+    print("| mode | G | M | prompts/step | trajectories/s (rollout) | s/step | generation share | optimization share |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in ("thinking", "non-thinking"):
         out = Path(tempfile.mkdtemp(dir=a.run_dir, prefix=".bench_rl_"))

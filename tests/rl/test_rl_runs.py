@@ -148,6 +148,7 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     assert set(report["methods"]) == {"SFT", "RL", "race", "experts"}
     assert all(r["metrics"]["all"]["sid_validity@8"] == 1.0 for r in report["methods"].values())
     assert (run_dir / "rl/eval.md").exists() and (run_dir / "rl/eval.png").exists()
+    assert len((run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()) == report["users"]
 
 
 def test_merge_race_alternates_and_dedups():

@@ -4,7 +4,7 @@ candidate budget (64 beams): Recall@10, NDCG@10, pass@4, pass@64, per domain.
 A method is a model directory and a mode: `non-thinking` (empty think block, then the item beam),
 `thinking` (a sampled trace, then the beam), or `race` (half the beam from each mode, merged by
 alternating the two lists: thinking first, repeats dropped). Written to runs/<name>/<out>.{json,md,png}
-(default rl/eval).
+and <out>_recommendations.jsonl (every user's list per method; default out rl/eval).
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                 for a, b in zip(lists(model, users, True, half), lists(model, users, False, half))]
 
     results: dict = {}
+    per_user: dict[str, list[list[str]]] = {}
     for m in config.methods:
         routes = m.model if isinstance(m.model, dict) else {None: m.model}
         uncovered = sorted(set(domains) - set(routes)) if isinstance(m.model, dict) else []
@@ -127,6 +128,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                 model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
                 for i, items in zip(users, method_lists(model, users, m.mode)):
                     got[i] = items
+        per_user[m.name] = got
         results[m.name] = {"model": m.model, "mode": m.mode,
                            "metrics": evaluate_lists(got, p.truths, [k for k in config.ks if k <= config.beams], domains)}
     report = {"split": config.split, "users": len(p.users), "beams": config.beams, "temperature": config.temperature,
@@ -136,6 +138,9 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     stem.with_suffix(".md").write_text(markdown(report))
     plot(report, stem.with_suffix(".png"))
+    with open(stem.with_name(stem.name + "_recommendations.jsonl"), "w") as f:  # per user: paired comparisons
+        for j, (u, t) in enumerate(zip(p.users, p.truths)):
+            f.write(json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in per_user.items()}}) + "\n")
     return report
 
 
