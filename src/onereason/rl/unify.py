@@ -123,11 +123,15 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
             trajs += part
         trajs = score(trajs, prompts, group_of, cfg.reward)
         kept = rft_samples(trajs, prompts, sid, end_turn, nl, cfg.require_format)
-        per_domain[d] = {"prompts": len(prompts), "trajectories": len(trajs), "kept": len(kept),
-                         "hit_rate": float(np.mean([t.components["hit"] for t in trajs])) if trajs else None}
+        hits = sum(t.components["hit"] > 0 for t in trajs)
+        per_domain[d] = {"prompts": len(prompts), "trajectories": len(trajs), "hits": hits, "kept": len(kept),
+                         "hit_rate": hits / len(trajs) if trajs else None}
         samples += kept
     if not samples:
-        raise ValueError("rft: no trajectory hit; sample more prompts or a larger candidate list")
+        n_hits = sum(v["hits"] for v in per_domain.values())
+        raise ValueError(f"rft: no trajectory kept ({n_hits} hits, all with malformed traces); sample more "
+                         "prompts, a larger candidate list, or set require_format=false" if n_hits else
+                         "rft: no trajectory hit; sample more prompts or a larger candidate list")
     sample_s = time.perf_counter() - t0
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / cfg.init))
     model, stats = train(model, samples, tok.pad_token_id, cfg.loop, out, progress=progress)
