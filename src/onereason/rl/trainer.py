@@ -81,6 +81,11 @@ def token_kinds(trajs: list[Trajectory]) -> torch.Tensor:
                                  torch.ones(sum(map(len, t.item_tokens)), dtype=torch.bool)]) for t in trajs])
 
 
+def token_bounds(trajs: list[Trajectory]) -> np.ndarray:
+    """Where each trajectory's tokens start and end in the flat `token_logprobs` order."""
+    return np.cumsum([0] + [t.trace_len + sum(map(len, t.item_tokens)) for t in trajs])
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, is_item: torch.Tensor,
                 weight: torch.Tensor, cfg: PolicyConfig, n_tokens: int, ref_logp: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, dict]:
@@ -154,7 +159,7 @@ class PolicyTrainer:
         is_item = token_kinds(trajs).to(device)
         adv, weight = adv.to(device), weight.to(device)
         n_tokens = max(1, len(adv))
-        bounds = np.cumsum([0] + [t.trace_len + sum(map(len, t.item_tokens)) for t in trajs])
+        bounds = token_bounds(trajs)
         ref = self.logprobs(self.ref, trajs, pad_id) if self.ref is not None else None
         stats: Counter = Counter()
         self.model.train()

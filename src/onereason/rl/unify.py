@@ -30,7 +30,7 @@ from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
 from onereason.rl.grpo import score
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
-from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log
+from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log, token_bounds
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 
@@ -73,6 +73,17 @@ class MopdConfig(UnifyConfig):
     policy: PolicyConfig = PolicyConfig()
 
 
+def _prepare(cfg: UnifyConfig, run_dir: Path):
+    """Check the experts, load what both methods need, and open the output folder with the config in it."""
+    tok, sid = load_sid_tokens(run_dir)
+    _check(cfg, run_dir, sid.codec.domains)
+    out = run_dir / cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    return (tok, sid, HistoryText(sid, tok), pd.read_parquet(run_dir / "data" / "interactions.parquet"),
+            Interests.load(run_dir / "reasoning" / "interests.json").of, out)
+
+
 def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:
     unknown = sorted(set(cfg.experts) - set(domains))
     if unknown:
@@ -98,14 +109,7 @@ def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn:
 
 
 def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
-    tok, sid = load_sid_tokens(run_dir)
-    _check(cfg, run_dir, sid.codec.domains)
-    text = HistoryText(sid, tok)
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    group_of = Interests.load(run_dir / "reasoning" / "interests.json").of
-    out = run_dir / cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
     nl, end_turn = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids("<|im_end|>")
     samples, per_domain = [], {}
     t0 = time.perf_counter()
@@ -149,14 +153,7 @@ def mopd_advantages(student: torch.Tensor, teacher: torch.Tensor, clip: float) -
 
 
 def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
-    tok, sid = load_sid_tokens(run_dir)
-    _check(cfg, run_dir, sid.codec.domains)
-    text = HistoryText(sid, tok)
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    group_of = Interests.load(run_dir / "reasoning" / "interests.json").of
-    out = run_dir / cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
     pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, list(cfg.experts))
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     teachers = {d: AutoModelForCausalLM.from_pretrained(str(run_dir / m)).to(trainer.acc.device).eval()
@@ -172,7 +169,7 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
         t1 = time.perf_counter()
         student = trainer.logprobs(trainer.policy, trajs, pad)
         teacher = torch.zeros_like(student)
-        bounds = np.cumsum([0] + [t.trace_len + sum(map(len, t.item_tokens)) for t in trajs])
+        bounds = token_bounds(trajs)
         for d, model in teachers.items():  # each prompt's tokens scored by its domain's expert
             idx = [j for j, t in enumerate(trajs) if prompts[t.prompt].domain == d]
             if idx:
