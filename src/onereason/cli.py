@@ -394,5 +394,76 @@ def rl_eval_(
         _fail(e)
 
 
+serve_app = typer.Typer(no_args_is_help=True, help="Fast-slow serving: the HTTP service and the slow-path worker.")
+app.add_typer(serve_app, name="serve")
+
+
+def _serve_config(sets: Optional[list[str]], **options):
+    from onereason.serve.engine import ServeConfig
+
+    cfg = _with_overrides(ServeConfig(), sets)
+    return cfg.model_copy(update={k: v for k, v in options.items() if v is not None})
+
+
+@serve_app.command("start")
+def serve_start(
+    name: str = typer.Option(..., help="run name (runs/<name>)"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    model: Optional[str] = typer.Option(None, help="model dir under the run (default rl/grpo/model, else sft/model)"),
+    store: Optional[str] = typer.Option(None, help="sqlite | sqlite:///path | redis://host:port/db"),
+    worker: Optional[str] = typer.Option(None, help="thread (slow path inside the server) | off"),
+    api_key: Optional[str] = typer.Option(None, envvar="ONEREASON_API_KEY", help="require this key (Bearer or X-API-Key)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="ServeConfig override, e.g. max_batch=8; repeat"),
+) -> None:
+    """Serve runs/<name>: /recommend, /events, /explain, /v1/chat/completions, /health, /metrics."""
+    import uvicorn
+
+    from onereason.serve.app import create_app
+
+    cfg = _serve_config(set_, model=model, store=store, worker=worker, api_key=api_key)
+    try:
+        application = create_app(RUNS / name, cfg)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@serve_app.command("worker")
+def serve_worker(
+    name: str = typer.Option(...),
+    store: Optional[str] = typer.Option(None, help="the store the servers use"),
+    model: Optional[str] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="stop after this many traces (e.g. to warm the cache)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+) -> None:
+    """The slow path as its own process: refresh missing or stale traces, most active users first,
+    until the queue is empty (or --limit traces are written)."""
+    from tqdm.auto import tqdm
+
+    from onereason.serve.engine import Engine
+    from onereason.serve.store import open_store
+    from onereason.serve.worker import refresh, register_users
+
+    cfg = _serve_config(set_, model=model, store=store)
+    try:
+        engine = Engine(RUNS / name, cfg)
+        st = open_store(cfg.store, RUNS / name)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    register_users(engine, st)
+    total = min(st.queue_length(), limit or 10**12)
+    done = 0
+    with tqdm(total=total, desc="traces") as bar:
+        while done < total:
+            n = refresh(engine, st, min(cfg.worker_batch, total - done), seed=done)
+            if not n:
+                break
+            done += n
+            bar.update(n)
+    console.print(f"{done} traces written; {st.queue_length()} users still queued")
+    st.close()
+
+
 if __name__ == "__main__":  # `accelerate launch -m onereason.cli ...`
     app()

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from onereason.corpus.user_layer import user_histories
-from onereason.decoding.two_stage import CitationLogitsProcessor, close_trace, history_trie
-from onereason.itemic.sid import load_sid_tokens
+from onereason.decoding.two_stage import CitationLogitsProcessor, close_trace
+from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.pipeline import RunConfig
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
@@ -132,7 +132,7 @@ def test_citation_processor_allows_only_history_items(tiny_run):
     run_dir, _ = tiny_run
     tok, sid = load_sid_tokens(run_dir)
     history = sid.codec.item_ids[:3]
-    proc = CitationLogitsProcessor(sid, 1, [history_trie([sid.ids(i) for i in history])], [tok.pad_token_id])
+    proc = CitationLogitsProcessor(sid, 1, [build_trie([sid.ids(i) for i in history])], [tok.pad_token_id])
     begin = sid.ids(history[0])[0]
     allowed = lambda gen: set(torch.nonzero(proc(torch.tensor([[0, *gen]]), torch.zeros(1, len(tok)))[0] > -1e9)  # noqa: E731
                               .flatten().tolist())

@@ -20,15 +20,18 @@ from onereason.itemic.sid import SidTokens
 class TrieLogitsProcessor(LogitsProcessor):
     """Sets every token that does not extend a valid SID prefix to -inf, for all rows at once."""
 
-    def __init__(self, sid: SidTokens, prompt_len: int, begin_ids: list[int], num_beams: int):
+    def __init__(self, sid: SidTokens, prompt_len: int, begin_ids: list[int], num_beams: int,
+                 tries: list[dict | None] | None = None):
         self.sid, self.prompt_len, self.num_beams = sid, prompt_len, num_beams
         self.begin_ids = begin_ids  # per batch row (before beam expansion)
+        self.tries = tries or [None] * len(begin_ids)  # a row's own trie (a subset of items), else all items
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         gen = input_ids[:, self.prompt_len:].tolist()  # [B*beams, t]
         rows, cols = [], []
         for r, prefix in enumerate(gen):
-            allowed = self.sid.trie.get((self.begin_ids[r // self.num_beams], *prefix), ())
+            trie = self.tries[r // self.num_beams] or self.sid.trie
+            allowed = trie.get((self.begin_ids[r // self.num_beams], *prefix), ())
             rows.extend([r] * len(allowed))
             cols.extend(allowed)
         mask = torch.full_like(scores, float("-inf"))
@@ -55,11 +58,12 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 @torch.no_grad()
 def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidTokens, pad_id: int,
-              k: int, num_beams: int | None = None, batch_size: int = 32, progress: bool = False
-              ) -> list[Recommendation]:
+              k: int, num_beams: int | None = None, batch_size: int = 32, progress: bool = False,
+              tries: list[dict | None] | None = None) -> list[Recommendation]:
     """Top-k distinct valid items per prompt by constrained beam search (num_beams ≥ k).
 
-    Prompts are sorted by length and left-padded in batches, so padding stays small."""
+    Prompts are sorted by length and left-padded in batches, so padding stays small. `tries`
+    (per prompt, optional) restricts a prompt to a subset of items (`build_trie` over their rows)."""
     num_beams = num_beams or k
     if num_beams < k:
         raise ValueError(f"num_beams={num_beams} < k={k}: beam width bounds how many items come back")
@@ -79,7 +83,8 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
         cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
                       use_cache=True).cache
         cache.batch_repeat_interleave(num_beams)
-        proc = TrieLogitsProcessor(sid, width, [sid.begin_id[domains[i]] for i in idx], num_beams)
+        proc = TrieLogitsProcessor(sid, width, [sid.begin_id[domains[i]] for i in idx], num_beams,
+                                   [tries[i] for i in idx] if tries else None)
         gen = model.generate(input_ids=ids, attention_mask=attn, cache=cache, do_sample=False,
                              num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=n_new,
                              min_new_tokens=n_new, logits_processor=LogitsProcessorList([proc]),

@@ -15,16 +15,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from onereason.decoding.constrained import left_pad
-from onereason.itemic.sid import SidTokens
-
-
-def history_trie(rows: list[list[int]]) -> dict[tuple[int, ...], set[int]]:
-    """Prefix → allowed next token over the token rows (begin, codes, end) of the history items."""
-    trie: dict[tuple[int, ...], set[int]] = {}
-    for row in rows:
-        for j in range(len(row)):
-            trie.setdefault(tuple(row[:j]), set()).add(row[j])
-    return trie
+from onereason.itemic.sid import SidTokens, build_trie
 
 
 def open_citation(seq: list[int], sid: SidTokens) -> int | None:
@@ -49,13 +40,13 @@ class CitationLogitsProcessor(LogitsProcessor):
             trie = self.tries[r]
             open_at = open_citation(gen, self.sid)
             if open_at is None:  # free text, or a begin token of a domain the history has
-                allowed_begin = trie.get((), set())
+                allowed_begin = trie.get((), [])
                 out[r, self.banned] = float("-inf")
                 if allowed_begin:
                     idx = torch.tensor(sorted(allowed_begin))
                     out[r, idx] = scores[r, idx]
             else:
-                allowed = torch.tensor(sorted(trie.get(tuple(gen[open_at:]), set())))
+                allowed = torch.tensor(trie.get(tuple(gen[open_at:]), []))
                 keep = scores[r, allowed]
                 out[r] = float("-inf")
                 out[r, allowed] = keep
@@ -84,7 +75,7 @@ def generate_traces(model, prompts: list[list[int]], histories: list[list[str]],
         idx = order[start:start + batch_size]
         ids, attn = left_pad([prompts[i] for i in idx], tok.pad_token_id)
         width = ids.shape[1]
-        tries = [history_trie([sid.ids(h) for h in histories[i]]) for i in idx]
+        tries = [build_trie([sid.ids(h) for h in histories[i]]) for i in idx]
         proc = CitationLogitsProcessor(sid, width, tries, banned)
         gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=temperature > 0,
                              temperature=temperature if temperature > 0 else None, top_p=top_p if temperature > 0 else None,

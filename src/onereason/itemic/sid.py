@@ -64,6 +64,15 @@ class SidCodec:
         return out
 
 
+def build_trie(rows: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Every prefix of the token rows → the token ids allowed next (sorted)."""
+    children: dict[tuple[int, ...], set[int]] = {}
+    for row in rows:
+        for j in range(len(row)):
+            children.setdefault(tuple(row[:j]), set()).add(row[j])
+    return {k: sorted(v) for k, v in children.items()}
+
+
 class SidTokens:
     """The codec bound to a tokenizer: item ↔ token-id sequences, and the trie over token ids.
 
@@ -86,11 +95,7 @@ class SidTokens:
              + [self.code_ids[l, c] for l, c in enumerate(codec.codes[i])]
              + [self.end_id[codec.item_domain[item]]] for i, item in enumerate(codec.item_ids)])  # [N, L+2]
         self.by_tokens = {tuple(row): codec.item_ids[i] for i, row in enumerate(self.item_tokens.tolist())}
-        children: dict[tuple[int, ...], set[int]] = {}
-        for row in self.item_tokens.tolist():
-            for j in range(len(row)):
-                children.setdefault(tuple(row[:j]), set()).add(row[j])
-        self.trie: dict[tuple[int, ...], list[int]] = {k: sorted(v) for k, v in children.items()}
+        self.trie = build_trie(self.item_tokens.tolist())
 
     @property
     def length(self) -> int:

@@ -1,0 +1,315 @@
+"""The HTTP service: `create_app(run_dir, config)` → a FastAPI app (run it with uvicorn, or
+`onereason serve`).
+
+    POST /recommend            items for a user id or an explicit history (fast | slow | auto)
+    POST /events               append a user's interactions; their trace becomes stale
+    GET  /explain/{user_id}    the cached trace, split into persona, interests, transition
+    POST /v1/chat/completions  the model, OpenAI-compatible (non-streaming)
+    GET  /health, GET /metrics (Prometheus text)
+
+Model calls run on one executor thread; fast requests that arrive together are decoded as one
+batch. The slow-path worker is a separate thread (or process) writing traces to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Callable, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from onereason.corpus.user_layer import Event
+from onereason.reasoning.traces import PARTS
+from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInterest, chat_completion, split_trace
+from onereason.serve.store import NewEvent, Store, open_store
+from onereason.serve.worker import Worker, history, register_users
+
+log = logging.getLogger("onereason.serve")
+MAX_HISTORY, MAX_K, MAX_EVENTS = 1000, 100, 1000
+Id = Field(min_length=1, max_length=200)
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Id
+    timestamp: int = Field(0, ge=0)
+    rating: float | None = None
+
+
+class Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    favour_interests: list[str] = Field([], max_length=10, description="interests the reasoning turns to")
+    exclude_interests: list[str] = Field([], max_length=50)
+    newer_than: int | None = Field(None, description="only items first seen at or after this unix time (trie)")
+    enforce: bool = Field(False, description="also restrict the trie to the favoured / not excluded interests")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = Field(None, min_length=1, max_length=200)
+    history: list[str | HistoryEvent] | None = Field(None, min_length=1, max_length=MAX_HISTORY,
+                                                     description="explicit history (oldest first); wins over user_id")
+    domain: str | None = Field(None, max_length=100, description="default: the domain of the latest item")
+    k: int = Field(10, ge=1, le=MAX_K)
+    mode: Literal["fast", "slow", "auto"] = "auto"
+    constraints: Constraints = Constraints()
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Id
+    events: list[HistoryEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1, max_length=64)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int | None = None
+
+
+class Metrics:
+    """Prometheus series in a registry of the app's own (several apps in one process stay apart)."""
+
+    def __init__(self, queue_length: Callable[[], int]):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("onereason_requests", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram("onereason_request_seconds", "request latency", ["endpoint"], registry=r,
+                                 buckets=(.005, .01, .02, .03, .05, .075, .1, .25, .5, 1, 2.5, 5, 10))
+        self.trace_cache = Counter("onereason_trace_cache", "trace lookups on the request path", ["result"],
+                                   registry=r)
+        self.traces = Counter("onereason_traces_written", "reasoning traces written", ["by"], registry=r)
+        self.batch = Histogram("onereason_fast_batch_size", "fast requests decoded together", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32))
+        self.queue = Gauge("onereason_slow_queue_length", "users whose trace is missing or stale", registry=r)
+        self.queue.set_function(queue_length)
+
+
+class Batcher:
+    """Collects fast requests for up to `max_wait` after the first, runs them as one batch on the
+    model thread; requests arriving while a batch runs form the next one."""
+
+    def __init__(self, fn: Callable[[list], list], pool: ThreadPoolExecutor, max_batch: int, max_wait: float,
+                 on_batch: Callable[[int], None]):
+        self.fn, self.pool, self.max_batch, self.max_wait, self.on_batch = fn, pool, max_batch, max_wait, on_batch
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def submit(self, job):
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((job, fut))
+        return await fut
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self.pool, self.fn, [job for job, _ in batch])
+            except Exception as e:  # every waiter gets the error, the loop goes on
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(res)
+
+
+def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,
+               store: Store | None = None) -> FastAPI:
+    config = config or ServeConfig()
+    engine = engine or Engine(run_dir, config)
+    store = store or open_store(config.store, Path(run_dir))
+    register_users(engine, store)
+    metrics = Metrics(store.queue_length)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    def fast_batch(jobs: list[dict]) -> list:
+        k = max(j["k"] for j in jobs)
+        ranked = engine.rank([j["history"] for j in jobs], [j["domain"] for j in jobs], [j["trace"] for j in jobs],
+                             k, [j["constraint"] for j in jobs])
+        return [(r.items[:j["k"]], r.scores[:j["k"]]) for j, r in zip(jobs, ranked)]
+
+    batcher = Batcher(fast_batch, pool, config.max_batch, config.max_wait_ms / 1000, metrics.batch.observe)
+    worker = (Worker(engine, store, config.worker_batch, on_written=lambda n, s: metrics.traces.labels("worker").inc(n))
+              if config.worker == "thread" else None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(batcher.run())
+        if worker:
+            worker.start()
+        yield
+        task.cancel()
+        if worker:
+            worker.stop()
+        pool.shutdown(wait=True)
+        store.close()
+
+    app = FastAPI(title="onereason", lifespan=lifespan)
+    app.state.engine, app.state.store, app.state.metrics, app.state.worker = engine, store, metrics, worker
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        t0 = time.perf_counter()
+        route = request.url.path if not request.url.path.startswith("/explain/") else "/explain"
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                response = JSONResponse({"detail": "Content-Length required"}, 411)
+            elif not length.isdigit() or int(length) > config.max_body_bytes:
+                response = JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes"}, 413)
+            else:
+                response = None
+        else:
+            response = None
+        if response is None and config.api_key and route not in ("/health",):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+                or request.headers.get("x-api-key", "")
+            if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+                response = JSONResponse({"detail": "missing or wrong API key"}, 401)
+        if response is None:
+            response = await call_next(request)
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        return response
+
+    def resolve(req: RecommendRequest) -> tuple[list[Event], str | None]:
+        if req.history is not None:
+            events = [HistoryEvent(item_id=x) if isinstance(x, str) else x for x in req.history]
+            unknown = engine.unknown_items([e.item_id for e in events])
+            if unknown:
+                raise HTTPException(422, f"unknown items in history ({len(unknown)}): {unknown[:10]}")
+            return [Event(e.item_id, e.timestamp, float("nan") if e.rating is None else e.rating)
+                    for e in events], req.user_id
+        if req.user_id is None:
+            raise HTTPException(422, "give user_id or history")
+        h = history(engine, store, req.user_id)
+        if not h:
+            raise HTTPException(404, f"unknown user {req.user_id!r}: no interactions in the run and no events; "
+                                     "send a history instead")
+        return h, req.user_id
+
+    @app.post("/recommend")
+    async def recommend(req: RecommendRequest) -> dict:
+        events, user = resolve(req)
+        domain = req.domain or engine.domain_of(events[-1].item)
+        if domain not in engine.domains:
+            raise HTTPException(422, f"unknown domain {domain!r}; known: {engine.domains}")
+        c = req.constraints
+        try:
+            constraint = Constraint([engine.interest_index(n, domain) for n in c.favour_interests],
+                                    [engine.interest_index(n, domain) for n in c.exclude_interests],
+                                    c.newer_than, c.enforce)
+            if constraint.enforce or constraint.newer_than is not None:
+                engine.allowed_trie(domain, constraint)  # fails early when nothing is allowed
+        except UnknownInterest as e:
+            raise HTTPException(422, str(e)) from None
+        cached = store.get_trace(user, domain) if user is not None and req.history is None else None
+        loop = asyncio.get_running_loop()
+        mode = req.mode if req.mode != "auto" else ("fast" if cached else "slow")
+        trace, age, stale = None, None, None
+        if mode == "slow":
+            seen = store.activity(user) if user is not None and req.history is None else None
+            trace = (await loop.run_in_executor(pool, engine.think, [events], [domain]))[0]
+            metrics.traces.labels("request").inc()
+            if seen is not None:
+                store.put_trace(user, domain, trace, seen)
+            age, stale = 0.0, False
+        elif cached:
+            trace, age, stale = cached.trace, time.time() - cached.created, cached.stale
+        metrics.trace_cache.labels("slow" if mode == "slow" else "stale" if stale else "hit" if cached else "miss").inc()
+        applied = []
+        if not constraint.empty:
+            if trace is None and (constraint.favour or constraint.exclude):
+                trace = engine.grounded_trace(events, domain)
+                applied.append("no cached trace: a grounded trace was written for the constraint")
+            if trace is not None:
+                trace, edits = engine.edit_trace(trace, domain, constraint)
+                applied += edits
+            if constraint.enforce:
+                applied += ["favour/exclude interests: trie"] if constraint.favour or constraint.exclude else []
+            if constraint.newer_than is not None:
+                applied.append(f"newer_than {constraint.newer_than}: trie")
+        items, scores = await batcher.submit({"history": events, "domain": domain, "trace": trace, "k": req.k,
+                                              "constraint": constraint})
+        return {"user_id": user, "domain": domain, "mode": mode if mode == "slow" else "fast+trace" if trace else "fast",
+                "trace_age_s": age, "trace_stale": stale, "constraints_applied": applied,
+                "items": [{"id": i, "title": engine.titles.get(i, ""), "domain": engine.domain_of(i),
+                           "interest": engine.interest_of(i), "score": s} for i, s in zip(items, scores)]}
+
+    @app.post("/events")
+    def events(req: EventsRequest) -> dict:
+        unknown = engine.unknown_items([e.item_id for e in req.events])
+        if unknown:
+            raise HTTPException(422, f"unknown items ({len(unknown)}): {unknown[:10]}; nothing was written")
+        now = int(time.time())
+        new = [NewEvent(e.item_id, e.timestamp or now, e.rating) for e in req.events]
+        n = store.add_events(req.user_id, new, engine.domain_of(new[-1].item))
+        return {"user_id": req.user_id, "events": n, "trace_stale": True}
+
+    @app.get("/explain/{user_id}")
+    def explain(user_id: str, domain: str | None = None) -> dict:
+        if len(user_id) > 200:
+            raise HTTPException(422, "user_id longer than 200 characters")
+        if domain is None:
+            h = history(engine, store, user_id)
+            if not h:
+                raise HTTPException(404, f"unknown user {user_id!r}")
+            domain = engine.domain_of(h[-1].item)
+        cached = store.get_trace(user_id, domain)
+        if cached is None:
+            raise HTTPException(404, f"no reasoning cached for user {user_id!r} in {domain!r} yet "
+                                     f"(the slow path has {store.queue_length()} users queued)")
+        head, listed, transition = split_trace(cached.trace)
+        return {"user_id": user_id, "domain": domain, "trace": cached.trace,
+                "persona": head.removeprefix(PARTS[0]).strip().rstrip("."), "interests": listed,
+                "transition": transition, "age_s": time.time() - cached.created, "stale": cached.stale}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest) -> dict:
+        max_tokens = min(req.max_tokens or config.chat_max_tokens, config.chat_max_tokens)
+        msgs = [m.model_dump() for m in req.messages]
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: chat_completion(engine, msgs, max_tokens, req.temperature, req.seed))
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": engine.model_name, "domains": engine.domains,
+                "worker": "alive" if worker and worker.is_alive() else "off" if worker is None else "dead"}
+
+    @app.get("/metrics")
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
+
+    return app

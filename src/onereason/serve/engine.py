@@ -1,0 +1,237 @@
+"""What the service computes, without HTTP: histories, the slow path (a reasoning trace in thinking
+mode), the fast path (trie-constrained beam search, after a cached trace when there is one) and
+interventions written into the trace.
+
+A fast request with a cached trace reads exactly like thinking mode at inference, except that the
+trace was sampled earlier, possibly from a shorter history: prompt(current history, thinking) +
+cached trace + `</think>` + the domain's begin token → beam search. Without a trace it is the
+non-thinking prompt. Constraints edit the trace's Interest Expansion (and the transition, when it
+points at an excluded interest); `enforce` also restricts the trie to the allowed items.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
+
+from onereason.corpus.user_layer import Event, HistoryText, user_histories
+from onereason.decoding.constrained import recommend
+from onereason.decoding.two_stage import generate_traces
+from onereason.itemic.sid import build_trie, load_sid_tokens
+from onereason.reasoning.sft_data import load_teacher, r3_prompts
+from onereason.reasoning.traces import PARTS
+
+
+class ServeConfig(BaseModel):
+    model: str | None = Field(None, description="model directory relative to the run (default: the RL "
+                              "model rl/grpo/model when it exists, else sft/model), or an absolute path")
+    store: str = Field("sqlite", description="sqlite | sqlite:///<path> | redis://host:port/db")
+    max_items: int = Field(50, ge=1, description="history items in a prompt (the latest)")
+    hypotheses: int = Field(3, ge=1, le=5, description="interests the slow path asks the model to expand")
+    trace_tokens: int = Field(160, ge=8)
+    temperature: float = Field(0.6, ge=0)
+    beams: int = Field(10, ge=1, description="beam width floor (a request's k raises it)")
+    max_batch: int = Field(16, ge=1, description="fast requests decoded together")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for others")
+    worker: str = Field("thread", pattern="^(thread|off)$", description="run the slow-path worker in the server")
+    worker_batch: int = Field(8, ge=1)
+    api_key: str | None = None
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    chat_max_tokens: int = Field(512, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's)")
+
+
+@dataclass
+class Constraint:
+    """A request's intervention, resolved against the domain's interests."""
+    favour: list[int] = field(default_factory=list)  # interest indices
+    exclude: list[int] = field(default_factory=list)
+    newer_than: int | None = None  # items first seen at or after this timestamp
+    enforce: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.favour or self.exclude or self.newer_than is not None)
+
+
+@dataclass
+class Ranked:
+    items: list[str]
+    scores: list[float]
+
+
+class UnknownInterest(ValueError):
+    pass
+
+
+class Engine:
+    def __init__(self, run_dir: Path, config: ServeConfig | None = None):
+        self.run_dir, self.config = Path(run_dir), config or ServeConfig()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.model_dir = self._model_dir()
+        self.model_name = (str(self.model_dir.relative_to(self.run_dir)) if self.model_dir.is_relative_to(self.run_dir)
+                           else self.model_dir.name)
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir)).eval()
+        self.tok, self.sid = load_sid_tokens(self.run_dir)
+        self.text = HistoryText(self.sid, self.tok)
+        self.teacher = load_teacher(self.run_dir)
+        self.interests = self.teacher.interests
+        items = pd.read_parquet(self.run_dir / "data" / "items.parquet", columns=["item_id", "title", "domain"])
+        self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
+        inter = pd.read_parquet(self.run_dir / "data" / "interactions.parquet")
+        self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
+        self.base = user_histories(inter, ("train", "valid", "test"))
+        self.domains = sorted(self.sid.codec.domains)
+        self.nl = self.tok.encode("\n\n", add_special_tokens=False)
+        self.end_think = self.tok.convert_tokens_to_ids("</think>")
+        self.im_end = self.tok.convert_tokens_to_ids("<|im_end|>")
+
+    def _model_dir(self) -> Path:
+        m = self.config.model
+        if m is None:
+            m = "rl/grpo/model" if (self.run_dir / "rl" / "grpo" / "model" / "config.json").exists() else "sft/model"
+        path = Path(m) if Path(m).is_absolute() else self.run_dir / m
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"no model at {path} (config.json missing): train it first, or pass --model")
+        return path
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def unknown_items(self, items: list[str]) -> list[str]:
+        return [i for i in items if i not in self.sid.codec.index]
+
+    def domain_of(self, item: str) -> str:
+        return self.sid.codec.item_domain[item]
+
+    def interest_index(self, name: str, domain: str) -> int:
+        for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain)):
+            if n == name and d == domain:
+                return i
+        known = [n for n, d in zip(self.interests.names, self.interests.domain) if d == domain]
+        raise UnknownInterest(f"unknown interest {name!r} in domain {domain!r}; known: {known}")
+
+    def interest_of(self, item: str) -> str:
+        return self.interests.names[self.interests.of[item]]
+
+    # ---- slow path ----------------------------------------------------------------------------
+    def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0) -> list[str]:
+        """One sampled reasoning trace per history (text between the think tags)."""
+        prompts = self._prompts(histories, domains, thinking=True)
+        traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.config.max_items:]] for h in histories],
+                                 self.sid, self.tok, self.config.trace_tokens, self.config.temperature,
+                                 batch_size=max(len(prompts), 1), seed=seed)
+        return [self.tok.decode(t[:-1], skip_special_tokens=False).strip() for t in traces]
+
+    # ---- fast path ----------------------------------------------------------------------------
+    def rank(self, histories: list[list[Event]], domains: list[str], traces: list[str | None], k: int,
+             constraints: list[Constraint] | None = None) -> list[Ranked]:
+        """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
+        constraints = constraints or [Constraint()] * len(histories)
+        think = self._prompts(histories, domains, thinking=True)
+        plain = self._prompts(histories, domains, thinking=False)
+        prompts = []
+        for t, q_think, q_plain, d in zip(traces, think, plain, domains):
+            body = (q_think + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None
+                    else q_plain + self.nl)
+            prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
+        tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
+                 for d, c in zip(domains, constraints)]
+        beams = max(k, self.config.beams)
+        recs = recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
+                         batch_size=len(prompts), tries=tries if any(t is not None for t in tries) else None)
+        return [Ranked(r.items, r.scores) for r in recs]
+
+    def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool) -> list[list[int]]:
+        cut = [h[-self.config.max_items:] for h in histories]
+        times = [h[-1].timestamp if h else 0 for h in cut]
+        return r3_prompts(cut, domains, times, self.config.hypotheses if thinking else None, self.text, self.tok)
+
+    # ---- intervention -------------------------------------------------------------------------
+    def allowed_trie(self, domain: str, c: Constraint) -> dict:
+        return _allowed_trie(self, domain, tuple(sorted(c.favour)) if c.enforce else (),
+                             tuple(sorted(c.exclude)) if c.enforce else (), c.newer_than)
+
+    def allowed_items(self, domain: str, favour: tuple[int, ...], exclude: tuple[int, ...],
+                      newer_than: int | None) -> list[str]:
+        of = self.interests.of
+        return [i for i, d in self.sid.codec.item_domain.items()
+                if d == domain and (not favour or of[i] in favour) and of[i] not in exclude
+                and (newer_than is None or self.first_seen.get(i, newer_than) >= newer_than)]
+
+    def grounded_trace(self, history: list[Event], domain: str) -> str:
+        """A trace from the interest statistics alone (no model call), for a constrained request
+        that has no cached trace: the persona, the ranked hypotheses, recency as the transition."""
+        _, persona = self.teacher.persona(history)
+        hyp = self.teacher.hypotheses(history, self.config.hypotheses, domain)
+        return (f"Persona: {persona}.\nInterests: {_listed([self.interests.names[i] for i in hyp])}.\n"
+                f"Transition: drift: moves to a new interest, {self.interests.names[hyp[0]]}.")
+
+    def edit_trace(self, trace: str, domain: str, c: Constraint) -> tuple[str, list[str]]:
+        """The trace with its Interest Expansion rewritten for the constraint, and what was applied."""
+        names = self.interests.names
+        fav, exc = [names[i] for i in c.favour], {names[i] for i in c.exclude}
+        head, listed, transition = split_trace(trace)
+        if fav:
+            listed = fav
+        kept = [n for n in listed if n not in exc]
+        if not kept:  # everything the model thought of is excluded: the next-ranked allowed interests
+            kept = [names[i] for i in range(len(names)) if self.interests.domain[i] == domain and names[i] not in exc][:1]
+        if fav or any(n in transition for n in exc):
+            transition = f"drift: moves to a new interest, {kept[0]}"
+        applied = [f"favour {n}: trace" for n in fav] + [f"exclude {n}: trace" for n in sorted(exc)]
+        return f"{head}\nInterests: {_listed(kept)}.\nTransition: {transition}.", applied
+
+
+def _listed(names: list[str]) -> str:
+    return "; ".join(f"{j + 1}. {n}" for j, n in enumerate(names))
+
+
+def split_trace(trace: str) -> tuple[str, list[str], str]:
+    """(everything before Interests:, the listed interests, the transition text)."""
+    at_i, at_t = trace.find(PARTS[1]), trace.find(PARTS[2])
+    if at_i < 0 or at_t < at_i:
+        return trace.strip(), [], ""
+    body = trace[at_i + len(PARTS[1]):at_t].strip().rstrip(".")
+    listed = [re.sub(r"^\d+\.\s*", "", x.strip()) for x in body.split(";") if x.strip()]
+    return trace[:at_i].strip(), listed, trace[at_t + len(PARTS[2]):].strip().rstrip(".")
+
+
+@lru_cache(maxsize=256)
+def _allowed_trie(engine: Engine, domain: str, favour: tuple[int, ...], exclude: tuple[int, ...],
+                  newer_than: int | None) -> dict:
+    items = engine.allowed_items(domain, favour, exclude, newer_than)
+    if not items:
+        raise UnknownInterest(f"no {domain} item satisfies the constraints")
+    return build_trie([engine.sid.ids(i) for i in items])
+
+
+def chat_completion(engine: Engine, messages: list[dict], max_tokens: int, temperature: float,
+                    seed: int | None = None) -> dict:
+    """An OpenAI chat.completion from the served model, in the chat format it was trained on."""
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+    ids = engine.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                    do_sample=temperature > 0, temperature=temperature or None, top_k=None,
+                                    top_p=None, eos_token_id=engine.im_end, pad_token_id=engine.tok.pad_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    finished = engine.im_end in new
+    new = new[:new.index(engine.im_end)] if finished else new
+    return {"id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion", "created": int(time.time()),
+            "model": engine.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": engine.tok.decode(new, skip_special_tokens=False)},
+                         "finish_reason": "stop" if finished else "length"}],
+            "usage": {"prompt_tokens": ids.shape[1], "completion_tokens": len(new),
+                      "total_tokens": ids.shape[1] + len(new)}}
+
