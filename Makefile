@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean redis-server
 
 # torch first: the pinned CPU build; installing anything that needs torch before it pulls CUDA wheels.
 $(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null || $(MAKE) --no-print-directory redis-server
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
@@ -28,3 +29,10 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) runs
+
+# The Redis store's tests start a real redis-server on loopback: Debian's package, as root or via sudo.
+redis-server:
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	$$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+	echo "warning: could not install redis-server; the Redis store tests will be skipped"

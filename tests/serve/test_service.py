@@ -1,0 +1,147 @@
+"""The service on the tiny run: every endpoint, the fast/slow/auto paths, the worker, constraints
+written into the trace and the trie, hostile inputs, and our own chat client over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from onereason.reasoning.chat_client import ChatClient
+from onereason.serve.app import create_app
+from onereason.serve.engine import Constraint, Engine, ServeConfig
+from onereason.serve.store import SqliteStore
+from onereason.serve.worker import refresh, register_users
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run) -> Engine:
+    return Engine(tiny_run[0], ServeConfig(trace_tokens=48, beams=8))
+
+
+@pytest.fixture(scope="module")
+def client(engine, tiny_run, tmp_path_factory):
+    cfg = ServeConfig(worker="off", api_key="secret", trace_tokens=48, beams=8)
+    store = SqliteStore(tmp_path_factory.mktemp("serve") / "cache.sqlite")
+    with TestClient(create_app(tiny_run[0], cfg, engine, store), headers={"X-API-Key": "secret"}) as c:
+        yield c
+
+
+def domain_interests(engine: Engine, domain: str) -> list[str]:
+    return [n for n, d in zip(engine.interests.names, engine.interests.domain) if d == domain]
+
+
+def test_fast_slow_auto_explain_and_events(client, engine):
+    user = sorted(engine.base)[0]
+    r = client.post("/recommend", json={"user_id": user, "k": 5, "mode": "fast"}).json()
+    assert r["mode"] == "fast" and r["trace_age_s"] is None and len(r["items"]) == 5
+    assert len({i["id"] for i in r["items"]}) == 5 and all(i["id"] in engine.sid.codec.index for i in r["items"])
+    assert client.get(f"/explain/{user}").status_code == 404  # nothing cached yet
+    slow = client.post("/recommend", json={"user_id": user, "k": 5, "mode": "slow"}).json()
+    assert slow["mode"] == "slow" and slow["trace_stale"] is False
+    ex = client.get(f"/explain/{user}").json()
+    assert ex["trace"] and ex["stale"] is False
+    auto = client.post("/recommend", json={"user_id": user, "k": 5}).json()
+    assert auto["mode"] == "fast+trace" and auto["items"] == slow["items"]  # same trace, same beam
+    item = r["items"][0]["id"]
+    assert client.post("/events", json={"user_id": user, "events": [{"item_id": item}]}).json()["trace_stale"]
+    assert client.post("/recommend", json={"user_id": user, "k": 5}).json()["trace_stale"] is True
+    assert client.get(f"/explain/{user}").json()["stale"] is True
+    # explicit histories need no user; a new user's events make them known
+    h = client.post("/recommend", json={"history": [item, {"item_id": item, "timestamp": 5}], "k": 3}).json()
+    assert h["user_id"] is None and len(h["items"]) == 3
+    assert client.post("/events", json={"user_id": "brand-new", "events": [{"item_id": item}]}).status_code == 200
+    assert client.post("/recommend", json={"user_id": "brand-new", "k": 3, "mode": "fast"}).status_code == 200
+
+
+def test_worker_refreshes_most_active_first(engine, tmp_path):
+    store = SqliteStore(tmp_path / "c.sqlite")
+    register_users(engine, store)
+    before = store.queue_length()
+    top = store.queue(3)
+    assert refresh(engine, store, 3) == 3
+    assert store.queue_length() == before - 3
+    assert all(store.get_trace(u, d) is not None for u, d in top)
+    assert max(len(engine.base[u]) for u, _ in store.queue(before)) <= min(len(engine.base[u]) for u, _ in top)
+
+
+def test_edit_trace_rewrites_interest_expansion(engine):
+    d = engine.domains[0]
+    names = domain_interests(engine, d)
+    trace = (f"Persona: p (3 items).\nInterests: 1. {names[0]}; 2. {names[1]}; 3. {names[2]}.\n"
+             f"Transition: recency: stays with {names[0]}, the interest of the last item.")
+    out, applied = engine.edit_trace(trace, d, Constraint(exclude=[engine.interest_index(names[0], d)]))
+    assert f"Interests: 1. {names[1]}; 2. {names[2]}." in out and applied == [f"exclude {names[0]}: trace"]
+    assert out.endswith(f"Transition: drift: moves to a new interest, {names[1]}.")  # pointed at the excluded one
+    out, _ = engine.edit_trace(trace, d, Constraint(favour=[engine.interest_index(names[3], d)]))
+    assert f"Interests: 1. {names[3]}." in out and out.startswith("Persona: p (3 items).")
+
+
+def test_constraints_in_trace_and_trie(client, engine):
+    user = sorted(engine.base)[1]
+    d = engine.domain_of(engine.base[user][-1].item)
+    fav = domain_interests(engine, d)[-1]
+    soft = client.post("/recommend", json={"user_id": user, "k": 8, "mode": "fast",
+                                           "constraints": {"favour_interests": [fav]}}).json()
+    assert f"favour {fav}: trace" in soft["constraints_applied"] and soft["mode"] == "fast+trace"
+    hard = client.post("/recommend", json={"user_id": user, "k": 8, "mode": "fast",
+                                           "constraints": {"favour_interests": [fav], "enforce": True}}).json()
+    assert hard["items"] and all(i["interest"] == fav for i in hard["items"])
+    assert "favour/exclude interests: trie" in hard["constraints_applied"]
+    new = client.post("/recommend", json={"user_id": user, "k": 5, "constraints": {"newer_than": 2**62}})
+    assert new.status_code == 422 and "satisfies" in new.json()["detail"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ('{"user_id": ', 422, "JSON"),
+    ({"user_id": "nobody-at-all"}, 404, "unknown user"),
+    ({"history": ["not-an-item", "nor-this"]}, 422, "not-an-item"),
+    ({"user_id": "x", "k": 10**6}, 422, "less than or equal to 100"),
+    ({"user_id": 5, "k": "many"}, 422, "valid"),
+    ({"user_id": "x", "mode": "warp"}, 422, "fast"),
+    ({"user_id": "x", "surprise": 1}, 422, "Extra inputs"),
+    ({}, 422, "user_id or history"),
+    ({"history": ["B00EXAMPLE"] * 100_000}, 413, "bytes"),
+    ({"history": ["x"] * 5000}, 422, "at most 1000"),
+])
+def test_hostile_requests_get_clear_4xx(client, body, status, words):
+    kw = {"content": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
+    r = client.post("/recommend", **kw)
+    assert r.status_code == status and words in r.text
+    assert client.get("/health").json()["status"] == "ok"  # still serving
+
+
+def test_bad_domain_interest_events_and_key(client, engine):
+    user = sorted(engine.base)[0]
+    assert "unknown domain" in client.post("/recommend", json={"user_id": user, "domain": "nowhere"}).text
+    r = client.post("/recommend", json={"user_id": user, "constraints": {"favour_interests": ["no such thing"]}})
+    assert r.status_code == 422 and "unknown interest" in r.text
+    r = client.post("/events", json={"user_id": user, "events": [{"item_id": "ghost"}]})
+    assert r.status_code == 422 and "ghost" in r.text and "nothing was written" in r.text
+    assert client.post("/recommend", json={"user_id": user}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/health", headers={"X-API-Key": ""}).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'onereason_requests_total{endpoint="/recommend",status="422"}' in metrics
+    assert "onereason_slow_queue_length" in metrics and "onereason_fast_batch_size_bucket" in metrics
+
+
+def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, free_port):
+    import uvicorn
+
+    cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}")
+    port = free_port
+    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0], cfg, engine), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        client = ChatClient(f"http://127.0.0.1:{port}/v1", model="served", retries=0, max_tokens=8)
+        text = client.complete([{"role": "user", "content": "Describe the item."}], parse=str)
+        assert isinstance(text, str)
+        assert len(engine.tok.encode(text, add_special_tokens=False)) <= 8
+    finally:
+        server.should_exit = True
+        thread.join(10)
