@@ -122,9 +122,10 @@ class Engine:
         return self.interests.names[self.interests.of[item]]
 
     # ---- slow path ----------------------------------------------------------------------------
-    def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0) -> list[str]:
+    def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0,
+              times: list[int] | None = None) -> list[str]:
         """One sampled reasoning trace per history (text between the think tags)."""
-        prompts = self._prompts(histories, domains, thinking=True)
+        prompts = self._prompts(histories, domains, True, times)
         traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.config.max_items:]] for h in histories],
                                  self.sid, self.tok, self.config.trace_tokens, self.config.temperature,
                                  batch_size=max(len(prompts), 1), seed=seed)
@@ -132,11 +133,11 @@ class Engine:
 
     # ---- fast path ----------------------------------------------------------------------------
     def rank(self, histories: list[list[Event]], domains: list[str], traces: list[str | None], k: int,
-             constraints: list[Constraint] | None = None) -> list[Ranked]:
+             constraints: list[Constraint] | None = None, times: list[int] | None = None) -> list[Ranked]:
         """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
         constraints = constraints or [Constraint()] * len(histories)
-        think = self._prompts(histories, domains, thinking=True)
-        plain = self._prompts(histories, domains, thinking=False)
+        think = self._prompts(histories, domains, True, times)
+        plain = self._prompts(histories, domains, False, times)
         prompts = []
         for t, q_think, q_plain, d in zip(traces, think, plain, domains):
             body = (q_think + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None
@@ -149,9 +150,11 @@ class Engine:
                          batch_size=len(prompts), tries=tries if any(t is not None for t in tries) else None)
         return [Ranked(r.items, r.scores) for r in recs]
 
-    def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool) -> list[list[int]]:
+    def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool,
+                 times: list[int] | None = None) -> list[list[int]]:
+        """R3 prompts over the latest items; the request time defaults to the last event's (no gap)."""
         cut = [h[-self.config.max_items:] for h in histories]
-        times = [h[-1].timestamp if h else 0 for h in cut]
+        times = times or [h[-1].timestamp if h else 0 for h in cut]
         return r3_prompts(cut, domains, times, self.config.hypotheses if thinking else None, self.text, self.tok)
 
     # ---- intervention -------------------------------------------------------------------------

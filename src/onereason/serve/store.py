@@ -136,6 +136,10 @@ class SqliteStore:
     def queue_length(self) -> int:
         return self._conn().execute(f"SELECT COUNT(*) {QUEUE}").fetchone()[0]
 
+    def cached(self) -> list[tuple[str, str, str, int]]:
+        """Every trace row: (user, domain, trace, events)."""
+        return self._conn().execute("SELECT user_id, domain, trace, events FROM traces").fetchall()
+
     def integrity(self) -> str:
         return self._conn().execute("PRAGMA integrity_check").fetchone()[0]
 
