@@ -1,7 +1,7 @@
 """Trie-constrained beam search over item tokens.
 
-The batched path is transformers' `generate` with `TrieLogitsProcessor`; `reference_beam_search`
-is a plain, slow beam search written out step by step, kept as the oracle for a parity test.
+The batched path is written out here (a prefill, then one forward pass per token over all beams);
+`reference_beam_search` is a plain, slow beam search, kept as the oracle for a parity test.
 A prompt ends with the target domain's begin token; generation produces L codes and the end
 token, and only prefixes of real SIDs are ever allowed.
 """
@@ -12,31 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from onereason.itemic.sid import SidTokens
-
-
-class TrieLogitsProcessor(LogitsProcessor):
-    """Sets every token that does not extend a valid SID prefix to -inf, for all rows at once."""
-
-    def __init__(self, sid: SidTokens, prompt_len: int, begin_ids: list[int], num_beams: int,
-                 tries: list[dict | None] | None = None):
-        self.sid, self.prompt_len, self.num_beams = sid, prompt_len, num_beams
-        self.begin_ids = begin_ids  # per batch row (before beam expansion)
-        self.tries = tries or [None] * len(begin_ids)  # a row's own trie (a subset of items), else all items
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        gen = input_ids[:, self.prompt_len:].tolist()  # [B*beams, t]
-        rows, cols = [], []
-        for r, prefix in enumerate(gen):
-            trie = self.tries[r // self.num_beams] or self.sid.trie
-            allowed = trie.get((self.begin_ids[r // self.num_beams], *prefix), ())
-            rows.extend([r] * len(allowed))
-            cols.extend(allowed)
-        mask = torch.full_like(scores, float("-inf"))
-        mask[rows, cols] = 0.0
-        return scores + mask
 
 
 @dataclass
@@ -56,13 +33,28 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, attn
 
 
+def _allowed(logp: torch.Tensor, prefixes: list[tuple[int, ...]], tries: list[dict]) -> torch.Tensor:
+    """logp with every token that does not extend its row's prefix in its row's trie set to -inf."""
+    rows, cols = [], []
+    for r, (prefix, trie) in enumerate(zip(prefixes, tries)):
+        allowed = trie.get(prefix, ())
+        rows.extend([r] * len(allowed))
+        cols.extend(allowed)
+    mask = torch.full_like(logp, float("-inf"))
+    mask[rows, cols] = 0.0
+    return logp + mask
+
+
 @torch.no_grad()
 def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidTokens, pad_id: int,
               k: int, num_beams: int | None = None, batch_size: int = 32, progress: bool = False,
               tries: list[dict | None] | None = None) -> list[Recommendation]:
     """Top-k distinct valid items per prompt by constrained beam search (num_beams ≥ k).
 
-    Prompts are sorted by length and left-padded in batches, so padding stays small. `tries`
+    A prompt ends with the domain's begin token. One forward pass over the left-padded prompts
+    gives the first code's distribution; each further token is one forward pass over all beams,
+    whose caches are re-selected by parent after every step. A beam's score is the sum of its
+    tokens' log-probabilities (end token included), as in `reference_beam_search`. `tries`
     (per prompt, optional) restricts a prompt to a subset of items (`build_trie` over their rows)."""
     num_beams = num_beams or k
     if num_beams < k:
@@ -71,35 +63,41 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Recommendation | None] = [None] * len(prompts)
-    n_new = sid.length - 1  # codes + end token
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
         ids, attn = left_pad([prompts[i] for i in idx], pad_id)
-        width = ids.shape[1]
         ids, attn = ids.to(device), attn.to(device)
-        # Prefill the prompt once per user, then give every beam a copy of its cache: generate
-        # would otherwise run the whole prompt once per beam.
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
-                      use_cache=True).cache
-        cache.batch_repeat_interleave(num_beams)
-        proc = TrieLogitsProcessor(sid, width, [sid.begin_id[domains[i]] for i in idx], num_beams,
-                                   [tries[i] for i in idx] if tries else None)
-        gen = model.generate(input_ids=ids, attention_mask=attn, cache=cache, do_sample=False,
-                             num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=n_new,
-                             min_new_tokens=n_new, logits_processor=LogitsProcessorList([proc]),
-                             pad_token_id=pad_id, eos_token_id=None, early_stopping=True,
-                             length_penalty=0.0, return_dict_in_generate=True, output_scores=True)
-        seqs = gen.sequences[:, width:].tolist()
-        scores = gen.sequences_scores.tolist()
+        res = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache, logp = res.cache, torch.log_softmax(res.logits[:, -1].float(), dim=-1)
+        row_tries = [(tries[i] if tries and tries[i] is not None else sid.trie) for i in idx]
+        prefixes = [(sid.begin_id[domains[i]],) for i in idx]  # one live beam per prompt at first
+        scores = torch.zeros(len(idx), 1, device=device)
+        last_pos = pos[:, -1]
+        for step in range(sid.length - 1):  # codes, then the end token
+            beams_now = scores.shape[1]
+            cand = scores.reshape(-1, 1) + _allowed(logp, prefixes, [t for t in row_tries for _ in range(beams_now)])
+            cand = cand.view(len(idx), -1)  # [prompts, beams_now * vocab]
+            scores, flat = cand.topk(min(num_beams, cand.shape[1]), dim=-1)
+            parent, token = flat // logp.shape[-1], flat % logp.shape[-1]
+            rows = (torch.arange(len(idx), device=device)[:, None] * beams_now + parent).reshape(-1)
+            prefixes = [prefixes[r] + (t,) for r, t in zip(rows.tolist(), token.reshape(-1).tolist())]
+            if step == sid.length - 2:
+                break
+            cache.batch_select_indices(rows)
+            attn = torch.cat([attn[rows], torch.ones(len(rows), 1, dtype=attn.dtype, device=device)], dim=1)
+            last_pos = last_pos[rows] + 1
+            res = model(input_ids=token.reshape(-1, 1), attention_mask=attn, position_ids=last_pos[:, None],
+                        cache=cache, use_cache=True)
+            cache, logp = res.cache, torch.log_softmax(res.logits[:, -1].float(), dim=-1)
+        final = scores.tolist()
         for row, i in enumerate(idx):
-            items, item_scores, seen = [], [], set()
-            for j in range(row * num_beams, (row + 1) * num_beams):
-                item = sid.decode([sid.begin_id[domains[i]], *seqs[j]])
-                if item is not None and item not in seen and scores[j] > float("-inf"):
-                    seen.add(item)
+            items, item_scores = [], []
+            for j in range(scores.shape[1]):
+                item = sid.decode(list(prefixes[row * scores.shape[1] + j]))
+                if item is not None and final[row][j] > float("-inf"):
                     items.append(item)
-                    item_scores.append(scores[j])
+                    item_scores.append(final[row][j])
             out[i] = Recommendation(items[:k], item_scores[:k])
     return out  # type: ignore[return-value]
 

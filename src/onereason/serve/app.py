@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,7 +32,6 @@ from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInter
 from onereason.serve.store import NewEvent, Store, open_store
 from onereason.serve.worker import Worker, history, register_users
 
-log = logging.getLogger("onereason.serve")
 MAX_HISTORY, MAX_K, MAX_EVENTS = 1000, 100, 1000
 Id = Field(min_length=1, max_length=200)
 

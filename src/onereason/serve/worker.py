@@ -4,6 +4,7 @@ first, outside the request path. Runs as a thread inside the server or as its ow
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Callable
@@ -11,6 +12,8 @@ from typing import Callable
 from onereason.corpus.user_layer import Event
 from onereason.serve.engine import Engine
 from onereason.serve.store import Store
+
+log = logging.getLogger("onereason.serve.worker")
 
 
 def history(engine: Engine, store: Store, user: str) -> list[Event]:
@@ -59,7 +62,8 @@ class Worker(threading.Thread):
             t0 = time.perf_counter()
             try:
                 n = refresh(self.engine, self.store, self.batch, seed=step)
-            except Exception:  # a bad row must not kill the worker; it is counted and retried later
+            except Exception:  # a bad row must not kill the worker; it is counted, logged and retried later
+                log.exception("slow-path refresh failed")
                 self.errors += 1
                 n = 0
             step += 1
