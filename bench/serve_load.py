@@ -4,7 +4,7 @@
    users: traces/s.
 2. fast: the server (`onereason serve start`, worker off) under N concurrent clients for S seconds,
    mode fast, half the requests for warmed users (fast + cached trace), half for any user:
-   p50/p90/p99 latency, throughput, errors, mean batch size.
+   p50/p90/p99 latency, throughput, errors, mean batch size (`--sweep 1,2,4`: other client counts).
 3. slow: the same clients with mode slow (reasoning on the request path): traces/s, latency.
 4. hostile: malformed and oversized requests; each must get a 4xx, and the server keeps serving.
 5. crash: the server with its worker thread, clients posting events and asking for
@@ -12,6 +12,7 @@
    present, no trace row broken, the warmed traces still there), the server restarts and serves.
 
     python bench/serve_load.py --name sft1 --model rl/think-d/model [--clients 8 --seconds 60 --warm 200]
+        [--sweep 1,2,4] [--phases fast,slow,hostile,crash] [--redis redis://127.0.0.1:6390/0]
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ import httpx
 import numpy as np
 
 from onereason.serve.engine import Engine, ServeConfig
-from onereason.serve.store import SqliteStore
+from onereason.serve.store import SqliteStore, open_store
 from onereason.serve.worker import refresh, register_users
 
 RUNS = Path("runs")
+FAST_COUNT, FAST_SUM = 'onereason_batch_size_count{path="fast"}', 'onereason_batch_size_sum{path="fast"}'
 
 
-def start_server(name: str, port: int, store: Path, model: str | None, worker: str) -> subprocess.Popen:
+def start_server(name: str, port: int, store: str, model: str | None, worker: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "onereason.cli", "serve", "start", "--name", name, "--port", str(port),
-           "--store", f"sqlite:///{store}", "--worker", worker] + (["--model", model] if model else [])
+           "--store", store, "--worker", worker] + (["--model", model] if model else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
@@ -94,33 +96,48 @@ def main() -> None:
     ap.add_argument("--name", default="demo")
     ap.add_argument("--model", default=None)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--sweep", default="", help="also run the fast phase at these client counts, e.g. 1,2,4")
+    ap.add_argument("--phases", default="fast,slow,hostile,crash")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--redis", default=None, help="a redis:// URL: the fast/slow phases use it (crash phase: SQLite)")
     a = ap.parse_args()
+    phases = set(a.phases.split(","))
     run_dir = RUNS / a.name
     store_path = run_dir / "serve" / "bench.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store_path}{suffix}").unlink(missing_ok=True)
-    report: dict = {"run": a.name, "clients": a.clients, "seconds": a.seconds, "cores": os.cpu_count()}
+    sqlite_url = f"sqlite:///{store_path}"
+    url_under_load = a.redis or sqlite_url
+    report: dict = {"run": a.name, "clients": a.clients, "seconds": a.seconds, "cores": os.cpu_count(),
+                    "store": "redis" if a.redis else "sqlite"}
 
     # 1. warm the cache with the slow path, as the worker does it
     engine = Engine(run_dir, ServeConfig(model=a.model))
-    store = SqliteStore(store_path)
+    store = open_store(url_under_load, run_dir)
     register_users(engine, store)
-    t0, written = time.perf_counter(), 0
-    while written < a.warm:
-        written += refresh(engine, store, min(8, a.warm - written), seed=written)
-    report["warm"] = {"traces": written, "traces_per_s": round(written / (time.perf_counter() - t0), 2)}
-    warmed_keys = [(u, d) for u, d, _, _ in store.cached()]
+    t0, warmed_keys = time.perf_counter(), []
+    while len(warmed_keys) < a.warm:
+        keys = store.queue(min(8, a.warm - len(warmed_keys)))  # what refresh() takes next
+        refresh(engine, store, len(keys), seed=len(warmed_keys))
+        warmed_keys += keys
+    report["warm"] = {"traces": len(warmed_keys),
+                      "traces_per_s": round(len(warmed_keys) / (time.perf_counter() - t0), 2)}
+    warmed_rows = [(u, d, store.get_trace(u, d)) for u, d in warmed_keys]
     warmed = [u for u, _ in warmed_keys]
     users = sorted(engine.base)
     items = list(engine.sid.codec.item_ids)
-    del engine
     url = f"http://127.0.0.1:{a.port}"
 
     # 2-4. fast, slow, hostile
-    server = start_server(a.name, a.port, store_path, a.model, "off")
+    if a.redis:  # the crash phase runs on SQLite: warm it as well
+        sq = SqliteStore(store_path)
+        register_users(engine, sq)
+        for u, d, t in warmed_rows:
+            sq.put_trace(u, d, t.trace, t.events)
+    del engine
+    server = start_server(a.name, a.port, url_under_load, a.model, "off")
     try:
         def fast(rng):
             return "/recommend", {"user_id": rng.choice(warmed if rng.random() < 0.5 else users), "k": 10,
@@ -130,15 +147,17 @@ def main() -> None:
             return "/recommend", {"user_id": rng.choice(users), "k": 10, "mode": "slow"}
 
         asyncio.run(clients(url, a.clients, 3, fast))  # warm-up, not counted
-        m0 = httpx.get(url + "/metrics").text
-        report["fast"] = summary(asyncio.run(clients(url, a.clients, a.seconds, fast)), a.seconds)
-        m1 = httpx.get(url + "/metrics").text
-        n_batches = metric(m1, "onereason_fast_batch_size_count") - metric(m0, "onereason_fast_batch_size_count")
-        report["fast"]["mean_batch"] = round((metric(m1, "onereason_fast_batch_size_sum")
-                                              - metric(m0, "onereason_fast_batch_size_sum")) / max(n_batches, 1), 2)
-        report["slow"] = summary(asyncio.run(clients(url, a.clients, a.seconds, slow)), a.seconds)
-        report["slow"]["traces_per_s"] = report["slow"]["per_s"]
-        hostile = {
+        for n in sorted({int(x) for x in a.sweep.split(",") if x} | {a.clients}) if "fast" in phases else []:
+            m0 = httpx.get(url + "/metrics").text
+            res = summary(asyncio.run(clients(url, n, a.seconds, fast)), a.seconds)
+            m1 = httpx.get(url + "/metrics").text
+            res["mean_batch"] = round((metric(m1, FAST_SUM) - metric(m0, FAST_SUM))
+                                      / max(metric(m1, FAST_COUNT) - metric(m0, FAST_COUNT), 1), 2)
+            report["fast" if n == a.clients else f"fast, {n} clients"] = res
+        if "slow" in phases:
+            report["slow"] = summary(asyncio.run(clients(url, a.clients, a.seconds, slow)), a.seconds)
+            report["slow"]["traces_per_s"] = report["slow"]["per_s"]
+        hostile = {} if "hostile" not in phases else {
             "bad JSON": dict(content=b'{"user_id": ', headers={"Content-Type": "application/json"}),
             "100k-item history": dict(json={"history": [items[0]] * 100_000}),
             "unknown user": dict(json={"user_id": "no-such-user"}),
@@ -147,18 +166,27 @@ def main() -> None:
             "wrong types": dict(json={"user_id": ["a"], "k": "ten", "mode": 3}),
             "events with an unknown item": dict(json={"user_id": users[0], "events": [{"item_id": "x"}]}),
         }
-        report["hostile"] = {}
         for what, kw in hostile.items():
             path = "/events" if what.startswith("events") else "/recommend"
             r = httpx.post(url + path, timeout=30, **kw)
-            report["hostile"][what] = [r.status_code, r.text[:100]]
-        report["hostile"]["health after"] = httpx.get(url + "/health").status_code
+            report.setdefault("hostile", {})[what] = [r.status_code, r.text[:100]]
+        if hostile:
+            report["hostile"]["health after"] = httpx.get(url + "/health").status_code
     finally:
         server.terminate()
         server.wait(30)
 
-    # 5. crash under load: kill -9, check the store, restart
-    server = start_server(a.name, a.port, store_path, a.model, "thread")
+    if "crash" in phases:
+        crash(a, report, users, items, warmed_keys)
+    print(json.dumps(report, indent=1))
+    (run_dir / "serve" / "load.json").write_text(json.dumps(report, indent=1))
+
+
+def crash(a: argparse.Namespace, report: dict, users: list[str], items: list[str], warmed_keys: list) -> None:
+    """Clients post events and ask for recommendations; kill -9; check the store; restart."""
+    store_path = RUNS / a.name / "serve" / "bench.sqlite"
+    sqlite_url, url = f"sqlite:///{store_path}", f"http://127.0.0.1:{a.port}"
+    server = start_server(a.name, a.port, sqlite_url, a.model, "thread")
     acked: dict[str, int] = {}
 
     def mixed(rng):
@@ -189,16 +217,14 @@ def main() -> None:
     }
     check.close()
     t0 = time.perf_counter()
-    server = start_server(a.name, a.port, store_path, a.model, "off")
+    server = start_server(a.name, a.port, sqlite_url, a.model, "off")
     try:
         report["crash"]["restart_s"] = round(time.perf_counter() - t0, 1)
-        r = httpx.post(url + "/recommend", json={"user_id": warmed[0], "k": 10, "mode": "fast"}, timeout=30)
+        r = httpx.post(url + "/recommend", json={"user_id": warmed_keys[0][0], "k": 10, "mode": "fast"}, timeout=30)
         report["crash"]["after_restart"] = [r.status_code, r.json().get("mode")]
     finally:
         server.terminate()
         server.wait(30)
-    print(json.dumps(report, indent=1))
-    (run_dir / "serve" / "load.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def test_bad_domain_interest_events_and_key(client, engine):
     assert client.get("/health", headers={"X-API-Key": ""}).status_code == 200
     metrics = client.get("/metrics").text
     assert 'onereason_requests_total{endpoint="/recommend",status="422"}' in metrics
-    assert "onereason_slow_queue_length" in metrics and "onereason_fast_batch_size_bucket" in metrics
+    assert "onereason_slow_queue_length" in metrics and 'onereason_batch_size_bucket{le="1.0",path="fast"}' in metrics
 
 
 def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, free_port):

@@ -92,7 +92,7 @@ class Metrics:
         self.trace_cache = Counter("onereason_trace_cache", "trace lookups on the request path", ["result"],
                                    registry=r)
         self.traces = Counter("onereason_traces_written", "reasoning traces written", ["by"], registry=r)
-        self.batch = Histogram("onereason_fast_batch_size", "fast requests decoded together", registry=r,
+        self.batch = Histogram("onereason_batch_size", "requests run together", ["path"], registry=r,
                                buckets=(1, 2, 4, 8, 16, 32))
         self.queue = Gauge("onereason_slow_queue_length", "users whose trace is missing or stale", registry=r)
         self.queue.set_function(queue_length)
@@ -158,17 +158,23 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                              k, [j["constraint"] for j in jobs])
         return [(r.items[:j["k"]], r.scores[:j["k"]]) for j, r in zip(jobs, ranked)]
 
-    batcher = Batcher(fast_batch, pool, config.max_batch, config.max_wait_ms / 1000, metrics.batch.observe)
+    def slow_batch(jobs: list[dict]) -> list[str]:
+        return engine.think([j["history"] for j in jobs], [j["domain"] for j in jobs])
+
+    wait = config.max_wait_ms / 1000
+    batcher = Batcher(fast_batch, pool, config.max_batch, wait, metrics.batch.labels("fast").observe)
+    thinker = Batcher(slow_batch, pool, config.max_batch, wait, metrics.batch.labels("slow").observe)
     worker = (Worker(engine, store, config.worker_batch, on_written=lambda n, s: metrics.traces.labels("worker").inc(n))
               if config.worker == "thread" else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(batcher.run())
+        tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(thinker.run())]
         if worker:
             worker.start()
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         if worker:
             worker.stop()
         pool.shutdown(wait=True)
@@ -234,12 +240,11 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         except UnknownInterest as e:
             raise HTTPException(422, str(e)) from None
         cached = store.get_trace(user, domain) if user is not None and req.history is None else None
-        loop = asyncio.get_running_loop()
         mode = req.mode if req.mode != "auto" else ("fast" if cached else "slow")
         trace, age, stale = None, None, None
         if mode == "slow":
             seen = store.activity(user) if user is not None and req.history is None else None
-            trace = (await loop.run_in_executor(pool, engine.think, [events], [domain]))[0]
+            trace = await thinker.submit({"history": events, "domain": domain})
             metrics.traces.labels("request").inc()
             if seen is not None:
                 store.put_trace(user, domain, trace, seen)

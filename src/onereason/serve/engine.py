@@ -136,12 +136,10 @@ class Engine:
              constraints: list[Constraint] | None = None, times: list[int] | None = None) -> list[Ranked]:
         """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
         constraints = constraints or [Constraint()] * len(histories)
-        think = self._prompts(histories, domains, True, times)
-        plain = self._prompts(histories, domains, False, times)
         prompts = []
-        for t, q_think, q_plain, d in zip(traces, think, plain, domains):
-            body = (q_think + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None
-                    else q_plain + self.nl)
+        for j, (h, d, t) in enumerate(zip(histories, domains, traces)):
+            q = self._prompts([h], [d], t is not None, [times[j]] if times else None)[0]
+            body = q + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None else q + self.nl
             prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
         tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
                  for d, c in zip(domains, constraints)]
