@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean redis-server
+.PHONY: setup demo serve test bench clean redis-server
 
 # torch first: the pinned CPU build; installing anything that needs torch before it pulls CUDA wheels.
 $(STAMP): pyproject.toml
@@ -20,6 +20,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/onereason run --dataset amazon-scientific --name demo
+
+serve: setup  # after `make demo`: the service on http://127.0.0.1:8000 (see README, "Serving")
+	$(BIN)/onereason serve start --name demo
 
 test: setup
 	$(BIN)/python -m pytest

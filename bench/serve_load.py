@@ -39,9 +39,10 @@ RUNS = Path("runs")
 FAST_COUNT, FAST_SUM = 'onereason_batch_size_count{path="fast"}', 'onereason_batch_size_sum{path="fast"}'
 
 
-def start_server(name: str, port: int, store: str, model: str | None, worker: str) -> subprocess.Popen:
+def start_server(name: str, port: int, store: str, model: str | None, worker: str, sets: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "onereason.cli", "serve", "start", "--name", name, "--port", str(port),
            "--store", store, "--worker", worker] + (["--model", model] if model else [])
+    cmd += [x for s in sets for x in ("--set", s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--sweep", default="", help="also run the fast phase at these client counts, e.g. 1,2,4")
     ap.add_argument("--phases", default="fast,slow,hostile,crash")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="server config, e.g. threads=1")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--port", type=int, default=8765)
@@ -137,7 +139,7 @@ def main() -> None:
         for u, d, t in warmed_rows:
             sq.put_trace(u, d, t.trace, t.events)
     del engine
-    server = start_server(a.name, a.port, url_under_load, a.model, "off")
+    server = start_server(a.name, a.port, url_under_load, a.model, "off", a.sets)
     try:
         def fast(rng):
             return "/recommend", {"user_id": rng.choice(warmed if rng.random() < 0.5 else users), "k": 10,
@@ -186,7 +188,7 @@ def crash(a: argparse.Namespace, report: dict, users: list[str], items: list[str
     """Clients post events and ask for recommendations; kill -9; check the store; restart."""
     store_path = RUNS / a.name / "serve" / "bench.sqlite"
     sqlite_url, url = f"sqlite:///{store_path}", f"http://127.0.0.1:{a.port}"
-    server = start_server(a.name, a.port, sqlite_url, a.model, "thread")
+    server = start_server(a.name, a.port, sqlite_url, a.model, "thread", a.sets)
     acked: dict[str, int] = {}
 
     def mixed(rng):
@@ -217,7 +219,7 @@ def crash(a: argparse.Namespace, report: dict, users: list[str], items: list[str
     }
     check.close()
     t0 = time.perf_counter()
-    server = start_server(a.name, a.port, sqlite_url, a.model, "off")
+    server = start_server(a.name, a.port, sqlite_url, a.model, "off", a.sets)
     try:
         report["crash"]["restart_s"] = round(time.perf_counter() - t0, 1)
         r = httpx.post(url + "/recommend", json={"user_id": warmed_keys[0][0], "k": 10, "mode": "fast"}, timeout=30)
