@@ -90,6 +90,11 @@ def test_constraints_in_trace_and_trie(client, engine):
                                            "constraints": {"favour_interests": [fav], "enforce": True}}).json()
     assert hard["items"] and all(i["interest"] == fav for i in hard["items"])
     assert "favour/exclude interests: trie" in hard["constraints_applied"]
+    cut = sorted(engine.first_seen.values())[len(engine.first_seen) // 2]
+    recent = client.post("/recommend", json={"user_id": user, "k": 5, "mode": "fast",
+                                             "constraints": {"newer_than": cut}}).json()
+    assert recent["items"] and all(engine.first_seen[i["id"]] >= cut for i in recent["items"])
+    assert f"newer_than {cut}: trie" in recent["constraints_applied"]
     new = client.post("/recommend", json={"user_id": user, "k": 5, "constraints": {"newer_than": 2**62}})
     assert new.status_code == 422 and "satisfies" in new.json()["detail"]
 
