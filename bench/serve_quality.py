@@ -76,19 +76,19 @@ def main() -> None:
     cands = {d: [i for i, dd in enumerate(engine.interests.domain) if dd == d and size.get(i, 0) >= 2 * k]
              for d in set(doms)}
     fav = [int(rng.choice(cands[d])) for d in doms]
-    share = {}
+
+    def favoured_share(got: list[list[str]]) -> float:
+        return float(np.mean([np.mean([engine.interests.of[i] == f for i in g]) if g else 0.0
+                              for g, f in zip(got, fav)]))
+
+    share = {"no intervention (base rate)": favoured_share(lists["fast, no reasoning"])}
     for name, trace_src, enforce in (("trace edited (cached trace)", stale, False),
                                      ("trace edited (grounded trace, no cache)", [None] * n, False),
                                      ("trace edited + trie", stale, True)):
         cons = [Constraint(favour=[f], enforce=enforce) for f in fav]
         traces = [engine.edit_trace(t if t is not None else engine.grounded_trace(h, d), d, c)[0]
                   for t, h, d, c in zip(trace_src, hs, doms, cons)]
-        got = rank(traces, cons)
-        share[name] = float(np.mean([np.mean([engine.interests.of[i] == f for i in g]) if g else 0.0
-                                     for g, f in zip(got, fav)]))
-    base = rank([None] * n)
-    share["no intervention (base rate)"] = float(np.mean([np.mean([engine.interests.of[i] == f for i in g])
-                                                          for g, f in zip(base, fav)]))
+        share[name] = favoured_share(rank(traces, cons))
     out = {"run": str(a.run_dir), "model": engine.model_name, "users": n, "k": k,
            f"recall@{k}/ndcg@{k}": {m: [round(v[f"recall@{k}"], 4), round(v[f"ndcg@{k}"], 4)] for m, v in metrics.items()},
            "favoured_interest_share": {m: round(v, 3) for m, v in share.items()},

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
-from tqdm.auto import tqdm
 
+from onereason.bench.early_stop import train_with_early_stopping
 from onereason.bench.metrics import evaluate_lists
 from onereason.corpus.user_layer import eval_prompts, items_of, user_histories
 
@@ -119,10 +119,9 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     valid, test = split_data("valid"), split_data("test")
     model = SASRec(len(items), cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    best, best_state, best_epoch, bad, t0 = -1.0, None, 0, 0, time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="SASRec", disable=not progress)
-    for epoch in bar:
-        model.train()
+    t0 = time.perf_counter()
+
+    def train_epoch() -> float:
         order = rng.permutation(len(windows))
         for b in range(0, len(order), cfg.batch_size):
             batch, _ = _right_pad([windows[i] for i in order[b:b + cfg.batch_size]], t1)
@@ -132,19 +131,14 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if (epoch + 1) % cfg.eval_every:
-            continue
+        return loss.item()
+
+    def valid_ndcg() -> float:
         top = name[_rank(model, valid[0], 10, cfg.max_len, valid[3])].tolist()
-        ndcg = evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
-        bar.set_postfix(loss=f"{loss.item():.3f}", valid_ndcg10=f"{ndcg:.4f}")
-        if ndcg > best:
-            best, best_epoch, bad = ndcg, epoch + 1, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            bad += cfg.eval_every
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+        return evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
+
+    best, best_epoch = train_with_early_stopping(model, train_epoch, valid_ndcg, cfg.epochs, cfg.eval_every,
+                                                 cfg.patience, "SASRec", progress)
     top = name[_rank(model, test[0], max(ks), cfg.max_len, test[3])].tolist()
     res = evaluate_lists(top, test[1], ks, test[2])
     return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best,

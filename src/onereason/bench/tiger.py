@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
 from transformers import T5Config, T5ForConditionalGeneration
 
+from onereason.bench.early_stop import train_with_early_stopping
 from onereason.bench.metrics import evaluate_lists
 from onereason.corpus.user_layer import eval_prompts, items_of, user_histories
 from onereason.itemic.sid import SidTokens, build_trie
@@ -96,12 +96,8 @@ def generate(model: T5ForConditionalGeneration, vocab: Vocab, hists: list[list[s
                              prefix_allowed_tokens_fn=allowed, early_stopping=True, length_penalty=0.0)
         rows = gen[:, 1:length + 1].tolist()
         for b in range(len(doms)):
-            items = [vocab.by_row.get(tuple(r)) for r in rows[b * beams:(b + 1) * beams]]
-            seen: list[str] = []
-            for i in items:
-                if i is not None and i not in seen:
-                    seen.append(i)
-            out.append(seen[:k])
+            items = dict.fromkeys(vocab.by_row.get(tuple(r)) for r in rows[b * beams:(b + 1) * beams])
+            out.append([i for i in items if i is not None][:k])
     return out
 
 
@@ -128,31 +124,24 @@ def train_and_evaluate(inter: pd.DataFrame, sid: SidTokens, cfg: TigerConfig, ks
                 [sid.codec.item_domain[p.truths[i][0]] for i in idx])
 
     valid, test = split("valid", cfg.eval_users), split("test", None)
-    best, best_state, best_epoch, bad, t0 = -1.0, None, 0, 0, time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="TIGER", disable=not progress)
-    for epoch in bar:
-        model.train()
+    t0 = time.perf_counter()
+
+    def train_epoch() -> float:
         for b in rng.permutation(len(batches)):  # batches of similar lengths, in random order
             batch = [pairs[i] for i in batches[b]]
             ids, attn = _pad([x for x, _ in batch])
-            labels = torch.tensor([y for _, y in batch])
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+            loss = model(input_ids=ids, attention_mask=attn, labels=torch.tensor([y for _, y in batch])).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if (epoch + 1) % cfg.eval_every:
-            continue
+        return loss.item()
+
+    def valid_ndcg() -> float:
         top = generate(model, vocab, valid[0], valid[2], 10, cfg.max_items, cfg.beams)
-        ndcg = evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
-        bar.set_postfix(loss=f"{loss.item():.3f}", valid_ndcg10=f"{ndcg:.4f}")
-        if ndcg > best:
-            best, best_epoch, bad = ndcg, epoch + 1, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            bad += cfg.eval_every
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+        return evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
+
+    best, best_epoch = train_with_early_stopping(model, train_epoch, valid_ndcg, cfg.epochs, cfg.eval_every,
+                                                 cfg.patience, "TIGER", progress)
     top = generate(model, vocab, test[0], test[2], max(ks), cfg.max_items, max(cfg.beams, max(ks)))
     return {"metrics": evaluate_lists(top, test[1], ks, test[2]), "best_epoch": best_epoch, "valid_ndcg@10": best,
             "seconds": time.perf_counter() - t0, "parameters": sum(p.numel() for p in model.parameters()),

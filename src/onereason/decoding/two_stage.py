@@ -43,7 +43,7 @@ class CitationLogitsProcessor(LogitsProcessor):
                 allowed_begin = trie.get((), [])
                 out[r, self.banned] = float("-inf")
                 if allowed_begin:
-                    idx = torch.tensor(sorted(allowed_begin))
+                    idx = torch.tensor(allowed_begin)
                     out[r, idx] = scores[r, idx]
             else:
                 allowed = torch.tensor(trie.get(tuple(gen[open_at:]), []))

@@ -181,29 +181,27 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         store.close()
 
     app = FastAPI(title="onereason", lifespan=lifespan)
-    app.state.engine, app.state.store, app.state.metrics, app.state.worker = engine, store, metrics, worker
+
+    def rejection(request: Request, route: str) -> JSONResponse | None:
+        """A request turned away before routing: body size unknown or too large, wrong API key."""
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse({"detail": "Content-Length required"}, 411)
+            if not length.isdigit() or int(length) > config.max_body_bytes:
+                return JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes"}, 413)
+        if config.api_key and route != "/health":
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+                or request.headers.get("x-api-key", "")
+            if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+                return JSONResponse({"detail": "missing or wrong API key"}, 401)
+        return None
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
         t0 = time.perf_counter()
-        route = request.url.path if not request.url.path.startswith("/explain/") else "/explain"
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None:
-                response = JSONResponse({"detail": "Content-Length required"}, 411)
-            elif not length.isdigit() or int(length) > config.max_body_bytes:
-                response = JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes"}, 413)
-            else:
-                response = None
-        else:
-            response = None
-        if response is None and config.api_key and route not in ("/health",):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-                or request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-                response = JSONResponse({"detail": "missing or wrong API key"}, 401)
-        if response is None:
-            response = await call_next(request)
+        route = "/explain" if request.url.path.startswith("/explain/") else request.url.path
+        response = rejection(request, route) or await call_next(request)
         metrics.requests.labels(route, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - t0)
         return response
@@ -239,15 +237,16 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 engine.allowed_trie(domain, constraint)  # fails early when nothing is allowed
         except UnknownInterest as e:
             raise HTTPException(422, str(e)) from None
-        cached = store.get_trace(user, domain) if user is not None and req.history is None else None
+        cache_user = user if req.history is None else None  # explicit histories are neither read nor cached
+        cached = store.get_trace(cache_user, domain) if cache_user else None
         mode = req.mode if req.mode != "auto" else ("fast" if cached else "slow")
         trace, age, stale = None, None, None
         if mode == "slow":
-            seen = store.activity(user) if user is not None and req.history is None else None
+            seen = store.activity(cache_user) if cache_user else None
             trace = await thinker.submit({"history": events, "domain": domain})
             metrics.traces.labels("request").inc()
             if seen is not None:
-                store.put_trace(user, domain, trace, seen)
+                store.put_trace(cache_user, domain, trace, seen)
             age, stale = 0.0, False
         elif cached:
             trace, age, stale = cached.trace, time.time() - cached.created, cached.stale
@@ -260,8 +259,8 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
             if trace is not None:
                 trace, edits = engine.edit_trace(trace, domain, constraint)
                 applied += edits
-            if constraint.enforce:
-                applied += ["favour/exclude interests: trie"] if constraint.favour or constraint.exclude else []
+            if constraint.enforce and (constraint.favour or constraint.exclude):
+                applied.append("favour/exclude interests: trie")
             if constraint.newer_than is not None:
                 applied.append(f"newer_than {constraint.newer_than}: trie")
         items, scores = await batcher.submit({"history": events, "domain": domain, "trace": trace, "k": req.k,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM
 
 from onereason.corpus.user_layer import Event, HistoryText, user_histories
-from onereason.decoding.constrained import recommend
+from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
@@ -62,12 +62,6 @@ class Constraint:
         return not (self.favour or self.exclude or self.newer_than is not None)
 
 
-@dataclass
-class Ranked:
-    items: list[str]
-    scores: list[float]
-
-
 class UnknownInterest(ValueError):
     pass
 
@@ -85,6 +79,7 @@ class Engine:
         self.text = HistoryText(self.sid, self.tok)
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
+        self.interest_at = {(n, d): i for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain))}
         items = pd.read_parquet(self.run_dir / "data" / "items.parquet", columns=["item_id", "title", "domain"])
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
         inter = pd.read_parquet(self.run_dir / "data" / "interactions.parquet")
@@ -112,11 +107,10 @@ class Engine:
         return self.sid.codec.item_domain[item]
 
     def interest_index(self, name: str, domain: str) -> int:
-        for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain)):
-            if n == name and d == domain:
-                return i
-        known = [n for n, d in zip(self.interests.names, self.interests.domain) if d == domain]
-        raise UnknownInterest(f"unknown interest {name!r} in domain {domain!r}; known: {known}")
+        if (name, domain) not in self.interest_at:
+            known = [n for n, d in self.interest_at if d == domain]
+            raise UnknownInterest(f"unknown interest {name!r} in domain {domain!r}; known: {known}")
+        return self.interest_at[name, domain]
 
     def interest_of(self, item: str) -> str:
         return self.interests.names[self.interests.of[item]]
@@ -133,7 +127,7 @@ class Engine:
 
     # ---- fast path ----------------------------------------------------------------------------
     def rank(self, histories: list[list[Event]], domains: list[str], traces: list[str | None], k: int,
-             constraints: list[Constraint] | None = None, times: list[int] | None = None) -> list[Ranked]:
+             constraints: list[Constraint] | None = None, times: list[int] | None = None) -> list[Recommendation]:
         """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
         constraints = constraints or [Constraint()] * len(histories)
         prompts = []
@@ -144,9 +138,8 @@ class Engine:
         tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
                  for d, c in zip(domains, constraints)]
         beams = max(k, self.config.beams)
-        recs = recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
-                         batch_size=len(prompts), tries=tries if any(t is not None for t in tries) else None)
-        return [Ranked(r.items, r.scores) for r in recs]
+        return recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
+                         batch_size=len(prompts), tries=tries)
 
     def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool,
                  times: list[int] | None = None) -> list[list[int]]:
@@ -169,7 +162,7 @@ class Engine:
 
     def grounded_trace(self, history: list[Event], domain: str) -> str:
         """A trace from the interest statistics alone (no model call), for a constrained request
-        that has no cached trace: the persona, the ranked hypotheses, recency as the transition."""
+        that has no cached trace: the persona, the ranked hypotheses, a move to the first of them."""
         _, persona = self.teacher.persona(history)
         hyp = self.teacher.hypotheses(history, self.config.hypotheses, domain)
         return (f"Persona: {persona}.\nInterests: {_listed([self.interests.names[i] for i in hyp])}.\n"

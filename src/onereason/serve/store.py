@@ -168,10 +168,10 @@ class RedisStore:
         return None if raw is None else json.loads(raw)
 
     def seed(self, users: dict[str, tuple[int, str]]) -> None:
-        known = self.r.hkeys(self.p + "users")
-        fresh = {u: v for u, v in users.items() if u not in set(known)}
+        known = set(self.r.hkeys(self.p + "users"))
+        fresh = [(u, v) for u, v in users.items() if u not in known]
         for start in range(0, len(fresh), 5000):
-            chunk = list(fresh.items())[start:start + 5000]
+            chunk = fresh[start:start + 5000]
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(self.p + "users", mapping={u: json.dumps({"base": n, "added": 0, "domain": d})
                                                  for u, (n, d) in chunk})
