@@ -465,5 +465,43 @@ def serve_worker(
     st.close()
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="OneReason-Bench: R0-R3 per domain, baselines, report, compare.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("run")
+def bench_run(
+    name: str = typer.Option(...),
+    config_file: Optional[Path] = typer.Option(None, "--config"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="BenchConfig override, e.g. max_users=1000; repeat"),
+) -> None:
+    """Every tier and baseline on runs/<name> (cached parts resume); report in runs/<name>/report/."""
+    from onereason.bench import report, suite
+
+    cfg = _with_overrides(_config(config_file, name).bench, set_)
+    try:
+        results = suite.run(cfg, RUNS / name)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    console.print(report.markdown_text(results).split("## Thinking")[0])
+    console.print(f"report: {RUNS / name / 'report' / 'report.html'}")
+
+
+@bench_app.command("compare")
+def bench_compare(
+    run: list[str] = typer.Option(..., help="run name (runs/<name>) or a results.json path; repeat"),
+    out: Path = typer.Option(RUNS / "compare", help="folder for compare.md / compare.html / compare.png"),
+) -> None:
+    """Two or more bench reports side by side."""
+    from onereason.bench import report
+
+    files = [Path(r) if r.endswith(".json") else RUNS / r / "report" / "results.json" for r in run]
+    try:
+        console.print(report.compare(files, out))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    console.print(f"report: {out / 'compare.html'}")
+
+
 if __name__ == "__main__":  # `accelerate launch -m onereason.cli ...`
     app()

@@ -23,6 +23,7 @@ from onereason.bench import reasoning_eval, rl_eval
 from onereason.bench.evaluate import EvalConfig
 from onereason.bench.reasoning_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
+from onereason.bench.suite import BenchConfig
 from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
@@ -76,6 +77,7 @@ class RunConfig(BaseModel):
     sft_eval: SftEvalConfig = SftEvalConfig()
     rl: GrpoConfig = GrpoConfig()
     rl_eval: RlEvalConfig = RlEvalConfig()
+    bench: BenchConfig = BenchConfig()
 
 
 def run_data(config: DataConfig, run_dir: Path) -> dict:

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from onereason.bench.evaluate import sample_prompts
 from onereason.bench.metrics import evaluate_lists
 from onereason.bench.reasoning_eval import answer_items
-from onereason.corpus.user_layer import HistoryText
+from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import r3_prompts
@@ -82,6 +82,25 @@ def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
     return out[:k]
 
 
+def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, beams: int, hypotheses: int,
+               trace_tokens: int, temperature: float, batch_size: int, seed: int = 0, progress: bool = False
+               ) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
+    """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
+    or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
+    text = HistoryText(sid, tok)
+    prompts = r3_prompts(p.histories, domains, p.times, hypotheses if thinking else None, text, tok)
+    traces = None
+    if thinking:
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, trace_tokens,
+                                 temperature, batch_size=batch_size, seed=seed, progress=progress)
+        prefixes = [q + x for q, x in zip(prompts, traces)]
+    else:
+        nl = tok.encode("\n\n", add_special_tokens=False)
+        prefixes = [q + nl + [tok.convert_tokens_to_ids("</think>")] for q in prompts]
+    items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, beams, batch_size, progress)
+    return items, answer_prompts, traces
+
+
 def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     missing = [d for m in config.methods for d in m.dirs() if not (run_dir / d / "config.json").exists()]
     if missing:
@@ -89,23 +108,12 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     tok, sid = load_sid_tokens(run_dir)
-    text = HistoryText(sid, tok)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-    nl = tok.encode("\n\n", add_special_tokens=False)
-    end_think = tok.convert_tokens_to_ids("</think>")
-    hist = [[e.item for e in h] for h in p.histories]
 
     def lists(model, users: list[int], thinking: bool, beams: int) -> list[list[str]]:
-        h, d, t = [p.histories[i] for i in users], [domains[i] for i in users], [p.times[i] for i in users]
-        prompts = r3_prompts(h, d, t, config.hypotheses if thinking else None, text, tok)
-        if thinking:
-            traces = generate_traces(model, prompts, [hist[i] for i in users], sid, tok, config.trace_tokens,
-                                     config.temperature, batch_size=config.batch_size, seed=config.seed,
-                                     progress=progress)
-            prefixes = [q + x for q, x in zip(prompts, traces)]
-        else:
-            prefixes = [q + nl + [end_think] for q in prompts]
-        return answer_items(model, prefixes, d, sid, tok, beams, config.batch_size, progress)[0]
+        sub = p.subset(users)
+        return chat_lists(model, sub, [domains[i] for i in users], sid, tok, thinking, beams, config.hypotheses,
+                          config.trace_tokens, config.temperature, config.batch_size, config.seed, progress)[0]
 
     def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
         if mode != "race":

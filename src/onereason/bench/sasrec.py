@@ -96,8 +96,10 @@ def _rank(model: SASRec, hists: list[list[int]], k: int, t: int, domain_mask: to
     return out
 
 
-def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], progress: bool = True) -> dict:
-    """Train on train-split sequences, pick the epoch by valid NDCG@10, evaluate on test.
+def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], progress: bool = True,
+                       test_users: list[str] | None = None) -> dict:
+    """Train on train-split sequences, pick the epoch by valid NDCG@10, evaluate on test (all users, or
+    `test_users`: the bench's sample); the test lists come back per user under "lists".
     Rankings are restricted to the target's domain, like the generative model's."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -110,13 +112,15 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     t1 = cfg.max_len + 1
     windows = [s[max(0, e - t1):e] for s in seqs for e in range(len(s), 1, -t1)]  # long histories: several windows
 
-    def split_data(split: str):
+    def split_data(split: str, users: list[str] | None = None):
         p = eval_prompts(inter, split, cfg.max_len)
+        if users is not None:
+            p = p.only(users)
         doms = [item_dom[t[0]] for t in p.truths]
         mask = torch.tensor(np.stack([dom_of == d for d in doms])) if len(set(doms)) > 1 else None
-        return [[index[i] for i in items_of(h)] for h in p.histories], p.truths, doms, mask
+        return [[index[i] for i in items_of(h)] for h in p.histories], p.truths, doms, mask, p.users
 
-    valid, test = split_data("valid"), split_data("test")
+    valid, test = split_data("valid"), split_data("test", test_users)
     model = SASRec(len(items), cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     t0 = time.perf_counter()
@@ -141,5 +145,6 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
                                                  cfg.patience, "SASRec", progress)
     top = name[_rank(model, test[0], max(ks), cfg.max_len, test[3])].tolist()
     res = evaluate_lists(top, test[1], ks, test[2])
-    return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best,
+    return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best, "lists": dict(zip(test[4], top)),
             "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
+

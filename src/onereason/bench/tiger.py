@@ -102,8 +102,9 @@ def generate(model: T5ForConditionalGeneration, vocab: Vocab, hists: list[list[s
 
 
 def train_and_evaluate(inter: pd.DataFrame, sid: SidTokens, cfg: TigerConfig, ks: list[int],
-                       progress: bool = True) -> dict:
-    """Train on every position of the training sequences, pick the epoch by valid NDCG@10, test."""
+                       progress: bool = True, test_users: list[str] | None = None) -> dict:
+    """Train on every position of the training sequences, pick the epoch by valid NDCG@10, test (all
+    users, or `test_users`); the test lists come back per user under "lists"."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     vocab = Vocab(sid)
@@ -117,13 +118,15 @@ def train_and_evaluate(inter: pd.DataFrame, sid: SidTokens, cfg: TigerConfig, ks
     by_len = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), rng.random()))
     batches = [by_len[b:b + cfg.batch_size] for b in range(0, len(by_len), cfg.batch_size)]
 
-    def split(name: str, n: int | None):
+    def split(name: str, n: int | None, users: list[str] | None = None):
         p = eval_prompts(inter, name, cfg.max_items)
+        if users is not None:
+            p = p.only(users)
         idx = sorted(rng.choice(len(p.users), n, replace=False)) if n and n < len(p.users) else range(len(p.users))
         return ([items_of(p.histories[i]) for i in idx], [p.truths[i] for i in idx],
-                [sid.codec.item_domain[p.truths[i][0]] for i in idx])
+                [sid.codec.item_domain[p.truths[i][0]] for i in idx], [p.users[i] for i in idx])
 
-    valid, test = split("valid", cfg.eval_users), split("test", None)
+    valid, test = split("valid", cfg.eval_users), split("test", None, test_users)
     t0 = time.perf_counter()
 
     def train_epoch() -> float:
@@ -144,5 +147,6 @@ def train_and_evaluate(inter: pd.DataFrame, sid: SidTokens, cfg: TigerConfig, ks
                                                  cfg.patience, "TIGER", progress)
     top = generate(model, vocab, test[0], test[2], max(ks), cfg.max_items, max(cfg.beams, max(ks)))
     return {"metrics": evaluate_lists(top, test[1], ks, test[2]), "best_epoch": best_epoch, "valid_ndcg@10": best,
+            "lists": dict(zip(test[3], top)),
             "seconds": time.perf_counter() - t0, "parameters": sum(p.numel() for p in model.parameters()),
             "config": cfg.model_dump()}

@@ -123,6 +123,14 @@ class EvalPrompts:
     def subset(self, keep: list[int]) -> "EvalPrompts":
         return EvalPrompts(*([xs[i] for i in keep] for xs in (self.users, self.histories, self.truths, self.times)))
 
+    def only(self, users: list[str]) -> "EvalPrompts":
+        """These users, in this order (a shared sample across methods); a user without a target is an error."""
+        at = {u: i for i, u in enumerate(self.users)}
+        missing = [u for u in users if u not in at]
+        if missing:
+            raise ValueError(f"{len(missing)} requested user(s) have no target in this split, e.g. {missing[:3]}")
+        return self.subset([at[u] for u in users])
+
 
 def eval_prompts(inter: pd.DataFrame, target_split: str, max_items: int) -> EvalPrompts:
     """For `test` the history holds train + valid items; for `valid`, train items only."""

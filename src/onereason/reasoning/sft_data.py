@@ -109,7 +109,7 @@ def r3_prompts(histories: list[list[Event]], domains: list[str], times: list[int
     return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
 
 
-def _words(text: str, n: int) -> str:
+def clip_words(text: str, n: int) -> str:
     w = str(text).split()
     return " ".join(w[:n]) + (" ..." if len(w) > n else "")
 
@@ -165,11 +165,11 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         it = known.iloc[int(r)]
         s = codec.item_text(it["item_id"])
         if kind == 0:
-            add("R0", it["domain"], f"{j}", f"What is the title of {s}?", _words(it["title"], 30))
+            add("R0", it["domain"], f"{j}", f"What is the title of {s}?", clip_words(it["title"], 30))
         elif kind == 1:
-            add("R0", it["domain"], f"{j}", f"Describe {s}.", _words(it["description"], 40))
+            add("R0", it["domain"], f"{j}", f"Describe {s}.", clip_words(it["description"], 40))
         elif kind == 2:
-            add("R0", it["domain"], f"{j}", f"Which item is \"{_words(it['title'], 30)}\"?", s)
+            add("R0", it["domain"], f"{j}", f"Which item is \"{clip_words(it['title'], 30)}\"?", s)
         elif leaf_category(it["categories"]):
             add("R0", it["domain"], f"{j}", f"Which category is {s} in?", leaf_category(it["categories"]))
 

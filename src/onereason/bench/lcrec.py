@@ -1,0 +1,75 @@
+"""LC-Rec-style baseline (Zheng et al., ICDE 2024): the same pre-trained LLM fine-tuned on its
+semantic IDs without any reasoning: item-text alignment (the R0 samples) and next-item
+prediction (every R3 sample in non-thinking form: no trace, no interest request). Everything else
+(data, SIDs, loop, decoding) is ours, so the comparison isolates what the reasoning data adds.
+
+Trained from the run's pre-trained `model` into `bench/lcrec/lr<lr>/model` per grid point; the
+valid split's NDCG@10 picks one, copied to `bench/lcrec/model`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from transformers import AutoModelForCausalLM
+
+from onereason.bench.evaluate import sample_prompts
+from onereason.bench.metrics import evaluate_lists
+from onereason.bench.rl_eval import chat_lists
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.sft_data import chat_response
+from onereason.train.loop import save_model, train as train_loop
+from onereason.train.sft import GROUPS, SftConfig, to_samples
+
+MODEL_DIR = "bench/lcrec/model"
+_THINK_ASK = re.compile(r" Expand \d interests?\. /think<\|im_end\|>")
+_ANSWER = re.compile(r"</think>\n\n(.*)<\|im_end\|>$", re.S)
+
+
+def without_reasoning(df: pd.DataFrame) -> pd.DataFrame:
+    """The R0 and R3 samples of an SFT set, every R3 sample in non-thinking form."""
+    df = df[df["task"].isin(["R0", "R3"])].copy()
+    think = df["think"].to_numpy()
+    df.loc[think, "user"] = df.loc[think, "user"].str.replace(_THINK_ASK, " /no_think<|im_end|>", regex=True)
+    df.loc[think, "assistant"] = [chat_response(_ANSWER.search(a).group(1)) for a in df.loc[think, "assistant"]]
+    df["think"] = False
+    bad = df["user"].str.contains(" /think<", regex=False) | ~df["assistant"].str.startswith("\n\n</think>\n\n")
+    if bad.any():
+        raise ValueError(f"LC-Rec data: {int(bad.sum())} sample(s) still carry reasoning, e.g. "
+                         f"{df.loc[bad, 'sample_id'].iloc[0]}")
+    return df
+
+
+def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True, valid_users: int = 300) -> dict:
+    """One SFT per learning rate, the valid split picks; returns the grid and the choice."""
+    data = run_dir / "reasoning" / "sft.parquet"
+    if not data.exists():
+        raise FileNotFoundError(f"LC-Rec-style baseline: no SFT data at {data} (run `onereason sft` first)")
+    if not (run_dir / "model" / "config.json").exists():
+        raise FileNotFoundError(f"LC-Rec-style baseline: no pre-trained model at {run_dir / 'model'}")
+    df = without_reasoning(pd.read_parquet(data))
+    tok, sid = load_sid_tokens(run_dir)
+    samples = to_samples(df, tok)
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    p = sample_prompts(inter, "valid", 50, valid_users, 0)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    root = run_dir / "bench" / "lcrec"
+    grid = []
+    for lr in lrs:
+        out = root / f"lr{lr:g}"
+        loop = SftConfig().loop.model_copy(update={"lr": lr, "epochs": epochs})
+        if not (out / "model" / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+            model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
+            save_model(model, tok, out / "model")
+        model = AutoModelForCausalLM.from_pretrained(str(out / "model"))
+        lists = chat_lists(model, p, domains, sid, tok, False, 20, 1, 8, 0.0, 32, 0, progress)[0]
+        grid.append({"lr": lr, "valid_ndcg@10": evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]})
+    best = max(grid, key=lambda g: g["valid_ndcg@10"])
+    shutil.rmtree(root / "model", ignore_errors=True)
+    shutil.copytree(root / f"lr{best['lr']:g}" / "model", root / "model")
+    return {"chosen_lr": best["lr"], "grid": grid, "epochs": epochs, "samples": len(samples),
+            "tokens_per_epoch": int(sum(len(s.ids) for s in samples)), "valid_users": len(p.users)}

@@ -1,0 +1,267 @@
+"""The bench report: results.json, report.md and a self-contained report.html (the same text with
+the plots inlined), and `compare` for several runs side by side.
+
+Plots: NDCG@10 per method and domain; thinking vs non-thinking vs race per model; the stage
+progression pre-trained → SFT → RL (R3, R0, perplexity); Recall@k curves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import markdown
+
+OURS = ("pre-trained", "SFT", "RL")
+MODES = ("non-thinking", "thinking", "race")
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(_f(v) for v in r) + " |" for r in rows], ""]
+
+
+def ratios(results: dict) -> dict:
+    """NDCG@10 of our best method over each trained baseline, overall and per domain."""
+    out: dict = {}
+    methods = results["methods"]
+    for group in ["all", *results["domains"]]:
+        ours = {n: m["metrics"][group]["ndcg@10"] for n, m in methods.items()
+                if m["kind"] == "ours" and group in m["metrics"] and "ndcg@10" in m["metrics"][group]}
+        if not ours:
+            continue
+        best = max(ours, key=ours.get)
+        row = {"best": best, "ndcg@10": ours[best]}
+        for b in ("SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular"):
+            v = methods.get(b, {}).get("metrics", {}).get(group, {}).get("ndcg@10")
+            if v:
+                row[b.removesuffix(" non-thinking")] = ours[best] / v
+        out[group] = row
+    return out
+
+
+def markdown_text(r: dict) -> str:
+    ks, groups = r["ks"], ["all", *r["domains"]] if len(r["domains"]) > 1 else ["all"]
+    lines = [f"# OneReason-Bench: {r['run']}", "",
+             f"{r['split']} split, {r['users']} users (a seeded sample shared by every method), {r['beams']} candidates "
+             f"per user; {r['protocol']}. Domains: {', '.join(r['domains'])}.", ""]
+    lines += ["## R3 recommendation", ""]
+    for g in groups:
+        head = ["method", "n"] + [f"{m}@{k}" for m in ("ndcg", "recall") for k in (10, 20) if k in ks] + \
+               [f"pass@{k}" for k in (1, 4, 32, 64) if k in ks] + [f"position1_pass@{max(ks)}", f"sid_validity@{max(ks)}"]
+        rows = []
+        for name, m in sorted(r["methods"].items(), key=lambda x: -x[1]["metrics"].get(g, {}).get("ndcg@10", 0)):
+            x = m["metrics"].get(g)
+            if x:
+                rows.append([name, x["n"], *[x.get(h) for h in head[2:]]])
+        lines += [f"### {g}", "", *_table(head, rows)]
+    lines += ["![NDCG@10 per method and domain](r3_bars.png)", "", "![Recall@k](recall_curves.png)", ""]
+    if r["ratios"]:
+        lines += ["### Our best method over the baselines (NDCG@10)", ""]
+        cols = ["SASRec", "TIGER-style", "LC-Rec-style", "MostPopular"]
+        lines += _table(["group", "our best", "NDCG@10", *[f"÷ {c}" for c in cols]],
+                        [[g, x["best"], x["ndcg@10"], *[x.get(c) for c in cols]] for g, x in r["ratios"].items()])
+    if r["reasoning"]:
+        lines += ["## Thinking vs non-thinking", "",
+                  "delta_ll = log p(target | prompt + trace) − log p(target | non-thinking prompt), mean over users.", ""]
+        head = ["model", *[f"NDCG@10 {m}" for m in MODES], "delta_ll", "delta_ll > 0", "history-citation rate",
+                "3-part traces", "trace tokens"]
+        rows = [[n, *[r["methods"].get(f"{n} {m}", {}).get("metrics", {}).get("all", {}).get("ndcg@10") for m in MODES],
+                 x["delta_ll"], x["delta_ll_positive_share"], x["history_citation_rate"], x["traces_with_all_parts"],
+                 x["trace_tokens_mean"]] for n, x in r["reasoning"].items()]
+        lines += [*_table(head, rows), "![thinking vs non-thinking](thinking.png)", ""]
+        for n, ts in r["traces"].items():
+            if ts:
+                lines += [f"A trace of {n} (user {ts[0]['user_id']}, target {ts[0]['target']}):", "", "```",
+                          ts[0]["trace"], "```", ""]
+    lines += ["## R0 perception", "", "SID → title token-F1 (greedy) and title → SID exact match, on items whose text "
+              "pre-training held out and on items it stated.", ""]
+    rows = [[n, g, x["n"], x["sid_to_title_f1"]["all"], x["title_to_sid_acc"]["all"]]
+            for n, parts in r["r0"].items() for g, x in parts.items() if isinstance(x, dict) and "n" in x]
+    lines += _table(["model", "items", "n", "SID→title F1", "title→SID acc"], rows)
+    if r["r1"]:
+        lines += ["## R1 relations", "", "The model's label against the dataset's own lists (`listed`: complement / "
+                  "substitute, and random same-domain pairs on neither list as unrelated) and against the run's judge "
+                  "(`judge`), on pairs the SFT data never showed.", ""]
+        rows = [[n, s, x["pairs"], x["accuracy"]["all"], x["parsed"],
+                 ", ".join(f"{c} {v:.2f}" for c, v in x["recall_per_class"].items()),
+                 ", ".join(f"{c} {v}" for c, v in x["predicted"].items())]
+                for n, srcs in r["r1"].items() for s, x in srcs.items() if isinstance(x, dict)]
+        lines += _table(["model", "labels", "pairs", "accuracy", "parsed", "recall per class", "predicted"], rows)
+    if r["r2"]:
+        lines += ["## R2 interest expansion", "", "Interests named for the next window (the valid and test items) "
+                  "against the interests of those items.", ""]
+        rows = [[n, x["users"], x["precision"]["all"], x["recall"]["all"], x["f1"]["all"]]
+                for n, x in r["r2"].items()]
+        lines += _table(["method", "users", "precision", "recall", "F1"], rows)
+    lines += ["## Language retention", "", *_table(["model", "held-out text perplexity"],
+                                                   [[n, v] for n, v in r["perplexity"].items()])]
+    lines += ["## Stages", "", "![pre-trained → SFT → RL](stages.png)", "", "## Baselines: tuning budget", ""]
+    for n, b in r["baselines"].items():
+        lines.append(f"- **{n}**: " + json.dumps({k: v for k, v in b.items() if k != "seconds"}))
+    return "\n".join(lines) + "\n"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bars(r: dict, png: Path) -> None:
+    plt = _plt()
+    groups = ["all", *r["domains"]] if len(r["domains"]) > 1 else ["all"]
+    names = sorted(r["methods"], key=lambda n: -r["methods"][n]["metrics"]["all"].get("ndcg@10", 0))
+    fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(names) * len(groups)), 4.2))
+    w = 0.8 / len(groups)
+    for j, g in enumerate(groups):
+        ax.bar([i + j * w for i in range(len(names))],
+               [r["methods"][n]["metrics"].get(g, {}).get("ndcg@10", 0) for n in names], w, label=g)
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))], names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"R3 NDCG@10 per method ({r['users']} {r['split']} users)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def plot_recall_curves(r: dict, png: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (n, m) in enumerate(r["methods"].items()):
+        ks = [k for k in r["ks"] if f"recall@{k}" in m["metrics"]["all"]]
+        ax.plot(ks, [m["metrics"]["all"][f"recall@{k}"] for k in ks], marker="o", ms=3, label=n,
+                ls="-" if m["kind"] == "ours" else "--", color=f"C{i % 10}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("Recall@k")
+    ax.set_title("Recall@k (solid: ours, dashed: baselines)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def plot_thinking(r: dict, png: Path) -> None:
+    plt = _plt()
+    models = list(r["reasoning"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("ndcg@10", "recall@10")):
+        w = 0.8 / len(MODES)
+        for j, mode in enumerate(MODES):
+            ax.bar([i + j * w for i in range(len(models))],
+                   [r["methods"].get(f"{n} {mode}", {}).get("metrics", {}).get("all", {}).get(metric, 0) for n in models],
+                   w, label=mode)
+        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(models))], models)
+        ax.set_title(metric)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("thinking vs non-thinking vs race")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def plot_stages(r: dict, png: Path) -> None:
+    plt = _plt()
+    stages = [s for s in OURS if s in r["perplexity"]]
+    best = {s: max((m["metrics"]["all"].get("ndcg@10", 0) for n, m in r["methods"].items() if m["model"] == s),
+                   default=0) for s in stages}
+    r0 = {s: r["r0"].get(s, {}).get("held-out", r["r0"].get(s, {}).get("stated", {})) for s in stages}
+    panels = [("R3 NDCG@10 (best mode)", [best[s] for s in stages]),
+              ("R0 title→SID acc (held-out items)", [r0[s].get("title_to_sid_acc", {}).get("all") or 0 for s in stages]),
+              ("held-out text perplexity", [r["perplexity"][s] or 0 for s in stages])]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, (title, vals) in zip(axes, panels):
+        ax.plot(stages, vals, marker="o")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("stage progression")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def inline_html(md: str, root: Path, title: str) -> str:
+    """Markdown to one HTML file, every image embedded as base64."""
+    body = markdown.markdown(md, extensions=["tables", "fenced_code"])
+
+    def embed(m: re.Match) -> str:
+        path = root / m.group(1)
+        if not path.exists():
+            return m.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 7px}"
+             "th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:8px;white-space:pre-wrap}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>" \
+           f"<body>{body}</body></html>\n"
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot_bars(results, out / "r3_bars.png")
+    plot_recall_curves(results, out / "recall_curves.png")
+    if results["reasoning"]:
+        plot_thinking(results, out / "thinking.png")
+    plot_stages(results, out / "stages.png")
+    md = markdown_text(results)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(inline_html(md, out, f"OneReason-Bench: {results['run']}"))
+
+
+def compare(result_files: list[Path], out: Path) -> str:
+    """Runs side by side: every method's NDCG@10 / Recall@10 per run (overall and per domain), the
+    ratios, R0–R2 and perplexity; compare.md, compare.html and compare.png in `out`."""
+    runs = []
+    for f in result_files:
+        if not f.exists():
+            raise FileNotFoundError(f"compare: no bench results at {f} (run `onereason bench run` first)")
+        runs.append(json.loads(f.read_text()))
+    labels = [f"{x['run']}" if [y["run"] for y in runs].count(x["run"]) == 1 else str(f.parent.parent)
+              for x, f in zip(runs, result_files)]
+    methods = list(dict.fromkeys(n for x in runs for n in x["methods"]))
+    lines = ["# OneReason-Bench: " + " vs ".join(labels), ""]
+    lines += _table(["run", "split", "users", "beams", "domains"],
+                    [[l, x["split"], x["users"], x["beams"], ", ".join(x["domains"])] for l, x in zip(labels, runs)])
+    for metric in ("ndcg@10", "recall@10"):
+        lines += [f"## {metric} (all users)", ""]
+        lines += _table(["method", *labels], [[n, *[x["methods"].get(n, {}).get("metrics", {}).get("all", {}).get(metric)
+                                                    for x in runs]] for n in methods])
+    lines += ["## Our best method over the baselines (NDCG@10, all users)", ""]
+    cols = ["SASRec", "TIGER-style", "LC-Rec-style", "MostPopular"]
+    lines += _table(["run", "our best", "NDCG@10", *[f"÷ {c}" for c in cols]],
+                    [[l, x["ratios"].get("all", {}).get("best"), x["ratios"].get("all", {}).get("ndcg@10"),
+                      *[x["ratios"].get("all", {}).get(c) for c in cols]] for l, x in zip(labels, runs)])
+    models = list(dict.fromkeys(n for x in runs for n in x["perplexity"]))
+    lines += ["## Perplexity on held-out text", ""]
+    lines += _table(["model", *labels], [[n, *[x["perplexity"].get(n) for x in runs]] for n in models])
+    lines += ["![NDCG@10 per run](compare.png)", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(methods) * len(runs)), 4.2))
+    w = 0.8 / len(runs)
+    for j, (l, x) in enumerate(zip(labels, runs)):
+        ax.bar([i + j * w for i in range(len(methods))],
+               [x["methods"].get(n, {}).get("metrics", {}).get("all", {}).get("ndcg@10", 0) for n in methods], w, label=l)
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(methods))], methods, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("NDCG@10")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "compare.png", dpi=100)
+    plt.close(fig)
+    md = "\n".join(lines) + "\n"
+    (out / "compare.md").write_text(md)
+    (out / "compare.html").write_text(inline_html(md, out, "OneReason-Bench comparison"))
+    return md

@@ -1,0 +1,421 @@
+"""`onereason bench`: OneReason-Bench on one run, every tier per domain, with baselines trained on
+the same split and evaluated on the same users.
+
+- R0 perception: SID → title token-F1 (greedy) and title → SID exact match (trie beam), on items
+  whose text pre-training held out and on items it stated;
+- R1 derivation: the model's relation label for item pairs against the labels a dataset ships
+  (complement / substitute lists; random same-domain pairs on neither list count as "unrelated")
+  and against the run's judge, on pairs the SFT data never showed;
+- R2 evolution: the interests the model names for a user's next window (the valid and test items)
+  against the interests of those items: precision / recall / F1, next to "the most recent
+  interests" and "the most frequent interests";
+- R3 recommendation: pass / recall / ndcg / position1_pass @k and sid_validity, full ranking in
+  the target's domain, for every model in every mode (non-thinking, thinking, race = the first
+  half of each list merged, thinking first), delta_ll and history-citation rate of the traces;
+  baselines MostPopular, SASRec, TIGER-style and LC-Rec-style (our LLM fine-tuned on SIDs without
+  reasoning), each tuned on a small lr grid on the valid split;
+- language retention: perplexity on held-out general text.
+
+Every part is cached in `runs/<name>/report/parts/` with the settings it was computed with: an
+interrupted bench resumes, and a changed setting recomputes only the parts it touches.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from transformers import AutoModelForCausalLM
+
+from onereason.bench.baselines import most_popular
+from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.metrics import KS, evaluate_lists
+from onereason.bench import sasrec, tiger
+from onereason.bench.reasoning_eval import target_logprob
+from onereason.bench.sasrec import SASRecConfig
+from onereason.bench.tiger import TigerConfig
+from onereason.bench.rl_eval import chat_lists, merge_race
+from onereason.bench.stage_report import ReportConfig, heldout_perplexity, perception, token_f1
+from onereason.corpus.relational_layer import transition_counts
+from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
+from onereason.decoding.constrained import left_pad, recommend
+from onereason.itemic.sid import load_sid_tokens
+from onereason.reasoning.interests import Interests
+from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
+from onereason.reasoning.sft_data import chat_prompt, clip_words
+from onereason.reasoning.traces import PARTS
+
+BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
+
+
+class BenchConfig(BaseModel):
+    """What the bench measures and how much it spends; every size is per run."""
+
+    split: str = Field("test", pattern="^(valid|test)$")
+    max_users: int | None = Field(500, ge=1, description="a seeded sample of the split's users, shared by all methods")
+    beams: int = Field(64, ge=2, description="candidates per user; race merges the first half of two lists")
+    ks: list[int] = Field(list(KS))
+    hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
+    trace_tokens: int = Field(160, ge=8)
+    temperature: float = Field(0.6, ge=0)
+    max_items: int = Field(50, ge=1, description="history items in a prompt")
+    batch_size: int = Field(16, ge=1)
+    models: dict[str, str] = Field(
+        {"pre-trained": "model", "SFT": "sft/model", "RL": "rl/grpo/model"},
+        description="our models, name → directory in the run; those missing are skipped; `model` is read "
+                    "in the pre-training format, the others in the chat format")
+    baselines: list[str] = Field(list(BASELINES))
+    sasrec: SASRecConfig = SASRecConfig()
+    sasrec_lr: list[float] = Field([1e-3, 3e-3], description="SASRec's grid; valid NDCG@10 picks")
+    tiger: TigerConfig = TigerConfig(epochs=12)
+    tiger_lr: list[float] = Field([1e-3, 3e-3], description="TIGER-style's grid; valid NDCG@10 picks")
+    lcrec_lr: list[float] = Field([1e-3], description="LC-Rec-style SFT learning rates (valid NDCG@10 picks)")
+    lcrec_epochs: float = Field(2.0, gt=0)
+    r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
+    r1_pairs: int = Field(200, ge=1, description="pairs per class (R1)")
+    r2_interests: int = Field(3, ge=1, le=5, description="interests the R2 question asks for")
+    ppl_context: int = Field(512, ge=16)
+    seed: int = 0
+
+
+class Parts:
+    """JSON results under report/parts/, each stored with the settings that produced it."""
+
+    def __init__(self, root: Path, log: Callable[[str], None] = print):
+        self.root, self.log = root, log
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str, settings: dict, compute: Callable[[], dict]) -> dict:
+        path = self.root / f"{name.replace('/', '__').replace(' ', '_')}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["settings"] == json.loads(json.dumps(settings)):
+                return saved["result"]
+        self.log(f"bench: {name} ...")
+        t0 = time.perf_counter()
+        result = compute()
+        result["seconds"] = time.perf_counter() - t0
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": settings, "result": result}))
+        tmp.replace(path)  # a part is whole or absent
+        return result
+
+
+def by_domain(values: list[float], domains: list[str]) -> dict[str, float]:
+    """Mean for 'all' and per domain."""
+    out = {"all": float(np.mean(values)) if values else None}
+    for d in sorted(set(domains)):
+        v = [x for x, e in zip(values, domains) if e == d]
+        out[d] = float(np.mean(v))
+    return out
+
+
+@torch.no_grad()
+def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
+    """Greedy assistant answers to chat prompts that already hold the empty think block."""
+    model.eval()
+    ids_all = tok(prompts, add_special_tokens=False)["input_ids"]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    out = []
+    for s in range(0, len(ids_all), batch_size):
+        ids, attn = left_pad(ids_all[s:s + batch_size], tok.pad_token_id)
+        gen = model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=end, pad_token_id=tok.pad_token_id)
+        out += [a.strip() for a in tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)]
+    return out
+
+
+def answer_turn(user: str) -> str:
+    """A non-thinking chat prompt, ready for the answer."""
+    return chat_prompt(user, False) + "\n\n</think>\n\n"
+
+
+def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int) -> dict:
+    """R0 in the chat format of the SFT data: "What is the title of <SID>?" and "Which item is "<title>"?"."""
+    codec = sid.codec
+    titles = [clip_words(t, 30) for t in items["title"]]
+    domains = items["domain"].tolist()
+    said = greedy_answers(model, tok, [answer_turn(f"What is the title of {codec.item_text(i)}?")
+                                       for i in items["item_id"]], 48, batch_size)
+    f1 = [token_f1(a, t) for a, t in zip(said, titles)]
+    prompts = tok([answer_turn(f'Which item is "{t}"?') for t in titles], add_special_tokens=False)["input_ids"]
+    prompts = [p + [sid.begin_id[d]] for p, d in zip(prompts, domains)]
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=batch_size)
+    exact = [float(bool(r.items) and r.items[0] == i) for r, i in zip(recs, items["item_id"])]
+    return {"sid_to_title_f1": by_domain(f1, domains), "title_to_sid_acc": by_domain(exact, domains),
+            "n": len(items), "examples": [{"item": i, "title": t, "said": a}
+                                           for i, t, a in list(zip(items["item_id"], titles, said))[:5]]}
+
+
+def parse_relation(answer: str) -> str | None:
+    label = answer.split(":", 1)[0].strip().lower()
+    return label if label in RELATIONS else None
+
+
+def relation_pairs(run_dir: Path, cfg: BenchConfig) -> dict[str, list[tuple[str, str, str]]]:
+    """(a, b, label) pairs the SFT data never showed: "listed" (the dataset's own complement /
+    substitute lists, plus random same-domain pairs on neither list as `unrelated`) and "judge"
+    (candidate pairs labelled by the run's grounded judge)."""
+    rng = np.random.default_rng(cfg.seed)
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    _, sid = load_sid_tokens(run_dir)
+    seen: set[tuple[str, str]] = set()
+    sft_path = run_dir / "reasoning" / "sft.parquet"
+    if sft_path.exists():
+        df = pd.read_parquet(sft_path, columns=["task", "user"])
+        for user in df.loc[df["task"] == "R1", "user"]:
+            ab = [x for x in sid.codec.parse(user) if x]
+            seen.add(tuple(sorted(ab[:2])))
+    known = set(sid.codec.item_ids)
+    listed: dict[tuple[str, str], str] = {}
+    for col, label in (("substitutes", "substitute"), ("complements", "complement")):  # complement wins ties
+        for a, bs in zip(items["item_id"], items[col] if col in items else []):
+            for b in bs:
+                if b in known and a != b:
+                    listed[tuple(sorted((a, b)))] = label
+    out: dict[str, list[tuple[str, str, str]]] = {"listed": [], "judge": []}
+    for label in ("complement", "substitute"):
+        ps = [p for p, lab in listed.items() if lab == label and p not in seen]
+        out["listed"] += [(*ps[i], label) for i in rng.permutation(len(ps))[:cfg.r1_pairs]]
+    if out["listed"]:
+        domains = items.groupby("domain")["item_id"].apply(np.array).to_dict()
+        listed_domains = sorted({sid.codec.item_domain[a] for a, _, _ in out["listed"]})
+        tries = 0
+        while sum(lab == "unrelated" for *_, lab in out["listed"]) < cfg.r1_pairs and tries < 100 * cfg.r1_pairs:
+            tries += 1
+            d = listed_domains[rng.integers(len(listed_domains))]
+            p = tuple(sorted(rng.choice(domains[d], 2, replace=False)))
+            if p not in listed and p not in seen:
+                out["listed"].append((*p, "unrelated"))
+    transitions = transition_counts(inter)
+    emb = np.load(run_dir / "itemic" / "embeddings.npy")
+    cands = [p for p in candidate_pairs(items, emb, transitions) if p not in seen]
+    cands = [cands[i] for i in sorted(rng.permutation(len(cands))[:cfg.r1_pairs * 3])]
+    if cands and (run_dir / "reasoning" / "interests.json").exists():
+        judge = GroundedJudge(items, emb, transitions, Interests.load(run_dir / "reasoning" / "interests.json"))
+        out["judge"] = [(a, b, r.label) for (a, b), r in zip(cands, judge.judge(cands))]
+    return out
+
+
+def relations(model, tok, sid, pairs: dict[str, list[tuple[str, str, str]]], batch_size: int) -> dict:
+    """R1 accuracy and per-class recall of the model's label against each label source, per domain."""
+    out: dict = {}
+    for source, ps in pairs.items():
+        if not ps:
+            continue
+        said = greedy_answers(model, tok, [answer_turn(f"How are {sid.codec.item_text(a)} and "
+                                                       f"{sid.codec.item_text(b)} related, and why?") for a, b, _ in ps],
+                              24, batch_size)
+        pred = [parse_relation(a) for a in said]
+        truth = [lab for *_, lab in ps]
+        domains = [sid.codec.item_domain[a] for a, _, _ in ps]
+        out[source] = {"pairs": len(ps), "accuracy": by_domain([float(p == t) for p, t in zip(pred, truth)], domains),
+                       "parsed": float(np.mean([p is not None for p in pred])),
+                       "recall_per_class": {c: float(np.mean([p == c for p, t in zip(pred, truth) if t == c]))
+                                            for c in sorted(set(truth))},
+                       "predicted": dict(Counter(p or "unparsed" for p in pred))}
+    return out
+
+
+def prf(pred: list[str], truth: set[str]) -> tuple[float, float, float]:
+    hit = len(set(pred) & truth)
+    p = hit / len(set(pred)) if pred else 0.0
+    r = hit / len(truth)
+    return p, r, (2 * p * r / (p + r) if hit else 0.0)
+
+
+def r2_cases(inter: pd.DataFrame, users: list[str], max_items: int) -> tuple[EvalPrompts, list[list[str]]]:
+    """History up to the valid item, and the next window (valid + test items) of the bench's users."""
+    v = eval_prompts(inter, "valid", max_items)
+    keep = set(v.users)
+    v = v.only([u for u in users if u in keep])
+    test = eval_prompts(inter, "test", max_items)
+    later = dict(zip(test.users, test.truths))
+    return v, [t + later.get(u, []) for u, t in zip(v.users, v.truths)]
+
+
+def interest_expansion(model, tok, sid, interests: Interests, v: EvalPrompts, window: list[list[str]],
+                       n: int, batch_size: int) -> dict:
+    """R2: the model's named interests for the next window, scored against the window's interests."""
+    text = HistoryText(sid, tok)
+    said = greedy_answers(model, tok, [answer_turn(f"History:{text.text(h)}\nWhich interests will this user explore "
+                                                   f"next? Name up to {n}.") for h in v.histories], 64, batch_size)
+    names = set(interests.names)
+    pred = [[x for x in (part.split(". ", 1)[-1].strip().rstrip(".") for part in a.split("; ")) if x in names][:n]
+            for a in said]
+    return _prf_table([[interests.names.index(x) for x in p] for p in pred], v, window, interests, sid) | {
+        "parsed": float(np.mean([bool(p) for p in pred])), "examples": said[:5]}
+
+
+def _prf_table(pred: list[list[int]], v: EvalPrompts, window: list[list[str]], interests: Interests, sid) -> dict:
+    domains = [sid.codec.item_domain[w[0]] for w in window]
+    scores = [prf(p, {interests.of[i] for i in w}) for p, w in zip(pred, window)]
+    return {m: by_domain([s[j] for s in scores], domains) for j, m in enumerate(("precision", "recall", "f1"))} | {
+        "users": len(window)}
+
+
+def r2_baselines(interests: Interests, v: EvalPrompts, window: list[list[str]], n: int, sid) -> dict:
+    recent = [list(dict.fromkeys(interests.of[e.item] for e in reversed(h)))[:n] for h in v.histories]
+    frequent = [[i for i, _ in Counter(interests.of[e.item] for e in reversed(h)).most_common(n)] for h in v.histories]
+    return {"most recent interests": _prf_table(recent, v, window, interests, sid),
+            "most frequent interests": _prf_table(frequent, v, window, interests, sid)}
+
+
+def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool) -> dict:
+    """Non-thinking, thinking and race lists for a chat model, with the traces' delta_ll and citations."""
+    args = (cfg.beams, cfg.hypotheses, cfg.trace_tokens, cfg.temperature, cfg.batch_size, cfg.seed, progress)
+    plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
+    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
+    half = cfg.beams // 2
+    race = [merge_race(a[:half], b[:half], cfg.beams) for a, b in zip(think, plain)]
+    targets = [sid.ids(t[0])[1:] for t in p.truths]
+    ll = [target_logprob(model, q, targets, tok.pad_token_id, cfg.batch_size) for q in (think_prompts, plain_prompts)]
+    decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
+    cited = [[x for x in sid.codec.parse(d) if x] for d in decoded]
+    hist = [{e.item for e in h} for h in p.histories]
+    n_cited = sum(map(len, cited))
+    return {"lists": {"non-thinking": plain, "thinking": think, "race": race},
+            "reasoning": {"delta_ll": float(np.mean(ll[0] - ll[1])), "delta_ll_positive_share": float(np.mean(ll[0] > ll[1])),
+                          "cited_items_per_trace": n_cited / len(traces),
+                          "history_citation_rate": (sum(sum(x in h for x in c) for c, h in zip(cited, hist)) / n_cited
+                                                    if n_cited else None),
+                          "traces_with_all_parts": float(np.mean([all(x in d for x in PARTS) for d in decoded])),
+                          "trace_tokens_mean": float(np.mean([len(t) for t in traces]))},
+            "traces": [{"user_id": u, "target": t[0], "trace": d, "items": i[:5]}
+                       for u, t, d, i in list(zip(p.users, p.truths, decoded, think))[:10]]}
+
+
+def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Every part (cached), then results.json, report.md, report.html and the plots in runs/<name>/report/."""
+    from onereason.bench import lcrec, report
+
+    if not (run_dir / "data" / "interactions.parquet").exists():
+        raise FileNotFoundError(f"bench: {run_dir} has no data/ (run `onereason run` or the stages first)")
+    unknown = sorted(set(config.baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"bench.baselines: unknown {unknown}; choose from {list(BASELINES)}")
+    out = run_dir / "report"
+    parts = Parts(out / "parts", log)
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    tok, sid = load_sid_tokens(run_dir)
+    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    ks = [k for k in config.ks if k <= config.beams]
+    sampling = config.model_dump(include={"split", "max_users", "beams", "hypotheses", "trace_tokens", "temperature",
+                                          "max_items", "seed"})
+    models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
+    if "LC-Rec-style" in config.baselines:
+        lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.seed},
+                       lambda: lcrec.train(run_dir, config.lcrec_lr, config.lcrec_epochs, progress))
+        models["LC-Rec-style"] = lcrec.MODEL_DIR
+    else:
+        lc = None
+    heldout_path = run_dir / "corpus" / "heldout_items.json"
+    heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
+    rng = random.Random(config.seed)
+    r0_sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
+    r0_sets = {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in r0_sets.items() if v}
+    interests_path = run_dir / "reasoning" / "interests.json"
+    interests = Interests.load(interests_path) if interests_path.exists() else None
+    r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
+    results: dict = {"run": run_dir.name, "split": config.split, "users": len(p.users), "beams": config.beams,
+                     "ks": ks, "domains": sorted(set(domains)), "config": config.model_dump(),
+                     "protocol": "full ranking over all items of the target's domain; history items not removed",
+                     "methods": {}, "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
+                     "baselines": {}, "traces": {}}
+    relation_sets = None
+
+    for name, model_dir in models.items():
+        model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
+        model.eval()
+        chat = model_dir != "model"
+        key = {"model": model_dir, **sampling}
+        if chat:
+            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model, tok, sid, p, domains, config, progress))
+            for mode, lists in r3["lists"].items():
+                results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if name != "LC-Rec-style" else "baseline",
+                                                        "metrics": evaluate_lists(lists, p.truths, ks, domains)}
+            if name == "LC-Rec-style":  # no reasoning: its non-thinking list is the baseline
+                for mode in ("thinking", "race"):
+                    results["methods"].pop(f"{name} {mode}")
+            else:
+                results["reasoning"][name] = r3["reasoning"]
+                results["traces"][name] = r3["traces"]
+        else:
+            r3 = parts.get(f"r3/{name}", key, lambda: {"lists": [r.items for r in recommend_next(
+                model, tok, sid, p, config.beams, config.batch_size, progress)[0]]})
+            results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
+                                                          "metrics": evaluate_lists(r3["lists"], p.truths, ks, domains)}
+        r0_key = {"model": model_dir, "items": r0_sets, "seed": config.seed}
+        if chat:
+            results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
+                g: chat_perception(model, tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size)
+                for g, its in r0_sets.items()})
+        else:
+            title_of = dict(zip(items["item_id"], items["title"]))
+            rc = ReportConfig(batch_size=config.batch_size)
+            results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
+                g: _flat_perception(perception(model, tok, sid, title_of, its, rc)) for g, its in r0_sets.items()})
+        results["perplexity"][name] = parts.get(f"ppl/{name}", {"model": model_dir, "context": config.ppl_context},
+                                                lambda: {"perplexity": heldout_perplexity(
+                                                    model, tok, run_dir, ReportConfig(ppl_context=config.ppl_context))}
+                                                )["perplexity"]
+        if chat and name != "LC-Rec-style":
+            if relation_sets is None:
+                relation_sets = relation_pairs(run_dir, config)
+            results["r1"][name] = parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
+                                                           "seed": config.seed},
+                                            lambda: relations(model, tok, sid, relation_sets, config.batch_size))
+            if interests is not None and r2_window:
+                results["r2"][name] = parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
+                                                lambda: interest_expansion(model, tok, sid, interests, r2_v, r2_window,
+                                                                           config.r2_interests, config.batch_size))
+        del model
+    if interests is not None and r2_window:
+        results["r2"].update(r2_baselines(interests, r2_v, r2_window, config.r2_interests, sid))
+
+    if lc is not None:
+        results["baselines"]["LC-Rec-style"] = {k: v for k, v in lc.items() if k != "lists"}
+    if "MostPopular" in config.baselines:
+        pop = most_popular(inter, max(ks))
+        results["methods"]["MostPopular"] = {"model": "MostPopular", "mode": "-", "kind": "baseline",
+                                             "metrics": evaluate_lists([pop.get(d, []) for d in domains], p.truths, ks, domains)}
+        results["baselines"]["MostPopular"] = {"grid": "none (no parameters)"}
+    trained = {"SASRec": (config.sasrec, config.sasrec_lr,
+                          lambda c: sasrec.train_and_evaluate(inter, c, ks, progress, p.users)),
+               "TIGER-style": (config.tiger, config.tiger_lr,
+                               lambda c: tiger.train_and_evaluate(inter, sid, c, ks, progress, p.users))}
+    for name, (base, lrs, train) in trained.items():
+        if name not in config.baselines:
+            continue
+        grid = []
+        for lr in lrs:
+            c = base.model_copy(update={"lr": lr, "seed": config.seed})
+            grid.append(parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
+        best = max(grid, key=lambda r: r["valid_ndcg@10"])
+        lists = [best["lists"][u] for u in p.users]
+        results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline",
+                                    "metrics": evaluate_lists(lists, p.truths, ks, domains)}
+        results["baselines"][name] = {"chosen_lr": best["config"]["lr"], "best_epoch": best["best_epoch"],
+                                      "grid": [{"lr": g["config"]["lr"], "valid_ndcg@10": g["valid_ndcg@10"],
+                                                "best_epoch": g["best_epoch"], "seconds": g["seconds"]} for g in grid],
+                                      "epoch_budget": base.epochs}
+    results["ratios"] = report.ratios(results)
+    report.write(results, out)
+    return results
+
+
+def _flat_perception(r: dict) -> dict:
+    """The pre-training-format R0 result shaped like the chat one (no per-domain split)."""
+    return {"sid_to_title_f1": {"all": r["sid_to_title_f1"]}, "title_to_sid_acc": {"all": r["title_to_sid_acc"]},
+            "n": r["n"]}

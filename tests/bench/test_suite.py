@@ -1,0 +1,107 @@
+"""OneReason-Bench on the tiny run: every tier, every baseline, the report files, the cache, compare."""
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from onereason.bench import report, suite
+from onereason.bench.lcrec import without_reasoning
+from onereason.reasoning.sft_data import chat_prompt, chat_response, r3_user
+
+TINY = dict(max_users=12, beams=10, ks=[1, 4, 5, 10], trace_tokens=32, max_items=20, batch_size=16, sasrec_lr=[1e-2], tiger_lr=[1e-2],
+            sasrec={"hidden": 16, "epochs": 4, "batch_size": 32},
+            tiger={"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64, "epochs": 2, "batch_size": 32,
+                   "beams": 5, "eval_users": 20},
+            lcrec_lr=[1e-2], lcrec_epochs=0.3, r0_items=8, r1_pairs=6, ppl_context=128)
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_run):
+    run_dir, _ = tiny_run
+    cfg = suite.BenchConfig(**TINY)
+    t0 = time.perf_counter()
+    results = suite.run(cfg, run_dir, progress=False, log=lambda *_: None)
+    return run_dir, cfg, results, time.perf_counter() - t0
+
+
+def test_every_tier_and_baseline_is_reported(bench):
+    run_dir, _, r, _ = bench
+    names = set(r["methods"])
+    for mode in ("non-thinking", "thinking", "race"):
+        assert f"SFT {mode}" in names and f"RL {mode}" in names
+    assert {"pre-trained non-thinking", "MostPopular", "SASRec", "TIGER-style", "LC-Rec-style non-thinking"} <= names
+    assert "LC-Rec-style thinking" not in names  # no reasoning in that baseline
+    for m in r["methods"].values():
+        x = m["metrics"]["all"]
+        assert x["n"] == r["users"] == 12
+        assert all(0.0 <= x[f"{k}@{n}"] <= 1.0 for k in ("pass", "recall", "ndcg", "position1_pass") for n in r["ks"])
+        assert x["recall@4"] <= x["recall@10"]
+    assert r["methods"]["SFT thinking"]["metrics"]["all"]["sid_validity@10"] == 1.0  # trie-constrained
+    assert r["reasoning"]["SFT"]["history_citation_rate"] in (None, 1.0)
+    assert set(r["r0"]) == {"pre-trained", "SFT", "RL", "LC-Rec-style"}
+    assert 0 <= r["r0"]["SFT"]["stated"]["title_to_sid_acc"]["all"] <= 1
+    assert "judge" in r["r1"]["SFT"] and r["r1"]["SFT"]["judge"]["pairs"] > 0
+    assert {"SFT", "most recent interests", "most frequent interests"} <= set(r["r2"])
+    assert all(v is None or v > 1 for v in r["perplexity"].values())
+    assert r["baselines"]["SASRec"]["grid"][0]["lr"] == 1e-2
+    assert r["ratios"]["all"]["best"] in names and r["ratios"]["all"]["SASRec"] > 0
+
+
+def test_report_files_are_self_contained(bench):
+    run_dir, _, r, _ = bench
+    out = run_dir / "report"
+    for f in ("results.json", "report.md", "report.html", "r3_bars.png", "recall_curves.png", "thinking.png",
+              "stages.png"):
+        assert (out / f).stat().st_size > 0, f
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and 'src="r3_bars.png"' not in html
+    assert json.loads((out / "results.json").read_text())["methods"].keys() == r["methods"].keys()
+    assert "## R1 relations" in (out / "report.md").read_text()
+
+
+def test_a_second_run_reuses_the_cached_parts_and_a_new_setting_recomputes(bench):
+    run_dir, cfg, r, first = bench
+    t0 = time.perf_counter()
+    again = suite.run(cfg, run_dir, progress=False, log=lambda *_: None)
+    assert time.perf_counter() - t0 < first / 3
+    assert again["methods"] == r["methods"]
+    computed = []
+    suite.run(cfg.model_copy(update={"baselines": ["MostPopular"], "r1_pairs": 4}), run_dir, progress=False,
+              log=computed.append)
+    assert computed == ["bench: r1/SFT ...", "bench: r1/RL ..."]
+
+
+def test_compare_puts_runs_side_by_side(bench, tmp_path):
+    run_dir, _, r, _ = bench
+    other = tmp_path / "other" / "report"
+    other.mkdir(parents=True)
+    changed = json.loads((run_dir / "report" / "results.json").read_text())
+    changed["run"] = "other"
+    (other / "results.json").write_text(json.dumps(changed))
+    md = report.compare([run_dir / "report" / "results.json", other / "results.json"], tmp_path / "cmp")
+    assert "| method | tiny | other |" in md and (tmp_path / "cmp" / "compare.html").exists()
+    with pytest.raises(FileNotFoundError, match="no bench results"):
+        report.compare([tmp_path / "missing.json"], tmp_path / "cmp")
+
+
+def test_unknown_baseline_is_a_clear_error(tiny_run):
+    with pytest.raises(ValueError, match="unknown \\['BPR'\\]"):
+        suite.run(suite.BenchConfig(baselines=["BPR"]), tiny_run[0], progress=False)
+
+
+def test_lcrec_data_drops_every_trace():
+    think_user = chat_prompt(r3_user(" <a><b>", "movies", "", 3), True)
+    rows = pd.DataFrame([
+        {"sample_id": "R3-u-1", "task": "R3", "think": True, "user": think_user,
+         "assistant": chat_response("<x><y>", "Persona: p\nInterests: 1. i.\nTransition: t")},
+        {"sample_id": "R3-u-2", "task": "R3", "think": False, "user": chat_prompt(r3_user(" <a>", "movies", "", None), False),
+         "assistant": chat_response("<z>")},
+        {"sample_id": "R1-0", "task": "R1", "think": False, "user": "u", "assistant": "complement: x."},
+        {"sample_id": "R0-0", "task": "R0", "think": False, "user": chat_prompt("What is the title of <a>?", False),
+         "assistant": chat_response("A")}])
+    out = without_reasoning(rows)
+    assert list(out["sample_id"]) == ["R3-u-1", "R3-u-2", "R0-0"]
+    assert out.iloc[0]["user"] == chat_prompt(r3_user(" <a><b>", "movies", "", None), False)
+    assert out.iloc[0]["assistant"] == chat_response("<x><y>") and not out["think"].any()
