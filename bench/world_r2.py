@@ -17,19 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
+from onereason.bench.suite import answer_turn, greedy_answers
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth
-from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
-from onereason.reasoning.sft_data import chat_prompt
+from onereason.reasoning.sft_data import r2_user
 
 
-@torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True)
@@ -45,14 +43,7 @@ def main() -> None:
     tok, sid = load_sid_tokens(args.run)
     text = HistoryText(sid, tok)
     model = AutoModelForCausalLM.from_pretrained(str(args.run / "sft" / "model")).eval()
-    users = [f"History:{text.text(h)}\nWhich interests will this user explore next? Name up to 1." for h in p.histories]
-    prompts = tok([chat_prompt(u, False) + "\n\n</think>\n\n" for u in users], add_special_tokens=False)["input_ids"]
-    answers = []
-    for s in range(0, len(prompts), 32):
-        ids, attn = left_pad(prompts[s:s + 32], tok.pad_token_id)
-        gen = model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=16,
-                             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id)
-        answers += tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    answers = greedy_answers(model, tok, [answer_turn(r2_user(text.text(h), 1)) for h in p.histories], 16)
     names = {n: i for i, n in enumerate(interests.names)}
     truth_int = [true_of[t[0]] for t in p.truths]
 

@@ -70,7 +70,15 @@ def tiny_config(ratings: Path, movies: Path):
     r.policy.micro_batch = 4
     v = cfg.rl_eval
     v.max_users, v.beams, v.ks, v.trace_tokens, v.batch_size, v.max_items = 12, 8, [4, 8], 32, 16, 20
+    cfg.bench = cfg.bench.model_validate(TINY_BENCH)
     return cfg
+
+
+TINY_BENCH = dict(max_users=12, beams=10, ks=[1, 4, 5, 10], trace_tokens=32, max_items=20, batch_size=16,
+                  sasrec={"hidden": 16, "epochs": 4, "batch_size": 32}, sasrec_lr=[1e-2],
+                  tiger={"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64, "epochs": 2, "batch_size": 32,
+                         "beams": 5, "eval_users": 20}, tiger_lr=[1e-2],
+                  lcrec_lr=[1e-2], lcrec_epochs=0.3, r0_items=8, r1_pairs=6, ppl_context=128)
 
 
 @pytest.fixture(scope="session")

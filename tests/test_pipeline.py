@@ -16,7 +16,8 @@ def test_tiny_run_end_to_end(tiny_run):
                  "itemic/sid_map.parquet", "tokenizer", "corpus/token.parquet", "corpus/item.parquet",
                  "corpus/relational.parquet", "corpus/user.parquet", "corpus/stats.json", "pretrain/report.md",
                  "pretrain/loss.png", "model/config.json", "eval/results.json", "eval/results.md",
-                 "sft/model/config.json", "rl/grpo/model/config.json", "rl/grpo/rewards.png", "rl/eval.md"]:
+                 "sft/model/config.json", "rl/grpo/model/config.json", "rl/grpo/rewards.png", "rl/eval.md",
+                 "report/report.html", "report/results.json"]:
         assert (run_dir / path).exists(), path
     assert summary["itemic"]["collision_rate_after"] == 0.0
     res = json.loads((run_dir / "eval" / "results.json").read_text())

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from onereason.bench import evaluate
-from onereason.bench import reasoning_eval, rl_eval
+from onereason.bench import reasoning_eval, rl_eval, suite
 from onereason.bench.evaluate import EvalConfig
 from onereason.bench.reasoning_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
@@ -116,8 +116,8 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
 
 
 def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval; returns each
-    stage's summary."""
+    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval → bench; returns
+    each stage's summary."""
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
     for name, stage in [
@@ -131,6 +131,7 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("sft-eval", lambda: reasoning_eval.run(config.sft_eval, run_dir, progress=progress)),
         ("rl", lambda: grpo.run(config.rl, run_dir, progress=progress)),
         ("rl-eval", lambda: rl_eval.run(config.rl_eval, run_dir, progress=progress)),
+        ("bench", lambda: {"ratios": suite.run(config.bench, run_dir, progress=progress, log=log)["ratios"]}),
     ]:
         t0 = time.perf_counter()
         log(f"stage {name} ...")

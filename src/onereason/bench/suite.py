@@ -50,7 +50,7 @@ from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
-from onereason.reasoning.sft_data import chat_prompt, clip_words
+from onereason.reasoning.sft_data import chat_prompt, clip_words, find_user, r1_user, r2_user, title_user
 from onereason.reasoning.traces import PARTS
 
 BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
@@ -143,10 +143,10 @@ def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int) -> di
     codec = sid.codec
     titles = [clip_words(t, 30) for t in items["title"]]
     domains = items["domain"].tolist()
-    said = greedy_answers(model, tok, [answer_turn(f"What is the title of {codec.item_text(i)}?")
-                                       for i in items["item_id"]], 48, batch_size)
+    said = greedy_answers(model, tok, [answer_turn(title_user(codec.item_text(i))) for i in items["item_id"]], 48,
+                          batch_size)
     f1 = [token_f1(a, t) for a, t in zip(said, titles)]
-    prompts = tok([answer_turn(f'Which item is "{t}"?') for t in titles], add_special_tokens=False)["input_ids"]
+    prompts = tok([answer_turn(find_user(t)) for t in items["title"]], add_special_tokens=False)["input_ids"]
     prompts = [p + [sid.begin_id[d]] for p, d in zip(prompts, domains)]
     recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=batch_size)
     exact = [float(bool(r.items) and r.items[0] == i) for r, i in zip(recs, items["item_id"])]
@@ -212,9 +212,8 @@ def relations(model, tok, sid, pairs: dict[str, list[tuple[str, str, str]]], bat
     for source, ps in pairs.items():
         if not ps:
             continue
-        said = greedy_answers(model, tok, [answer_turn(f"How are {sid.codec.item_text(a)} and "
-                                                       f"{sid.codec.item_text(b)} related, and why?") for a, b, _ in ps],
-                              24, batch_size)
+        said = greedy_answers(model, tok, [answer_turn(r1_user(sid.codec.item_text(a), sid.codec.item_text(b)))
+                                           for a, b, _ in ps], 24, batch_size)
         pred = [parse_relation(a) for a in said]
         truth = [lab for *_, lab in ps]
         domains = [sid.codec.item_domain[a] for a, _, _ in ps]
@@ -247,8 +246,7 @@ def interest_expansion(model, tok, sid, interests: Interests, v: EvalPrompts, wi
                        n: int, batch_size: int) -> dict:
     """R2: the model's named interests for the next window, scored against the window's interests."""
     text = HistoryText(sid, tok)
-    said = greedy_answers(model, tok, [answer_turn(f"History:{text.text(h)}\nWhich interests will this user explore "
-                                                   f"next? Name up to {n}.") for h in v.histories], 64, batch_size)
+    said = greedy_answers(model, tok, [answer_turn(r2_user(text.text(h), n)) for h in v.histories], 64, batch_size)
     names = set(interests.names)
     pred = [[x for x in (part.split(". ", 1)[-1].strip().rstrip(".") for part in a.split("; ")) if x in names][:n]
             for a in said]

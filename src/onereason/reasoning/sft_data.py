@@ -98,6 +98,22 @@ def r3_user(history_text: str, domain: str, gap: str, n: int | None) -> str:
     return f"History:{history_text}{gap}\n{ask}" + (f" Expand {n} interests." if n else "")
 
 
+def title_user(sid_text: str) -> str:
+    return f"What is the title of {sid_text}?"
+
+
+def find_user(title: str) -> str:
+    return f"Which item is \"{clip_words(title, 30)}\"?"
+
+
+def r1_user(a_text: str, b_text: str) -> str:
+    return f"How are {a_text} and {b_text} related, and why?"
+
+
+def r2_user(history_text: str, n: int) -> str:
+    return f"History:{history_text}\nWhich interests will this user explore next? Name up to {n}."
+
+
 def request_gap(events: list[Event], now: int) -> str:
     return gap_text(now - events[-1].timestamp) if now > REAL_TIME and events else ""
 
@@ -165,11 +181,11 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         it = known.iloc[int(r)]
         s = codec.item_text(it["item_id"])
         if kind == 0:
-            add("R0", it["domain"], f"{j}", f"What is the title of {s}?", clip_words(it["title"], 30))
+            add("R0", it["domain"], f"{j}", title_user(s), clip_words(it["title"], 30))
         elif kind == 1:
             add("R0", it["domain"], f"{j}", f"Describe {s}.", clip_words(it["description"], 40))
         elif kind == 2:
-            add("R0", it["domain"], f"{j}", f"Which item is \"{clip_words(it['title'], 30)}\"?", s)
+            add("R0", it["domain"], f"{j}", find_user(it["title"]), s)
         elif leaf_category(it["categories"]):
             add("R0", it["domain"], f"{j}", f"Which category is {s} in?", leaf_category(it["categories"]))
 
@@ -188,7 +204,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:config.r1_samples])]
     relations = judge.judge(pairs)
     for j, ((a, b), rel) in enumerate(zip(pairs, relations)):
-        add("R1", codec.item_domain[a], f"{j}", f"How are {codec.item_text(a)} and {codec.item_text(b)} related, and why?",
+        add("R1", codec.item_domain[a], f"{j}", r1_user(codec.item_text(a), codec.item_text(b)),
             f"{rel.label}: {rel.reason}.")
 
     # R2 and R3: cut points of training users' sequences.
@@ -200,7 +216,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         n = int(rng.choice(config.hypotheses))
         nxt = list(dict.fromkeys(interests.of[e.item] for e in future))[:n]
         add("R2", codec.item_domain[future[0].item], f"{u}-{t}",
-            f"History:{text.text(events)}\nWhich interests will this user explore next? Name up to {n}.",
+            r2_user(text.text(events), n),
             "; ".join(f"{k + 1}. {interests.names[i]}" for k, i in enumerate(nxt)) + ".")
     by_user: dict[str, list[int]] = {}
     for u, t in cuts:
