@@ -82,9 +82,11 @@ def markdown_text(r: dict) -> str:
                           ts[0]["trace"], "```", ""]
     lines += ["## R0 perception", "", "SID → title token-F1 (greedy) and title → SID exact match, on items whose text "
               "pre-training held out and on items it stated.", ""]
-    rows = [[n, g, x["n"], x["sid_to_title_f1"]["all"], x["title_to_sid_acc"]["all"]]
+    doms = r["domains"] if len(r["domains"]) > 1 else []
+    rows = [[n, g, x["n"], x["sid_to_title_f1"]["all"], x["title_to_sid_acc"]["all"],
+             *[x["title_to_sid_acc"].get(d) for d in doms]]
             for n, parts in r["r0"].items() for g, x in parts.items() if isinstance(x, dict) and "n" in x]
-    lines += _table(["model", "items", "n", "SID→title F1", "title→SID acc"], rows)
+    lines += _table(["model", "items", "n", "SID→title F1", "title→SID acc", *[f"title→SID {d}" for d in doms]], rows)
     if r["r1"]:
         lines += ["## R1 relations", "", "The model's label against the dataset's own lists (`listed`: complement / "
                   "substitute, and random same-domain pairs on neither list as unrelated) and against the run's judge "
@@ -97,14 +99,18 @@ def markdown_text(r: dict) -> str:
     if r["r2"]:
         lines += ["## R2 interest expansion", "", "Interests named for the next window (the valid and test items) "
                   "against the interests of those items.", ""]
-        rows = [[n, x["users"], x["precision"]["all"], x["recall"]["all"], x["f1"]["all"]]
+        rows = [[n, x["users"], x["precision"]["all"], x["recall"]["all"], x["f1"]["all"], *[x["f1"].get(d) for d in doms]]
                 for n, x in r["r2"].items()]
-        lines += _table(["method", "users", "precision", "recall", "F1"], rows)
+        lines += _table(["method", "users", "precision", "recall", "F1", *[f"F1 {d}" for d in doms]], rows)
     lines += ["## Language retention", "", *_table(["model", "held-out text perplexity"],
                                                    [[n, v] for n, v in r["perplexity"].items()])]
-    lines += ["## Stages", "", "![pre-trained → SFT → RL](stages.png)", "", "## Baselines: tuning budget", ""]
-    for n, b in r["baselines"].items():
-        lines.append(f"- **{n}**: " + json.dumps({k: v for k, v in b.items() if k != "seconds"}))
+    lines += ["## Stages", "", "![pre-trained → SFT → RL](stages.png)", "", "## Baselines: tuning budget", "",
+              "Every grid point is trained on the train split; the valid split's NDCG@10 picks one.", ""]
+    rows = [[n, ", ".join(f"{g['lr']:g} → {g['valid_ndcg@10']:.4f}" for g in b.get("grid", [])) or "none",
+             f"{b['chosen_lr']:g}" if "chosen_lr" in b else None, b.get("epoch_budget", b.get("epochs")),
+             b.get("best_epoch"), round(sum(g.get("seconds", 0) for g in b.get("grid", [])) or b.get("seconds") or 0)]
+            for n, b in r["baselines"].items()]
+    lines += _table(["baseline", "lr grid → valid NDCG@10", "chosen lr", "epoch budget", "best epoch", "train s"], rows)
     return "\n".join(lines) + "\n"
 
 
@@ -138,10 +144,11 @@ def plot_bars(r: dict, png: Path) -> None:
 def plot_recall_curves(r: dict, png: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = plt.get_cmap("tab20").colors
     for i, (n, m) in enumerate(r["methods"].items()):
         ks = [k for k in r["ks"] if f"recall@{k}" in m["metrics"]["all"]]
         ax.plot(ks, [m["metrics"]["all"][f"recall@{k}"] for k in ks], marker="o", ms=3, label=n,
-                ls="-" if m["kind"] == "ours" else "--", color=f"C{i % 10}")
+                ls="-" if m["kind"] == "ours" else "--", color=colors[i % len(colors)])
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel("Recall@k")
@@ -164,9 +171,9 @@ def plot_thinking(r: dict, png: Path) -> None:
                    w, label=mode)
         ax.set_xticks([i + 0.4 - w / 2 for i in range(len(models))], models)
         ax.set_title(metric)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=3)
     fig.suptitle("thinking vs non-thinking vs race")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(png, dpi=100)
     plt.close(fig)
 
@@ -184,6 +191,7 @@ def plot_stages(r: dict, png: Path) -> None:
     for ax, (title, vals) in zip(axes, panels):
         ax.plot(stages, vals, marker="o")
         ax.set_title(title, fontsize=9)
+    axes[2].set_yscale("log")
     fig.suptitle("stage progression")
     fig.tight_layout()
     fig.savefig(png, dpi=100)

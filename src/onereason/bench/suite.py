@@ -268,10 +268,14 @@ def r2_baselines(interests: Interests, v: EvalPrompts, window: list[list[str]], 
             "most frequent interests": _prf_table(frequent, v, window, interests, sid)}
 
 
-def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool) -> dict:
-    """Non-thinking, thinking and race lists for a chat model, with the traces' delta_ll and citations."""
+def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
+            thinking: bool = True) -> dict:
+    """Non-thinking lists for a chat model; with `thinking` also the thinking and race lists and the
+    traces' delta_ll and citations."""
     args = (cfg.beams, cfg.hypotheses, cfg.trace_tokens, cfg.temperature, cfg.batch_size, cfg.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
+    if not thinking:
+        return {"lists": {"non-thinking": plain}}
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
     half = cfg.beams // 2
     race = [merge_race(a[:half], b[:half], cfg.beams) for a, b in zip(think, plain)]
@@ -336,17 +340,15 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     for name, model_dir in models.items():
         model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
         model.eval()
-        chat = model_dir != "model"
+        chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
         key = {"model": model_dir, **sampling}
         if chat:
-            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model, tok, sid, p, domains, config, progress))
+            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model, tok, sid, p, domains, config, progress, ours))
             for mode, lists in r3["lists"].items():
-                results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if name != "LC-Rec-style" else "baseline",
-                                                        "metrics": evaluate_lists(lists, p.truths, ks, domains)}
-            if name == "LC-Rec-style":  # no reasoning: its non-thinking list is the baseline
-                for mode in ("thinking", "race"):
-                    results["methods"].pop(f"{name} {mode}")
-            else:
+                if ours or mode == "non-thinking":
+                    results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
+                                                            "metrics": evaluate_lists(lists, p.truths, ks, domains)}
+            if ours:
                 results["reasoning"][name] = r3["reasoning"]
                 results["traces"][name] = r3["traces"]
         else:
@@ -368,7 +370,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                                                 lambda: {"perplexity": heldout_perplexity(
                                                     model, tok, run_dir, ReportConfig(ppl_context=config.ppl_context))}
                                                 )["perplexity"]
-        if chat and name != "LC-Rec-style":
+        if chat and ours:
             if relation_sets is None:
                 relation_sets = relation_pairs(run_dir, config)
             results["r1"][name] = parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
@@ -388,7 +390,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         pop = most_popular(inter, max(ks))
         results["methods"]["MostPopular"] = {"model": "MostPopular", "mode": "-", "kind": "baseline",
                                              "metrics": evaluate_lists([pop.get(d, []) for d in domains], p.truths, ks, domains)}
-        results["baselines"]["MostPopular"] = {"grid": "none (no parameters)"}
+        results["baselines"]["MostPopular"] = {"grid": []}  # nothing to tune
     trained = {"SASRec": (config.sasrec, config.sasrec_lr,
                           lambda c: sasrec.train_and_evaluate(inter, c, ks, progress, p.users)),
                "TIGER-style": (config.tiger, config.tiger_lr,
