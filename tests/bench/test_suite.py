@@ -101,3 +101,59 @@ def test_lcrec_data_drops_every_trace():
     assert list(out["sample_id"]) == ["R3-u-1", "R3-u-2", "R0-0"]
     assert out.iloc[0]["user"] == chat_prompt(r3_user(" <a><b>", "movies", "", None), False)
     assert out.iloc[0]["assistant"] == chat_response("<x><y>") and not out["think"].any()
+
+
+@pytest.fixture()
+def fact_server(free_port):
+    """A loopback endpoint whose 'judge' treats every word of a text as one fact."""
+    import re
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict) -> dict:
+        prompt = body["messages"][-1]["content"]
+        if prompt.startswith("List the key facts"):
+            answer = json.dumps(sorted(set(re.findall(r"\w+", prompt.split("Text: ", 1)[1].lower()))))
+        else:
+            facts = json.loads(re.search(r"Reference facts \(JSON\): (\[.*\])", prompt).group(1))
+            said = set(re.findall(r"\w+", re.search(r"Caption: (.*)", prompt).group(1).lower()))
+            answer = json.dumps({"stated": [f in said for f in facts], "caption_facts": len(said),
+                                 "caption_facts_correct": len(said & set(facts))})
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{free_port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_information_point_f1_through_an_endpoint(fact_server, tiny_run, tmp_path):
+    from onereason.bench.info_points import info_point_f1
+    from onereason.reasoning.chat_client import ChatClient
+
+    client = ChatClient(fact_server, "judge", timeout=10, retries=0)
+    refs = ["red steel clamp", "blue jar with lid", "..."]
+    got = info_point_f1(client, refs, ["red steel clamp", "a green jar", "anything"])
+    # item 1 perfect; item 2: recall 1/4 (jar), precision 1/3; item 3 has no facts and is skipped
+    assert got["n"] == 2 and got["skipped_no_facts"] == 1
+    assert got["recall"] == pytest.approx((1 + 1 / 4) / 2) and got["precision"] == pytest.approx((1 + 1 / 3) / 2)
+    assert got["f1"] == pytest.approx((1 + 2 * (1 / 3) * (1 / 4) / (1 / 3 + 1 / 4)) / 2)
+    # inside the bench, R0 gets an info-point F1 per model when a judge is configured
+    run_dir = tmp_path / "run"
+    import shutil
+    shutil.copytree(tiny_run[0], run_dir, ignore=shutil.ignore_patterns("report", "checkpoints"))
+    cfg = suite.BenchConfig(**{**TINY_BENCH, "baselines": [], "models": {"SFT": "sft/model"},
+                               "judge": {"kind": "llm", "base_url": fact_server, "model": "judge"}})
+    r = suite.run(cfg, run_dir, progress=False, log=lambda *_: None)
+    ip = r["r0"]["SFT"]["stated"]["info_point"]
+    assert ip["n"] > 0 and 0 <= ip["f1"] <= 1
+    assert "info-point F1" in (run_dir / "report" / "report.md").read_text()

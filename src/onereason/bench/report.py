@@ -80,13 +80,15 @@ def markdown_text(r: dict) -> str:
             if ts:
                 lines += [f"A trace of {n} (user {ts[0]['user_id']}, target {ts[0]['target']}):", "", "```",
                           ts[0]["trace"], "```", ""]
-    lines += ["## R0 perception", "", "SID → title token-F1 (greedy) and title → SID exact match, on items whose text "
-              "pre-training held out and on items it stated.", ""]
+    lines += ["## R0 perception", "", "SID → title token-F1 (greedy), Describe <SID> → description token-F1 and, with "
+              "a judge endpoint, information-point F1 against the item text; title → SID exact match. On items whose "
+              "text pre-training held out and on items it stated.", ""]
     doms = r["domains"] if len(r["domains"]) > 1 else []
-    rows = [[n, g, x["n"], x["sid_to_title_f1"]["all"], x["title_to_sid_acc"]["all"],
-             *[x["title_to_sid_acc"].get(d) for d in doms]]
+    rows = [[n, g, x["n"], x["sid_to_title_f1"]["all"], x.get("description_token_f1", {}).get("all"),
+             x.get("info_point", {}).get("f1"), x["title_to_sid_acc"]["all"], *[x["title_to_sid_acc"].get(d) for d in doms]]
             for n, parts in r["r0"].items() for g, x in parts.items() if isinstance(x, dict) and "n" in x]
-    lines += _table(["model", "items", "n", "SID→title F1", "title→SID acc", *[f"title→SID {d}" for d in doms]], rows)
+    lines += _table(["model", "items", "n", "SID→title F1", "description F1", "info-point F1", "title→SID acc",
+                     *[f"title→SID {d}" for d in doms]], rows)
     if r["r1"]:
         lines += ["## R1 relations", "", "The model's label against the dataset's own lists (`listed`: complement / "
                   "substitute, and random same-domain pairs on neither list as unrelated) and against the run's judge "

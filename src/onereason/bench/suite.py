@@ -37,6 +37,7 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
 from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.info_points import info_point_f1
 from onereason.bench.metrics import KS, evaluate_lists
 from onereason.bench import sasrec, tiger
 from onereason.bench.reasoning_eval import target_logprob
@@ -50,7 +51,9 @@ from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
-from onereason.reasoning.sft_data import chat_prompt, clip_words, find_user, r1_user, r2_user, title_user
+from onereason.reasoning.chat_client import ChatClient
+from onereason.reasoning.sft_data import (JudgeConfig, chat_prompt, clip_words, describe_user, find_user, r1_user,
+                                          r2_user, title_user)
 from onereason.reasoning.traces import PARTS
 
 BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
@@ -82,6 +85,7 @@ class BenchConfig(BaseModel):
     r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
     r1_pairs: int = Field(200, ge=1, description="pairs per class (R1)")
     r2_interests: int = Field(3, ge=1, le=5, description="interests the R2 question asks for")
+    judge: JudgeConfig | None = Field(None, description="an OpenAI-compatible endpoint for R0 information-point F1")
     ppl_context: int = Field(512, ge=16)
     seed: int = 0
 
@@ -138,19 +142,27 @@ def answer_turn(user: str) -> str:
     return chat_prompt(user, False) + "\n\n</think>\n\n"
 
 
-def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int) -> dict:
-    """R0 in the chat format of the SFT data: "What is the title of <SID>?" and "Which item is "<title>"?"."""
+def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int, judge: ChatClient | None = None) -> dict:
+    """R0 in the chat format of the SFT data: "What is the title of <SID>?", "Describe <SID>." (token F1,
+    and information-point F1 when a judge endpoint is given) and "Which item is "<title>"?"."""
     codec = sid.codec
     titles = [clip_words(t, 30) for t in items["title"]]
     domains = items["domain"].tolist()
     said = greedy_answers(model, tok, [answer_turn(title_user(codec.item_text(i))) for i in items["item_id"]], 48,
                           batch_size)
     f1 = [token_f1(a, t) for a, t in zip(said, titles)]
+    captions = greedy_answers(model, tok, [answer_turn(describe_user(codec.item_text(i))) for i in items["item_id"]],
+                              64, batch_size)
+    described = [token_f1(c, clip_words(d, 40)) for c, d in zip(captions, items["description"])]
+    caption = {"description_token_f1": by_domain(described, domains)}
+    if judge is not None:
+        refs = [f"{t}. {clip_words(d, 60)}" for t, d in zip(items["title"], items["description"])]
+        caption["info_point"] = info_point_f1(judge, refs, captions)
     prompts = tok([answer_turn(find_user(t)) for t in items["title"]], add_special_tokens=False)["input_ids"]
     prompts = [p + [sid.begin_id[d]] for p, d in zip(prompts, domains)]
     recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=batch_size)
     exact = [float(bool(r.items) and r.items[0] == i) for r, i in zip(recs, items["item_id"])]
-    return {"sid_to_title_f1": by_domain(f1, domains), "title_to_sid_acc": by_domain(exact, domains),
+    return {"sid_to_title_f1": by_domain(f1, domains), "title_to_sid_acc": by_domain(exact, domains), **caption,
             "n": len(items), "examples": [{"item": i, "title": t, "said": a}
                                            for i, t, a in list(zip(items["item_id"], titles, said))[:5]]}
 
@@ -336,6 +348,9 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "methods": {}, "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
     relation_sets = None
+    j = config.judge
+    judge = (ChatClient(j.base_url, j.model, timeout=j.timeout, retries=j.retries, concurrency=j.concurrency,
+                        cache_dir=out / "llm_cache") if j and j.base_url else None)
 
     for name, model_dir in models.items():
         model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
@@ -356,11 +371,12 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                 model, tok, sid, p, config.beams, config.batch_size, progress)[0]]})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
                                                           "metrics": evaluate_lists(r3["lists"], p.truths, ks, domains)}
-        r0_key = {"model": model_dir, "items": r0_sets, "seed": config.seed}
+        r0_key = {"model": model_dir, "items": r0_sets, "seed": config.seed, "captions": 1,
+                  "judge": config.judge.model_dump() if config.judge else None}
         if chat:
             results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
-                g: chat_perception(model, tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size)
-                for g, its in r0_sets.items()})
+                g: chat_perception(model, tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size,
+                                   judge) for g, its in r0_sets.items()})
         else:
             title_of = dict(zip(items["item_id"], items["title"]))
             rc = ReportConfig(batch_size=config.batch_size)

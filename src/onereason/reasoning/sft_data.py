@@ -102,6 +102,10 @@ def title_user(sid_text: str) -> str:
     return f"What is the title of {sid_text}?"
 
 
+def describe_user(sid_text: str) -> str:
+    return f"Describe {sid_text}."
+
+
 def find_user(title: str) -> str:
     return f"Which item is \"{clip_words(title, 30)}\"?"
 
@@ -183,7 +187,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         if kind == 0:
             add("R0", it["domain"], f"{j}", title_user(s), clip_words(it["title"], 30))
         elif kind == 1:
-            add("R0", it["domain"], f"{j}", f"Describe {s}.", clip_words(it["description"], 40))
+            add("R0", it["domain"], f"{j}", describe_user(s), clip_words(it["description"], 40))
         elif kind == 2:
             add("R0", it["domain"], f"{j}", find_user(it["title"]), s)
         elif leaf_category(it["categories"]):
