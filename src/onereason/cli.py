@@ -76,10 +76,10 @@ def run(
     model: Optional[str] = typer.Option(None, help="tiny|small|base or a local HF causal LM directory"),
     budget: Optional[float] = typer.Option(None, help="scale every pre-training stage's token budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
-    max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval)"),
+    max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval, bench)"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
 ) -> None:
-    """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL, each evaluated."""
+    """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL → bench report."""
     from onereason import pipeline
     from onereason.train.pretrain import STAGES
 
@@ -96,7 +96,7 @@ def run(
     if beams:
         cfg.eval.beams = beams
     if max_users:
-        cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = max_users
+        cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = cfg.bench.max_users = max_users
     try:
         summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print)
     except (DataError, ValueError, FileNotFoundError) as e:
@@ -109,8 +109,10 @@ def run(
     print_results(summary["eval"])
     console.print((RUNS / name / "sft" / "eval.md").read_text())
     console.print((RUNS / name / "rl" / "eval.md").read_text())
+    console.print((RUNS / name / "report" / "report.md").read_text().split("## Thinking")[0])
     console.print(f"artifacts: {RUNS / name}/ (eval/results.md, pretrain/report.md, pretrain/loss.png, model/, "
-                  "reasoning/, sft/eval.md, sft/loss.png, sft/model/, rl/grpo/rewards.png, rl/grpo/model/, rl/eval.md)")
+                  "reasoning/, sft/eval.md, sft/loss.png, sft/model/, rl/grpo/rewards.png, rl/grpo/model/, rl/eval.md, "
+                  "report/report.html)")
 
 
 @data_app.command("stats")
