@@ -157,3 +157,18 @@ def test_information_point_f1_through_an_endpoint(fact_server, tiny_run, tmp_pat
     ip = r["r0"]["SFT"]["stated"]["info_point"]
     assert ip["n"] > 0 and 0 <= ip["f1"] <= 1
     assert "info-point F1" in (run_dir / "report" / "report.md").read_text()
+
+
+def test_users_per_domain_draws_from_each_domain(tiny_run):
+    from onereason.itemic.sid import load_sid_tokens
+
+    run_dir, _ = tiny_run
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    _, sid = load_sid_tokens(run_dir)
+    inter = inter.assign(domain="movies")
+    p, domains = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7))
+    assert len(p.users) == 7 == len(set(p.users)) and set(domains) == {"movies"}
+    again, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7))
+    assert again.users == p.users  # seeded
+    whole, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=10_000))
+    assert len(whole.users) == len(suite.eval_prompts(inter, "test", 50).users)

@@ -64,6 +64,8 @@ class BenchConfig(BaseModel):
 
     split: str = Field("test", pattern="^(valid|test)$")
     max_users: int | None = Field(500, ge=1, description="a seeded sample of the split's users, shared by all methods")
+    users_per_domain: int | None = Field(None, ge=1, description="instead: a seeded sample of this many users per "
+                                         "domain (a mix's small domains get enough users)")
     beams: int = Field(64, ge=2, description="candidates per user; race merges the first half of two lists")
     ks: list[int] = Field(list(KS))
     hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
@@ -308,6 +310,20 @@ def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfi
                        for u, t, d, i in list(zip(p.users, p.truths, decoded, think))[:10]]}
 
 
+def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalPrompts, list[str]]:
+    """The users every method is scored on, and their target domains: `max_users` drawn from the whole
+    split, or `users_per_domain` drawn from each domain."""
+    if not config.users_per_domain:
+        p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    else:
+        p = eval_prompts(inter, config.split, config.max_items)
+        of = pd.Series([sid.codec.item_domain[t[0]] for t in p.truths])
+        keep = [i for _, idx in of.groupby(of).groups.items()
+                for i in pd.Series(idx).sample(min(config.users_per_domain, len(idx)), random_state=config.seed)]
+        p = p.subset(sorted(keep))
+    return p, [sid.codec.item_domain[t[0]] for t in p.truths]
+
+
 def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Every part (cached), then results.json, report.md, report.html and the plots in runs/<name>/report/."""
     from onereason.bench import lcrec, report
@@ -322,11 +338,12 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     items = pd.read_parquet(run_dir / "data" / "items.parquet")
     tok, sid = load_sid_tokens(run_dir)
-    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
-    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    p, domains = bench_users(inter, sid, config)
     ks = [k for k in config.ks if k <= config.beams]
     sampling = config.model_dump(include={"split", "max_users", "beams", "hypotheses", "trace_tokens", "temperature",
                                           "max_items", "seed"})
+    if config.users_per_domain:  # only when set, so parts cached before this option existed stay valid
+        sampling["users_per_domain"] = config.users_per_domain
     models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
     if "LC-Rec-style" in config.baselines:
         lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.seed},
