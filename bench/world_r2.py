@@ -26,6 +26,7 @@ from onereason.data.world import run_truth
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.sft_data import r2_user
+from onereason.reasoning.traces import numbered
 
 
 def main() -> None:
@@ -48,8 +49,8 @@ def main() -> None:
     truth_int = [true_of[t[0]] for t in p.truths]
 
     def parsed(a: str) -> str | None:
-        name = a.split("1. ", 1)[-1].split(";")[0].strip().rstrip(".")
-        return learned_to_true.get(names.get(name, -1))
+        listed = numbered(a)
+        return learned_to_true.get(names.get(listed[0], -1)) if listed else None
     model_acc = np.mean([parsed(a) == t for a, t in zip(answers, truth_int)])
     last = np.mean([true_of[h[-1].item] == t for h, t in zip(p.histories, truth_int)])
     freq = np.mean([Counter(true_of[e.item] for e in h).most_common(1)[0][0] == t for h, t in zip(p.histories, truth_int)])

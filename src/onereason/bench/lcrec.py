@@ -4,13 +4,12 @@ prediction (every R3 sample in non-thinking form: no trace, no interest request)
 (data, SIDs, loop, decoding) is ours, so the comparison isolates what the reasoning data adds.
 
 Trained from the run's pre-trained `model` into `bench/lcrec/lr<lr>/model` per grid point; the
-valid split's NDCG@10 picks one, copied to `bench/lcrec/model`.
+valid split's NDCG@10 picks one.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +23,13 @@ from onereason.reasoning.sft_data import chat_response
 from onereason.train.loop import save_model, train as train_loop
 from onereason.train.sft import GROUPS, SftConfig, to_samples
 
-MODEL_DIR = "bench/lcrec/model"
 _THINK_ASK = re.compile(r" Expand \d interests?\. /think<\|im_end\|>")
 _ANSWER = re.compile(r"</think>\n\n(.*)<\|im_end\|>$", re.S)
+
+
+def model_dir(lr: float) -> str:
+    """The grid point's model directory, relative to the run."""
+    return f"bench/lcrec/lr{lr:g}/model"
 
 
 def without_reasoning(df: pd.DataFrame) -> pd.DataFrame:
@@ -56,10 +59,9 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "valid", 50, valid_users, 0)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-    root = run_dir / "bench" / "lcrec"
     grid = []
     for lr in lrs:
-        out = root / f"lr{lr:g}"
+        out = (run_dir / model_dir(lr)).parent
         loop = SftConfig().loop.model_copy(update={"lr": lr, "epochs": epochs})
         if not (out / "model" / "config.json").exists():
             model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
@@ -69,7 +71,5 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         lists = chat_lists(model, p, domains, sid, tok, False, 20, 1, 8, 0.0, 32, 0, progress)[0]
         grid.append({"lr": lr, "valid_ndcg@10": evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]})
     best = max(grid, key=lambda g: g["valid_ndcg@10"])
-    shutil.rmtree(root / "model", ignore_errors=True)
-    shutil.copytree(root / f"lr{best['lr']:g}" / "model", root / "model")
     return {"chosen_lr": best["lr"], "grid": grid, "epochs": epochs, "samples": len(samples),
             "tokens_per_epoch": int(sum(len(s.ids) for s in samples)), "valid_users": len(p.users)}

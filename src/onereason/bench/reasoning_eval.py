@@ -32,7 +32,7 @@ from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
-from onereason.reasoning.traces import PARTS
+from onereason.reasoning.traces import PARTS, numbered
 from onereason.train.loop import Sample, collate
 
 
@@ -70,6 +70,18 @@ def _line(trace: str, part: str) -> str:
     return next((l for l in trace.splitlines() if l.startswith(part)), "")
 
 
+def trace_stats(traces: list[list[int]], decoded: list[str], histories: list[set[str]], sid) -> dict:
+    """Citations of the sampled traces (how many, the share inside the user's history), the share
+    with all three parts, and the mean length in tokens."""
+    cited = [sid.codec.parse(d) for d in decoded]
+    n_cited = sum(len(c) for c in cited)
+    return {"cited_items": n_cited,
+            "cited_in_history": (sum(sum(x in h for x in c) for c, h in zip(cited, histories)) / n_cited
+                                 if n_cited else None),
+            "traces_with_all_parts": float(np.mean([all(part in d for part in PARTS) for d in decoded])),
+            "trace_tokens_mean": float(np.mean([len(t) for t in traces]))}
+
+
 def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -> dict:
     """Share of traces whose Transition line moves to the target's interest (the last interest name
     in it) and whose Interests line lists it, and how many interests the traces list."""
@@ -77,8 +89,7 @@ def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -
         found = [(line.rfind(n), len(n), n) for n in names if n in line]
         return max(found)[2] if found else None
 
-    listed = [[x.split(". ", 1)[-1] for x in _line(d, "Interests:")[len("Interests: "):].rstrip(".").split("; ")]
-              for d in traces]
+    listed = [numbered(_line(d, "Interests:")[len("Interests: "):]) for d in traces]
     return {"transition_names_target_interest": float(np.mean([last_named(_line(d, "Transition:")) == t
                                                                 for d, t in zip(traces, truth_names)])),
             "interests_list_target_interest": float(np.mean([t in x for x, t in zip(listed, truth_names)])),
@@ -143,16 +154,8 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         name = f"SFT thinking n={n}"
         lists[name], think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
-        cited = [sid.codec.parse(d) for d in decoded]
-        n_cited = sum(len(c) for c in cited)
-        extra[name] = {
-            **delta_ll(think_prompts), "cited_items": n_cited,
-            "cited_in_history": (sum(sum(x in h for x in c) for c, h in zip(cited, hist)) / n_cited
-                                 if n_cited else None),
-            "traces_with_all_parts": float(np.mean([all(part in d for part in PARTS) for d in decoded])),
-            "trace_tokens_mean": float(np.mean([len(t) for t in traces])),
-            **interest_hits(decoded, truth_names, names),
-        }
+        extra[name] = {**delta_ll(think_prompts), **trace_stats(traces, decoded, hist, sid),
+                       **interest_hits(decoded, truth_names, names)}
         samples += [{"n": n, "user_id": u, "target": t[0], "trace": d, "items": i[:5]}
                     for u, t, d, i in list(zip(p.users, p.truths, decoded, lists[name]))[:20]]
     methods = {m: evaluate_lists(v, p.truths, ks, domains) for m, v in lists.items()}

@@ -16,6 +16,13 @@ import markdown
 
 OURS = ("pre-trained", "SFT", "RL")
 MODES = ("non-thinking", "thinking", "race")
+BASELINES = {"SASRec": "SASRec", "TIGER-style": "TIGER-style", "LC-Rec-style": "LC-Rec-style non-thinking",
+             "MostPopular": "MostPopular"}  # ratio column → method name in the results
+
+
+def metric(r: dict, method: str, name: str, group: str = "all") -> float | None:
+    """One metric of one method in a results dict; None when absent."""
+    return r["methods"].get(method, {}).get("metrics", {}).get(group, {}).get(name)
 
 
 def _f(v) -> str:
@@ -38,10 +45,10 @@ def ratios(results: dict) -> dict:
             continue
         best = max(ours, key=ours.get)
         row = {"best": best, "ndcg@10": ours[best]}
-        for b in ("SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular"):
-            v = methods.get(b, {}).get("metrics", {}).get(group, {}).get("ndcg@10")
+        for col, method in BASELINES.items():
+            v = metric(results, method, "ndcg@10", group)
             if v:
-                row[b.removesuffix(" non-thinking")] = ours[best] / v
+                row[col] = ours[best] / v
         out[group] = row
     return out
 
@@ -64,15 +71,13 @@ def markdown_text(r: dict) -> str:
     lines += ["![NDCG@10 per method and domain](r3_bars.png)", "", "![Recall@k](recall_curves.png)", ""]
     if r["ratios"]:
         lines += ["### Our best method over the baselines (NDCG@10)", ""]
-        cols = ["SASRec", "TIGER-style", "LC-Rec-style", "MostPopular"]
-        lines += _table(["group", "our best", "NDCG@10", *[f"÷ {c}" for c in cols]],
-                        [[g, x["best"], x["ndcg@10"], *[x.get(c) for c in cols]] for g, x in r["ratios"].items()])
+        lines += _ratio_table("group", r["ratios"].items())
     if r["reasoning"]:
         lines += ["## Thinking vs non-thinking", "",
                   "delta_ll = log p(target | prompt + trace) − log p(target | non-thinking prompt), mean over users.", ""]
         head = ["model", *[f"NDCG@10 {m}" for m in MODES], "delta_ll", "delta_ll > 0", "history-citation rate",
                 "3-part traces", "trace tokens"]
-        rows = [[n, *[r["methods"].get(f"{n} {m}", {}).get("metrics", {}).get("all", {}).get("ndcg@10") for m in MODES],
+        rows = [[n, *[metric(r, f"{n} {m}", "ndcg@10") for m in MODES],
                  x["delta_ll"], x["delta_ll_positive_share"], x["history_citation_rate"], x["traces_with_all_parts"],
                  x["trace_tokens_mean"]] for n, x in r["reasoning"].items()]
         lines += [*_table(head, rows), "![thinking vs non-thinking](thinking.png)", ""]
@@ -116,6 +121,12 @@ def markdown_text(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio_table(key: str, rows) -> list[str]:
+    """(label, ratios row) pairs as the "our best over the baselines" table."""
+    return _table([key, "our best", "NDCG@10", *[f"÷ {c}" for c in BASELINES]],
+                  [[label, x.get("best"), x.get("ndcg@10"), *[x.get(c) for c in BASELINES]] for label, x in rows])
+
+
 def _plt():
     import matplotlib
 
@@ -125,16 +136,21 @@ def _plt():
     return plt
 
 
+def _grouped_bars(ax, labels: list[str], series: dict[str, list[float | None]], rotate: bool = True) -> None:
+    """One group of bars per label, one bar per series (missing values drawn as 0)."""
+    w = 0.8 / len(series)
+    for j, (name, values) in enumerate(series.items()):
+        ax.bar([i + j * w for i in range(len(labels))], [v or 0 for v in values], w, label=name)
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(labels))], labels,
+                  **({"rotation": 35, "ha": "right", "fontsize": 8} if rotate else {}))
+
+
 def plot_bars(r: dict, png: Path) -> None:
     plt = _plt()
     groups = ["all", *r["domains"]] if len(r["domains"]) > 1 else ["all"]
-    names = sorted(r["methods"], key=lambda n: -r["methods"][n]["metrics"]["all"].get("ndcg@10", 0))
+    names = sorted(r["methods"], key=lambda n: -(metric(r, n, "ndcg@10") or 0))
     fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(names) * len(groups)), 4.2))
-    w = 0.8 / len(groups)
-    for j, g in enumerate(groups):
-        ax.bar([i + j * w for i in range(len(names))],
-               [r["methods"][n]["metrics"].get(g, {}).get("ndcg@10", 0) for n in names], w, label=g)
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))], names, rotation=35, ha="right", fontsize=8)
+    _grouped_bars(ax, names, {g: [metric(r, n, "ndcg@10", g) for n in names] for g in groups})
     ax.set_ylabel("NDCG@10")
     ax.set_title(f"R3 NDCG@10 per method ({r['users']} {r['split']} users)")
     ax.legend(fontsize=8)
@@ -165,14 +181,10 @@ def plot_thinking(r: dict, png: Path) -> None:
     plt = _plt()
     models = list(r["reasoning"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("ndcg@10", "recall@10")):
-        w = 0.8 / len(MODES)
-        for j, mode in enumerate(MODES):
-            ax.bar([i + j * w for i in range(len(models))],
-                   [r["methods"].get(f"{n} {mode}", {}).get("metrics", {}).get("all", {}).get(metric, 0) for n in models],
-                   w, label=mode)
-        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(models))], models)
-        ax.set_title(metric)
+    for ax, name in zip(axes, ("ndcg@10", "recall@10")):
+        _grouped_bars(ax, models, {mode: [metric(r, f"{n} {mode}", name) for n in models] for mode in MODES},
+                      rotate=False)
+        ax.set_title(name)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=3)
     fig.suptitle("thinking vs non-thinking vs race")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -245,15 +257,11 @@ def compare(result_files: list[Path], out: Path) -> str:
     lines = ["# OneReason-Bench: " + " vs ".join(labels), ""]
     lines += _table(["run", "split", "users", "beams", "domains"],
                     [[l, x["split"], x["users"], x["beams"], ", ".join(x["domains"])] for l, x in zip(labels, runs)])
-    for metric in ("ndcg@10", "recall@10"):
-        lines += [f"## {metric} (all users)", ""]
-        lines += _table(["method", *labels], [[n, *[x["methods"].get(n, {}).get("metrics", {}).get("all", {}).get(metric)
-                                                    for x in runs]] for n in methods])
+    for name in ("ndcg@10", "recall@10"):
+        lines += [f"## {name} (all users)", ""]
+        lines += _table(["method", *labels], [[n, *[metric(x, n, name) for x in runs]] for n in methods])
     lines += ["## Our best method over the baselines (NDCG@10, all users)", ""]
-    cols = ["SASRec", "TIGER-style", "LC-Rec-style", "MostPopular"]
-    lines += _table(["run", "our best", "NDCG@10", *[f"÷ {c}" for c in cols]],
-                    [[l, x["ratios"].get("all", {}).get("best"), x["ratios"].get("all", {}).get("ndcg@10"),
-                      *[x["ratios"].get("all", {}).get(c) for c in cols]] for l, x in zip(labels, runs)])
+    lines += _ratio_table("run", [(label, x["ratios"].get("all", {})) for label, x in zip(labels, runs)])
     models = list(dict.fromkeys(n for x in runs for n in x["perplexity"]))
     lines += ["## Perplexity on held-out text", ""]
     lines += _table(["model", *labels], [[n, *[x["perplexity"].get(n) for x in runs]] for n in models])
@@ -261,11 +269,7 @@ def compare(result_files: list[Path], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(methods) * len(runs)), 4.2))
-    w = 0.8 / len(runs)
-    for j, (l, x) in enumerate(zip(labels, runs)):
-        ax.bar([i + j * w for i in range(len(methods))],
-               [x["methods"].get(n, {}).get("metrics", {}).get("all", {}).get("ndcg@10", 0) for n in methods], w, label=l)
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(methods))], methods, rotation=35, ha="right", fontsize=8)
+    _grouped_bars(ax, methods, {label: [metric(x, n, "ndcg@10") for n in methods] for label, x in zip(labels, runs)})
     ax.set_ylabel("NDCG@10")
     ax.legend(fontsize=8)
     fig.tight_layout()

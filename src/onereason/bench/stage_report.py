@@ -85,7 +85,7 @@ def perception(model, tok, sid, title_of: dict[str, str], items: list[str], cfg:
 
 
 @torch.no_grad()
-def heldout_perplexity(model, tok, run_dir: Path, cfg: ReportConfig) -> float | None:
+def heldout_perplexity(model, tok, run_dir: Path, context: int) -> float | None:
     """exp(mean next-token cross-entropy) over the held-out general-text documents."""
     path = run_dir / "data" / "general_text.parquet"
     if not path.exists():
@@ -94,7 +94,7 @@ def heldout_perplexity(model, tok, run_dir: Path, cfg: ReportConfig) -> float | 
     windows = []
     for text in g.loc[g["split"] == "heldout", "text"]:
         ids = [tok.bos_token_id, *tok.encode(text, add_special_tokens=False)]
-        windows += [ids[s:s + cfg.ppl_context] for s in range(0, len(ids), cfg.ppl_context) if len(ids[s:]) > 1]
+        windows += [ids[s:s + context] for s in range(0, len(ids), context) if len(ids[s:]) > 1]
     model.eval()
     device = next(model.parameters()).device
     total = torch.zeros(1, 2, device=device)
@@ -117,7 +117,7 @@ def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = Fals
     pick = lambda xs: sorted(rng.choice(xs, size=min(cfg.r0_items, len(xs)), replace=False).tolist()) if xs else []
     out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
            "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
-           "perplexity": heldout_perplexity(model, tok, run_dir, cfg)}
+           "perplexity": heldout_perplexity(model, tok, run_dir, cfg.ppl_context)}
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
     recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size, progress)

@@ -22,6 +22,7 @@ interrupted bench resumes, and a changed setting recomputes only the parts it to
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -40,7 +41,7 @@ from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.info_points import info_point_f1
 from onereason.bench.metrics import KS, evaluate_lists
 from onereason.bench import sasrec, tiger
-from onereason.bench.reasoning_eval import target_logprob
+from onereason.bench.reasoning_eval import target_logprob, trace_stats
 from onereason.bench.sasrec import SASRecConfig
 from onereason.bench.tiger import TigerConfig
 from onereason.bench.rl_eval import chat_lists, merge_race
@@ -54,7 +55,7 @@ from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.sft_data import (JudgeConfig, chat_prompt, clip_words, describe_user, find_user, r1_user,
                                           r2_user, title_user)
-from onereason.reasoning.traces import PARTS
+from onereason.reasoning.traces import numbered
 
 BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
 
@@ -174,14 +175,12 @@ def parse_relation(answer: str) -> str | None:
     return label if label in RELATIONS else None
 
 
-def relation_pairs(run_dir: Path, cfg: BenchConfig) -> dict[str, list[tuple[str, str, str]]]:
+def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid, cfg: BenchConfig
+                   ) -> dict[str, list[tuple[str, str, str]]]:
     """(a, b, label) pairs the SFT data never showed: "listed" (the dataset's own complement /
     substitute lists, plus random same-domain pairs on neither list as `unrelated`) and "judge"
     (candidate pairs labelled by the run's grounded judge)."""
     rng = np.random.default_rng(cfg.seed)
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    _, sid = load_sid_tokens(run_dir)
     seen: set[tuple[str, str]] = set()
     sft_path = run_dir / "reasoning" / "sft.parquet"
     if sft_path.exists():
@@ -261,14 +260,13 @@ def interest_expansion(model, tok, sid, interests: Interests, v: EvalPrompts, wi
     """R2: the model's named interests for the next window, scored against the window's interests."""
     text = HistoryText(sid, tok)
     said = greedy_answers(model, tok, [answer_turn(r2_user(text.text(h), n)) for h in v.histories], 64, batch_size)
-    names = set(interests.names)
-    pred = [[x for x in (part.split(". ", 1)[-1].strip().rstrip(".") for part in a.split("; ")) if x in names][:n]
-            for a in said]
-    return _prf_table([[interests.names.index(x) for x in p] for p in pred], v, window, interests, sid) | {
-        "parsed": float(np.mean([bool(p) for p in pred])), "examples": said[:5]}
+    index = {name: i for i, name in enumerate(interests.names)}
+    pred = [[index[x] for x in numbered(a) if x in index][:n] for a in said]
+    return _prf_table(pred, window, interests, sid) | {"parsed": float(np.mean([bool(p) for p in pred])),
+                                                       "examples": said[:5]}
 
 
-def _prf_table(pred: list[list[int]], v: EvalPrompts, window: list[list[str]], interests: Interests, sid) -> dict:
+def _prf_table(pred: list[list[int]], window: list[list[str]], interests: Interests, sid) -> dict:
     domains = [sid.codec.item_domain[w[0]] for w in window]
     scores = [prf(p, {interests.of[i] for i in w}) for p, w in zip(pred, window)]
     return {m: by_domain([s[j] for s in scores], domains) for j, m in enumerate(("precision", "recall", "f1"))} | {
@@ -278,8 +276,8 @@ def _prf_table(pred: list[list[int]], v: EvalPrompts, window: list[list[str]], i
 def r2_baselines(interests: Interests, v: EvalPrompts, window: list[list[str]], n: int, sid) -> dict:
     recent = [list(dict.fromkeys(interests.of[e.item] for e in reversed(h)))[:n] for h in v.histories]
     frequent = [[i for i, _ in Counter(interests.of[e.item] for e in reversed(h)).most_common(n)] for h in v.histories]
-    return {"most recent interests": _prf_table(recent, v, window, interests, sid),
-            "most frequent interests": _prf_table(frequent, v, window, interests, sid)}
+    return {"most recent interests": _prf_table(recent, window, interests, sid),
+            "most frequent interests": _prf_table(frequent, window, interests, sid)}
 
 
 def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
@@ -296,16 +294,13 @@ def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfi
     targets = [sid.ids(t[0])[1:] for t in p.truths]
     ll = [target_logprob(model, q, targets, tok.pad_token_id, cfg.batch_size) for q in (think_prompts, plain_prompts)]
     decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
-    cited = [[x for x in sid.codec.parse(d) if x] for d in decoded]
-    hist = [{e.item for e in h} for h in p.histories]
-    n_cited = sum(map(len, cited))
+    stats = trace_stats(traces, decoded, [{e.item for e in h} for h in p.histories], sid)
     return {"lists": {"non-thinking": plain, "thinking": think, "race": race},
             "reasoning": {"delta_ll": float(np.mean(ll[0] - ll[1])), "delta_ll_positive_share": float(np.mean(ll[0] > ll[1])),
-                          "cited_items_per_trace": n_cited / len(traces),
-                          "history_citation_rate": (sum(sum(x in h for x in c) for c, h in zip(cited, hist)) / n_cited
-                                                    if n_cited else None),
-                          "traces_with_all_parts": float(np.mean([all(x in d for x in PARTS) for d in decoded])),
-                          "trace_tokens_mean": float(np.mean([len(t) for t in traces]))},
+                          "cited_items_per_trace": stats["cited_items"] / len(traces),
+                          "history_citation_rate": stats["cited_in_history"],
+                          "traces_with_all_parts": stats["traces_with_all_parts"],
+                          "trace_tokens_mean": stats["trace_tokens_mean"]},
             "traces": [{"user_id": u, "target": t[0], "trace": d, "items": i[:5]}
                        for u, t, d, i in list(zip(p.users, p.truths, decoded, think))[:10]]}
 
@@ -348,7 +343,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     if "LC-Rec-style" in config.baselines:
         lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.seed},
                        lambda: lcrec.train(run_dir, config.lcrec_lr, config.lcrec_epochs, progress))
-        models["LC-Rec-style"] = lcrec.MODEL_DIR
+        models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
     else:
         lc = None
     heldout_path = run_dir / "corpus" / "heldout_items.json"
@@ -364,18 +359,18 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "protocol": "full ranking over all items of the target's domain; history items not removed",
                      "methods": {}, "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
-    relation_sets = None
+    relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, items, inter, sid, config))
     j = config.judge
     judge = (ChatClient(j.base_url, j.model, timeout=j.timeout, retries=j.retries, concurrency=j.concurrency,
                         cache_dir=out / "llm_cache") if j and j.base_url else None)
 
     for name, model_dir in models.items():
-        model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
-        model.eval()
+        # loaded only if a part of it is not cached
+        model = functools.cache(lambda d=model_dir: AutoModelForCausalLM.from_pretrained(str(run_dir / d)).eval())
         chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
         key = {"model": model_dir, **sampling}
         if chat:
-            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model, tok, sid, p, domains, config, progress, ours))
+            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, p, domains, config, progress, ours))
             for mode, lists in r3["lists"].items():
                 if ours or mode == "non-thinking":
                     results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
@@ -385,35 +380,32 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                 results["traces"][name] = r3["traces"]
         else:
             r3 = parts.get(f"r3/{name}", key, lambda: {"lists": [r.items for r in recommend_next(
-                model, tok, sid, p, config.beams, config.batch_size, progress)[0]]})
+                model(), tok, sid, p, config.beams, config.batch_size, progress)[0]]})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
                                                           "metrics": evaluate_lists(r3["lists"], p.truths, ks, domains)}
         r0_key = {"model": model_dir, "items": r0_sets, "seed": config.seed, "captions": 1,
                   "judge": config.judge.model_dump() if config.judge else None}
         if chat:
             results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
-                g: chat_perception(model, tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size,
+                g: chat_perception(model(), tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size,
                                    judge) for g, its in r0_sets.items()})
         else:
             title_of = dict(zip(items["item_id"], items["title"]))
             rc = ReportConfig(batch_size=config.batch_size)
             results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
-                g: _flat_perception(perception(model, tok, sid, title_of, its, rc)) for g, its in r0_sets.items()})
+                g: _flat_perception(perception(model(), tok, sid, title_of, its, rc)) for g, its in r0_sets.items()})
         results["perplexity"][name] = parts.get(f"ppl/{name}", {"model": model_dir, "context": config.ppl_context},
-                                                lambda: {"perplexity": heldout_perplexity(
-                                                    model, tok, run_dir, ReportConfig(ppl_context=config.ppl_context))}
+                                                lambda: {"perplexity": heldout_perplexity(model(), tok, run_dir,
+                                                                                         config.ppl_context)}
                                                 )["perplexity"]
         if chat and ours:
-            if relation_sets is None:
-                relation_sets = relation_pairs(run_dir, config)
             results["r1"][name] = parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
                                                            "seed": config.seed},
-                                            lambda: relations(model, tok, sid, relation_sets, config.batch_size))
+                                            lambda: relations(model(), tok, sid, relation_pairs_once(), config.batch_size))
             if interests is not None and r2_window:
                 results["r2"][name] = parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
-                                                lambda: interest_expansion(model, tok, sid, interests, r2_v, r2_window,
+                                                lambda: interest_expansion(model(), tok, sid, interests, r2_v, r2_window,
                                                                            config.r2_interests, config.batch_size))
-        del model
     if interests is not None and r2_window:
         results["r2"].update(r2_baselines(interests, r2_v, r2_window, config.r2_interests, sid))
 

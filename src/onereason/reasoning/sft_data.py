@@ -31,7 +31,8 @@ from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests, learn_interests
 from onereason.reasoning.judge import GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category
 from onereason.reasoning.personas import Personas, learn_personas
-from onereason.reasoning.traces import GroundedTeacher, LLMTeacher, check_trace, interest_transitions
+from onereason.reasoning.traces import (GroundedTeacher, LLMTeacher, check_trace, interest_transitions,
+                                        numbered_list)
 
 TASKS = ("R0", "R1", "R2", "R3")
 
@@ -221,7 +222,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         nxt = list(dict.fromkeys(interests.of[e.item] for e in future))[:n]
         add("R2", codec.item_domain[future[0].item], f"{u}-{t}",
             r2_user(text.text(events), n),
-            "; ".join(f"{k + 1}. {interests.names[i]}" for k, i in enumerate(nxt)) + ".")
+            numbered_list([interests.names[i] for i in nxt]) + ".")
     by_user: dict[str, list[int]] = {}
     for u, t in cuts:
         by_user.setdefault(u, []).append(t)

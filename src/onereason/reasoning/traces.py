@@ -16,6 +16,7 @@ A trace reads:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -28,6 +29,16 @@ from onereason.reasoning.personas import Personas, user_features
 
 PARTS = ("Persona:", "Interests:", "Transition:")
 REASONS = ("recency", "repeat", "complement", "drift")
+
+
+def numbered_list(names: list[str]) -> str:
+    """"1. a; 2. b": how R2 answers and the trace's Interests line list interests."""
+    return "; ".join(f"{k + 1}. {n}" for k, n in enumerate(names))
+
+
+def numbered(text: str) -> list[str]:
+    """The names of a `numbered_list` (a trailing period allowed)."""
+    return [re.sub(r"^\d+\.\s*", "", x.strip()) for x in text.strip().rstrip(".").split(";") if x.strip()]
 
 
 class TraceError(ValueError):
@@ -97,7 +108,7 @@ class GroundedTeacher:
         truth = self.interests.of[target]
         _, persona = self.persona(events, target)
         hyp = self.hypotheses(events, n, self.interests.domain[truth], truth)
-        listed = "; ".join(f"{j + 1}. {self.interests.names[i]}" for j, i in enumerate(hyp))
+        listed = numbered_list([self.interests.names[i] for i in hyp])
         return (f"Persona: {persona}.\nInterests: {listed}.\n"
                 f"Transition: {self.transition(events, truth, target)}.")
 

@@ -11,7 +11,6 @@ points at an excluded interest); `enforce` also restricts the trie to the allowe
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +26,7 @@ from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
-from onereason.reasoning.traces import PARTS
+from onereason.reasoning.traces import PARTS, numbered, numbered_list
 
 
 class ServeConfig(BaseModel):
@@ -165,7 +164,7 @@ class Engine:
         that has no cached trace: the persona, the ranked hypotheses, a move to the first of them."""
         _, persona = self.teacher.persona(history)
         hyp = self.teacher.hypotheses(history, self.config.hypotheses, domain)
-        return (f"Persona: {persona}.\nInterests: {_listed([self.interests.names[i] for i in hyp])}.\n"
+        return (f"Persona: {persona}.\nInterests: {numbered_list([self.interests.names[i] for i in hyp])}.\n"
                 f"Transition: drift: moves to a new interest, {self.interests.names[hyp[0]]}.")
 
     def edit_trace(self, trace: str, domain: str, c: Constraint) -> tuple[str, list[str]]:
@@ -181,11 +180,7 @@ class Engine:
         if fav or any(n in transition for n in exc):
             transition = f"drift: moves to a new interest, {kept[0]}"
         applied = [f"favour {n}: trace" for n in fav] + [f"exclude {n}: trace" for n in sorted(exc)]
-        return f"{head}\nInterests: {_listed(kept)}.\nTransition: {transition}.", applied
-
-
-def _listed(names: list[str]) -> str:
-    return "; ".join(f"{j + 1}. {n}" for j, n in enumerate(names))
+        return f"{head}\nInterests: {numbered_list(kept)}.\nTransition: {transition}.", applied
 
 
 def split_trace(trace: str) -> tuple[str, list[str], str]:
@@ -193,9 +188,7 @@ def split_trace(trace: str) -> tuple[str, list[str], str]:
     at_i, at_t = trace.find(PARTS[1]), trace.find(PARTS[2])
     if at_i < 0 or at_t < at_i:
         return trace.strip(), [], ""
-    body = trace[at_i + len(PARTS[1]):at_t].strip().rstrip(".")
-    listed = [re.sub(r"^\d+\.\s*", "", x.strip()) for x in body.split(";") if x.strip()]
-    return trace[:at_i].strip(), listed, trace[at_t + len(PARTS[2]):].strip().rstrip(".")
+    return trace[:at_i].strip(), numbered(trace[at_i + len(PARTS[1]):at_t]), trace[at_t + len(PARTS[2]):].strip().rstrip(".")
 
 
 @lru_cache(maxsize=256)
