@@ -68,6 +68,23 @@ def test_loss_mask_covers_the_assistant_turn_only(tiny_run):
         assert tok.decode(samples[row].ids[n:]).startswith(("\n\n</think>", "\n"))
 
 
+def test_replayed_text_is_its_share_of_the_tokens_and_fully_learned(tiny_run):
+    run_dir, _ = tiny_run
+    tok, _ = load_sid_tokens(run_dir)
+    chat = sft.to_samples(pd.read_parquet(run_dir / "reasoning" / "sft.parquet"), tok)
+    assert sft.with_text(chat, run_dir, 0.0, 64, 0) == chat
+    mixed = sft.with_text(chat, run_dir, 0.25, 64, 0)
+    assert mixed[: len(chat)] == chat
+    text = mixed[len(chat):]
+    n_chat, n_text = sum(len(s.ids) for s in chat), sum(len(s.ids) for s in text)
+    assert abs(n_text / (n_chat + n_text) - 0.25) < 0.01
+    assert all(1 < len(s.ids) <= 64 and all(s.mask) for s in text)
+    assert {g for s in text for g in s.groups} == {sft.GROUPS.index("text")}
+    token_layer = {tuple(d) for d in pd.read_parquet(run_dir / "corpus" / "token.parquet")["ids"]}
+    first = [s for s in text if s.ids[0] == tok.bos_token_id]  # a document's first piece starts it
+    assert first and all(any(d[: len(s.ids)] == tuple(s.ids) for d in token_layer) for s in first[:5])
+
+
 def test_malformed_trace_is_rejected_with_its_sample_id(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     copy = tmp_path / "run"
@@ -104,6 +121,7 @@ def test_sft_trains_and_eval_reports_all_modes(tiny_run):
     log = [json.loads(l) for l in (run_dir / "sft" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
     assert any("loss/R3 thinking" in row for row in log) and any("loss/R0" in row for row in log)
+    assert any("loss/text" in row for row in log)  # Token-layer text replayed for language retention
     res = json.loads((run_dir / "sft" / "eval.json").read_text())
     oracle = "oracle trace n=3 (knows the target's interest)"
     assert set(res["methods"]) == {"pre-trained", "SFT non-thinking", "SFT thinking n=1", "SFT thinking n=3", oracle}

@@ -21,7 +21,7 @@ from onereason.bench.rl_eval import chat_lists
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import chat_response
 from onereason.train.loop import save_model, train as train_loop
-from onereason.train.sft import GROUPS, SftConfig, to_samples
+from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
 
 _THINK_ASK = re.compile(r" Expand \d interests?\. /think<\|im_end\|>")
 _ANSWER = re.compile(r"</think>\n\n(.*)<\|im_end\|>$", re.S)
@@ -55,14 +55,15 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         raise FileNotFoundError(f"LC-Rec-style baseline: no pre-trained model at {run_dir / 'model'}")
     df = without_reasoning(pd.read_parquet(data))
     tok, sid = load_sid_tokens(run_dir)
-    samples = to_samples(df, tok)
+    sft = SftConfig()  # the reasoning SFT's defaults: same loop, same share of replayed text
+    samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "valid", 50, valid_users, 0)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     grid = []
     for lr in lrs:
         out = (run_dir / model_dir(lr)).parent
-        loop = SftConfig().loop.model_copy(update={"lr": lr, "epochs": epochs})
+        loop = sft.loop.model_copy(update={"lr": lr, "epochs": epochs})
         if not (out / "model" / "config.json").exists():
             model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))

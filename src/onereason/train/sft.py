@@ -2,7 +2,8 @@
 
 The loss is on the assistant turn only: a sample's prompt (user turn and the opening
 `<|im_start|>assistant\n<think>`) has mask 0, the rest (trace or empty think block, answer,
-`<|im_end|>`) mask 1. Thinking R3 traces are checked again before training, so a malformed
+`<|im_end|>`) mask 1. A share of the tokens is plain text from the corpus Token layer (loss on
+every token), replayed so that the chat samples do not erase the language model. Thinking R3 traces are checked again before training, so a malformed
 trace in an edited or LLM-written sft.parquet is rejected with its sample id.
 """
 
@@ -12,22 +13,28 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM
 
+from onereason.corpus.build import load_layer
+from onereason.corpus.mixture import draw
 from onereason.itemic.sid import load_sid_tokens, SidCodec
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
-GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking")
+GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text")
 _TRACE = re.compile(r"^\n(.*)\n</think>\n\n", re.S)
 
 
 class SftConfig(BaseModel):
     data: SftDataConfig = SftDataConfig()
     init: str = Field("model", description="checkpoint to start from, relative to the run directory")
+    text_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is Token-layer "
+                              "text (language retention); 0 trains on the chat samples alone")
+    text_context: int = Field(512, ge=16, description="Token-layer documents are cut into pieces of this many tokens")
     loop: LoopConfig = LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.03, checkpoint_every=200)
 
 
@@ -54,6 +61,19 @@ def to_samples(df: pd.DataFrame, tok) -> list[Sample]:
             for p, a, t, k in zip(prompts, answers, df["task"], df["think"])]
 
 
+def with_text(samples: list[Sample], run_dir: Path, share: float, context: int, seed: int) -> list[Sample]:
+    """Add Token-layer text until it is `share` of all tokens: pieces of `context` tokens, every token
+    learned, logged as the group "text". Without it the chat samples drive general-text perplexity up
+    by orders of magnitude (bench/LOG.md: 209 → 57,476 on amazon-scientific)."""
+    if share <= 0:
+        return samples
+    chat = sum(len(s.ids) for s in samples)
+    docs = draw(load_layer(run_dir, "token"), int(chat * share / (1 - share)), {}, np.random.default_rng(seed))
+    g = GROUPS.index("text")
+    pieces = [d[i:i + context] for d in docs for i in range(0, len(d), context) if len(d) - i > 1]
+    return samples + [Sample(p, [1] * len(p), groups=[g] * len(p)) for p in pieces]
+
+
 def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: bool = False) -> dict:
     """Build the R0-R3 data if missing (or asked to), check it, train; the data stats come back under "data"."""
     out = run_dir / "sft"
@@ -69,12 +89,13 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     if not (init / "config.json").exists():
         raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
     model = AutoModelForCausalLM.from_pretrained(str(init))
-    samples = to_samples(df, tok)
+    samples = with_text(to_samples(df, tok), run_dir, config.text_share, config.text_context, config.loop.seed)
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", "reasoning SFT")
     stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples), "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
+                  "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples if s.groups[0] == GROUPS.index("text"))),
                   "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples))})
     (out / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
