@@ -55,7 +55,8 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         raise FileNotFoundError(f"LC-Rec-style baseline: no pre-trained model at {run_dir / 'model'}")
     df = without_reasoning(pd.read_parquet(data))
     tok, sid = load_sid_tokens(run_dir)
-    sft = SftConfig()  # the reasoning SFT's defaults: same loop, same share of replayed text
+    sft_path = run_dir / "sft" / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
+    sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
     samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "valid", 50, valid_users, 0)

@@ -3,8 +3,9 @@
 The loss is on the assistant turn only: a sample's prompt (user turn and the opening
 `<|im_start|>assistant\n<think>`) has mask 0, the rest (trace or empty think block, answer,
 `<|im_end|>`) mask 1. A share of the tokens is plain text from the corpus Token layer (loss on
-every token), replayed so that the chat samples do not erase the language model. Thinking R3 traces are checked again before training, so a malformed
-trace in an edited or LLM-written sft.parquet is rejected with its sample id.
+every token), replayed so that the chat samples do not erase the language model. Thinking R3
+traces are checked again before training, so a malformed trace in an edited or LLM-written
+sft.parquet is rejected with its sample id.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", "reasoning SFT")
-    stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples), "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
-                  "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples if s.groups[0] == GROUPS.index("text"))),
-                  "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples))})
+    stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples),
+                  "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
+                  "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):])),  # appended after the chat
+                  "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples[:len(df)]))})
     (out / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats
