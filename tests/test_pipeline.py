@@ -64,3 +64,32 @@ def test_cli_run_keeps_the_config_datasets(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "x"])
     assert result.exit_code == 2
     assert "unknown dataset 'not-shipped-anywhere'" in result.output
+
+
+def test_run_until_data_keeps_one_domain_of_a_world(tmp_path, monkeypatch):
+    """`--until data` stops after the data stage; `data.domains` keeps one domain of a shared-user
+    world with every event's split as the whole world's split made it (a single-domain model)."""
+    import pandas as pd
+
+    from onereason.data.world import WorldConfig, generate
+
+    world = {"users": 60, "items_per_interest": 2}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"data": {"datasets": [], "world": world, "domains": ["video"]}}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "one", "--until", "data"])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "one"
+    assert (run_dir / "data" / "interactions.parquet").exists() and not (run_dir / "itemic").exists()
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    assert set(inter["domain"]) == set(items["domain"]) == {"video"}
+    whole = generate(WorldConfig(**world))[0].interactions
+    expected = whole[whole["domain"] == "video"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(inter[["user_id", "item_id", "split"]], expected[["user_id", "item_id", "split"]])
+
+    cfg.write_text(json.dumps({"data": {"datasets": [], "world": world, "domains": ["videos"]}}))
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "two", "--until", "data"])
+    assert result.exit_code == 2 and "data.domains" in result.output and "'videos'" in result.output
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "three", "--until", "nothing"])
+    assert result.exit_code == 2 and "unknown stage 'nothing'" in result.output

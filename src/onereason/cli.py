@@ -78,6 +78,8 @@ def run(
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
     max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval, bench)"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
+    until: str = typer.Option("bench", help="stop after this stage: data, itemic, corpus, pretrain, eval, sft, "
+                              "sft-eval, rl, rl-eval or bench"),
 ) -> None:
     """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL → bench report."""
     from onereason import pipeline
@@ -98,21 +100,23 @@ def run(
     if max_users:
         cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = cfg.bench.max_users = max_users
     try:
-        summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print)
+        summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print, until=until)
     except (DataError, ValueError, FileNotFoundError) as e:
         _fail(e)
     print_stats(summary["data"]["stats"])
-    it = summary["itemic"]
-    console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
-                  f"collisions before resolution {it['collision_rate_before']:.1%}, after {it['collision_rate_after']:.1%}")
-    console.print((RUNS / name / "pretrain" / "report.md").read_text())
-    print_results(summary["eval"])
-    console.print((RUNS / name / "sft" / "eval.md").read_text())
-    console.print((RUNS / name / "rl" / "eval.md").read_text())
-    console.print((RUNS / name / "report" / "report.md").read_text().split("## Thinking")[0])
-    console.print(f"artifacts: {RUNS / name}/ (eval/results.md, pretrain/report.md, pretrain/loss.png, model/, "
-                  "reasoning/, sft/eval.md, sft/loss.png, sft/model/, rl/grpo/rewards.png, rl/grpo/model/, rl/eval.md, "
-                  "report/report.html)")
+    if it := summary.get("itemic"):
+        console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
+                      f"collisions before resolution {it['collision_rate_before']:.1%}, "
+                      f"after {it['collision_rate_after']:.1%}")
+    reports = {"pretrain": "pretrain/report.md", "sft-eval": "sft/eval.md", "rl-eval": "rl/eval.md",
+               "bench": "report/report.md"}
+    done = {k.split()[0] for k in summary}
+    for stage in pipeline.STAGE_NAMES:
+        if stage == "eval" and stage in done:
+            print_results(summary["eval"])
+        elif stage in reports and stage in done:
+            console.print((RUNS / name / reports[stage]).read_text().split("## Thinking")[0])
+    console.print(f"artifacts: {RUNS / name}/ (the layout is in the README)")
 
 
 @data_app.command("stats")

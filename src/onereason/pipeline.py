@@ -60,6 +60,8 @@ class DataConfig(BaseModel):
     data_dir: Path | None = Field(None, description="folder holding the named datasets (default: shipped copies)")
     generic: list[GenericSource] = Field(default_factory=list)
     world: WorldConfig | None = Field(None, description="add a generated multi-domain world (data/world.py)")
+    domains: list[str] | None = Field(None, description="keep only these domains, each event's split as "
+                                      "it was (a single-domain model of a multi-domain dataset)")
     general_text: str | None = Field("sotu", description="Token-layer English text: shipped 'sotu', a "
                                      ".jsonl/.txt path, or None for item text only")
 
@@ -90,6 +92,8 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     if not parts:
         raise DataError("config", "no dataset named", field="data.datasets")
     ds = combine(parts)
+    if config.domains is not None:
+        ds = ds.only_domains(config.domains)
     text = load_general_text(config.general_text) if config.general_text else None
     save_dataset(ds, run_dir / "data")
     if text is not None:
@@ -115,11 +119,18 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
     saved.write_text(config.model_dump_json(indent=2))
 
 
-def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval → bench; returns
-    each stage's summary."""
+STAGE_NAMES = ("data", "itemic", "corpus", "pretrain", "eval", "sft", "sft-eval", "rl", "rl-eval", "bench")
+
+
+def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print,
+        until: str = "bench") -> dict:
+    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval → bench, stopping
+    after `until` (one of STAGE_NAMES; "pretrain" = all its stages); returns each stage's summary."""
+    if until not in STAGE_NAMES:
+        raise ValueError(f"until: unknown stage {until!r}; one of {', '.join(STAGE_NAMES)}")
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
+    last = STAGE_NAMES.index(until)
     for name, stage in [
         ("data", lambda: run_data(config.data, run_dir)),
         ("itemic", lambda: itemic.run(config.itemic, run_dir)),
@@ -133,6 +144,8 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("rl-eval", lambda: rl_eval.run(config.rl_eval, run_dir, progress=progress)),
         ("bench", lambda: {"ratios": suite.run(config.bench, run_dir, progress=progress, log=log)["ratios"]}),
     ]:
+        if STAGE_NAMES.index(name.split()[0]) > last:
+            break
         t0 = time.perf_counter()
         log(f"stage {name} ...")
         summary[name] = stage()

@@ -39,6 +39,24 @@ class Dataset:
     def domains(self) -> list[str]:
         return sorted(self.items["domain"].unique())
 
+    def only_domains(self, keep: list[str]) -> "Dataset":
+        """The part of a multi-domain dataset in `keep`, with every event's split as it was: a
+        single-domain model trained on it sees exactly that domain's share of the multi-domain
+        training events, and its test targets are the multi-domain test targets in that domain."""
+        unknown = sorted(set(keep) - set(self.domains()))
+        if unknown:
+            raise DataError("config", f"unknown domain {unknown[0]!r}; the data has {self.domains()}",
+                            field="data.domains")
+        items = self.items[self.items["domain"].isin(keep)].reset_index(drop=True)
+        kept = set(items["item_id"])
+        for col in ("complements", "substitutes"):
+            if col in items:
+                items[col] = items[col].map(lambda xs: [x for x in xs if x in kept])
+        inter = self.interactions[self.interactions["domain"].isin(keep)].reset_index(drop=True)
+        users = None if self.users is None else \
+            self.users[self.users["user_id"].isin(inter["user_id"])].reset_index(drop=True)
+        return Dataset(f"{self.name}[{','.join(keep)}]", inter, items, users)
+
 
 def check_dataset(ds: Dataset, source: str | Path) -> None:
     """Schema invariants that every stage relies on; raise DataError naming the field."""
