@@ -175,12 +175,8 @@ def parse_relation(answer: str) -> str | None:
     return label if label in RELATIONS else None
 
 
-def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid, cfg: BenchConfig
-                   ) -> dict[str, list[tuple[str, str, str]]]:
-    """(a, b, label) pairs the SFT data never showed: "listed" (the dataset's own complement /
-    substitute lists, plus random same-domain pairs on neither list as `unrelated`) and "judge"
-    (candidate pairs labelled by the run's grounded judge)."""
-    rng = np.random.default_rng(cfg.seed)
+def sft_relation_pairs(run_dir: Path, sid) -> set[tuple[str, str]]:
+    """The (sorted) item pairs of the run's R1 SFT samples: an R1 test must not ask about them."""
     seen: set[tuple[str, str]] = set()
     sft_path = run_dir / "reasoning" / "sft.parquet"
     if sft_path.exists():
@@ -188,6 +184,16 @@ def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid,
         for user in df.loc[df["task"] == "R1", "user"]:
             ab = [x for x in sid.codec.parse(user) if x]
             seen.add(tuple(sorted(ab[:2])))
+    return seen
+
+
+def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid, cfg: BenchConfig
+                   ) -> dict[str, list[tuple[str, str, str]]]:
+    """(a, b, label) pairs the SFT data never showed: "listed" (the dataset's own complement /
+    substitute lists, plus random same-domain pairs on neither list as `unrelated`) and "judge"
+    (candidate pairs labelled by the run's grounded judge)."""
+    rng = np.random.default_rng(cfg.seed)
+    seen = sft_relation_pairs(run_dir, sid)
     known = set(sid.codec.item_ids)
     listed: dict[tuple[str, str], str] = {}
     for col, label in (("substitutes", "substitute"), ("complements", "complement")):  # complement wins ties

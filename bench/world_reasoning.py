@@ -1,11 +1,16 @@
-"""R2 next-interest accuracy on the synthetic world, against the truth.
+"""A world run's reasoning against the world's truth: persona recovery, R1 and R2.
 
-The SFT model answers the R2 question ("Which interests will this user explore next? Name up to
-1.") for test users; its answer is a learned interest, mapped to the true (domain, topic)
-interest that most of its items have. Accuracy = the mapped answer equals the true interest of
-the user's test item. Baselines: the interest of the last history item, the most frequent one.
+- Persona recovery: the run's 20 learned prototypes (reasoning/personas.json) assigned to test
+  users from their history, ARI / NMI against their true personas.
+- R1: the SFT model's relation label (complement / substitute / same-interest / unrelated) for
+  pairs drawn from the world's true relations, `--pairs` per class, none of them an R1 SFT pair;
+  accuracy and recall per class (the suite's R1 scorer).
+- R2: the SFT model answers "Which interests will this user explore next? Name up to 1." for test
+  users; its answer is a learned interest, mapped to the true (domain, topic) interest that most of
+  its items have; accuracy = that equals the true interest of the user's test item. Baselines: the
+  interest of the last history item, the most frequent one.
 
-    python bench/world_r2.py --run runs/world --users 500
+    python bench/world_reasoning.py --run runs/world --users 500
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.suite import answer_turn, greedy_answers
+from onereason.bench.suite import answer_turn, greedy_answers, relations, sft_relation_pairs
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
+from onereason.reasoning.personas import Personas, user_features
 from onereason.reasoning.sft_data import r2_user
 from onereason.reasoning.traces import numbered
 
@@ -33,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--users", type=int, default=500)
+    ap.add_argument("--pairs", type=int, default=200, help="R1 pairs per true relation class")
     args = ap.parse_args()
     _, _, truth, _ = run_truth(args.run)
     true_of = truth["items"].set_index("item_id")["interest"]
@@ -54,7 +62,18 @@ def main() -> None:
     model_acc = np.mean([parsed(a) == t for a, t in zip(answers, truth_int)])
     last = np.mean([true_of[h[-1].item] == t for h, t in zip(p.histories, truth_int)])
     freq = np.mean([Counter(true_of[e.item] for e in h).most_common(1)[0][0] == t for h, t in zip(p.histories, truth_int)])
-    print(json.dumps({"users": len(answers), "answers_parsed": float(np.mean([parsed(a) is not None for a in answers])),
+    personas = Personas.load(args.run / "reasoning" / "personas.json")
+    brand = dict(zip(*(pd.read_parquet(args.run / "data" / "items.parquet")[c] for c in ("item_id", "brand"))))
+    assigned = personas.assign(np.stack([user_features(h, interests, brand) for h in p.histories]))
+    true_persona = truth["personas"].set_index("user_id").loc[p.users, "persona"].to_numpy()
+    seen = sft_relation_pairs(args.run, sid)
+    rel = truth["relations"]
+    rel = rel[[tuple(sorted(ab)) not in seen for ab in zip(rel["a"], rel["b"])]]
+    rel = rel.groupby("relation").sample(frac=1, random_state=0).groupby("relation").head(args.pairs)
+    r1 = relations(model, tok, sid, {"true": list(rel.itertuples(index=False, name=None))}, 32)["true"]
+    print(json.dumps({"r1_true_relations": r1, "persona_ari": adjusted_rand_score(true_persona, assigned),
+                      "persona_nmi": normalized_mutual_info_score(true_persona, assigned),
+                      "users": len(answers), "answers_parsed": float(np.mean([parsed(a) is not None for a in answers])),
                       "r2_accuracy_sft": float(model_acc), "last_item_interest": float(last),
                       "most_frequent_interest": float(freq), "example_answers": answers[:3]}, indent=2))
 
