@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from onereason.corpus.relational_layer import transition_counts
 from onereason.reasoning.chat_client import ChatClient, EndpointError
 from onereason.reasoning.interests import Interests
-from onereason.reasoning.judge import RELATIONS, GroundedJudge, LLMJudge, candidate_pairs, describe
+from onereason.reasoning.judge import RELATIONS, GroundedJudge, LLMJudge, candidate_pairs, describe, random_pairs
 from onereason.reasoning.sft_data import JudgeConfig, SftDataConfig, build
 from onereason.train.sft import check_samples
 from onereason.itemic.sid import load_sid_tokens
@@ -53,6 +53,22 @@ def test_grounded_judge_uses_lists_cooccurrence_and_interests(tiny_run):
                           substitutes=[[] for _ in range(len(items))])
     assert grounded(run_dir, listed).relate(b, a).reason.startswith("the catalogue lists")
     assert not grounded(run_dir, listed, use_lists=False).relate(b, a).reason.startswith("the catalogue")
+
+
+def test_random_pairs_are_distinct_same_domain_and_skip_the_excluded(tiny_run):
+    """R1's negatives: same-domain pairs, unordered and distinct, never an excluded (candidate) pair;
+    in the tiny run's SFT data a quarter of R1 are such pairs, and the judge calls some unrelated."""
+    run_dir, _ = tiny_run
+    items = pd.DataFrame({"item_id": [f"a{i}" for i in range(6)] + [f"b{i}" for i in range(6)],
+                          "domain": ["x"] * 6 + ["y"] * 6})
+    rng = np.random.default_rng(0)
+    pairs = random_pairs(items, 20, rng, exclude={("a0", "a1")})
+    assert len(pairs) == len(set(pairs)) == 20 and ("a0", "a1") not in pairs
+    assert all(a < b and a[0] == b[0] for a, b in pairs)
+    assert len(random_pairs(items, 100, rng, exclude=set())) == 30  # every same-domain pair, then it stops
+    r1 = pd.read_parquet(run_dir / "reasoning" / "sft.parquet").query("task == 'R1'")
+    labels = Counter(a.split("</think>")[-1].strip().split(":")[0] for a in r1["assistant"])
+    assert len(r1) == 100 and labels["unrelated"] > 0, labels
 
 
 def free_port() -> int:

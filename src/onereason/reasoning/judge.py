@@ -149,3 +149,22 @@ def candidate_pairs(items: pd.DataFrame, emb: np.ndarray, transitions: Counter, 
         for r, row in zip(rows, nn):
             pairs.update(tuple(sorted((ids[r], ids[rows[j]]))) for j in row if j >= 0 and rows[j] != r)
     return sorted(pairs)
+
+
+def random_pairs(items: pd.DataFrame, n: int, rng: np.random.Generator, exclude: set[tuple[str, str]]
+                 ) -> list[tuple[str, str]]:
+    """Up to n distinct unordered pairs of two items of the same domain (domains drawn by their
+    item count), none in `exclude`: the negatives that likely-related candidates lack."""
+    by_domain = [g.to_numpy() for _, g in items.groupby("domain")["item_id"] if len(g) >= 2]
+    if not by_domain:
+        return []
+    weights = np.array([len(g) for g in by_domain], float)
+    out: dict[tuple[str, str], None] = {}
+    for _ in range(20 * n):
+        if len(out) >= n:
+            break
+        g = by_domain[rng.choice(len(by_domain), p=weights / weights.sum())]
+        p = tuple(sorted(map(str, rng.choice(g, 2, replace=False))))
+        if p not in exclude:
+            out[p] = None
+    return list(out)

@@ -29,7 +29,8 @@ from onereason.data.schema import write_parquet
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests, learn_interests
-from onereason.reasoning.judge import GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category
+from onereason.reasoning.judge import (GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category,
+                                      random_pairs)
 from onereason.reasoning.personas import Personas, learn_personas
 from onereason.reasoning.traces import (GroundedTeacher, LLMTeacher, check_trace, interest_transitions,
                                         numbered_list)
@@ -59,6 +60,9 @@ class SftDataConfig(BaseModel):
     default_think_ratio: float = Field(0.5, ge=0, le=1)
     r0_samples: int = Field(6000, ge=0)
     r1_samples: int = Field(3000, ge=0)
+    r1_random_share: float = Field(0.25, ge=0, le=1, description="share of the R1 pairs drawn at random inside "
+                                   "a domain (mostly unrelated), so R1 shows every relation, not only the "
+                                   "likely-related candidates")
     r2_samples: int = Field(6000, ge=0)
     r3_cuts_per_user: int | None = Field(4, ge=1, description="R3 samples per training user (None: every cut)")
     max_items: int = Field(50, ge=1, description="history items in a prompt")
@@ -206,7 +210,9 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     if judge is None:
         judge = GroundedJudge(items, emb, transitions, interests) if j.kind == "grounded" else LLMJudge(client, items)
     pairs = candidate_pairs(items, emb, transitions)
-    pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:config.r1_samples])]
+    n_random = round(config.r1_samples * config.r1_random_share)
+    pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:config.r1_samples - n_random])]
+    pairs += random_pairs(items, n_random, np.random.default_rng([config.seed, 1]), exclude=set(pairs))  # own stream
     relations = judge.judge(pairs)
     for j, ((a, b), rel) in enumerate(zip(pairs, relations)):
         add("R1", codec.item_domain[a], f"{j}", r1_user(codec.item_text(a), codec.item_text(b)),
