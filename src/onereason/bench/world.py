@@ -30,6 +30,9 @@ class WorldTruth:
         self.persona = truth["personas"].set_index("user_id")["persona"]
         self.topics: list[str] = params["topics"]
         self.matrices = [np.array(p["M"]) for p in params["personas"]]
+        topic_index = self.items["topic"].map({t: i for i, t in enumerate(self.topics)})
+        self._candidates = {d: (g.index, topic_index[g.index].to_numpy(), g["popularity"].to_numpy())
+                            for d, g in self.items.groupby("domain")}  # per domain: ids, topic, popularity
 
     def domain_of(self, item: str) -> str:
         return self.items.at[item, "domain"]
@@ -42,10 +45,8 @@ class WorldTruth:
     def oracle(self, user: str, domain: str, k: int) -> list[str]:
         """The generator's top-k items of `domain` for this user (the ceiling of the world)."""
         row = self.matrices[self.persona[user]][self.topics.index(self.last_topic[user])]
-        cand = self.items.index[self.items["domain"] == domain]
-        topic = [self.topics.index(t) for t in self.items.loc[cand, "topic"]]
-        score = row[topic] * self.items.loc[cand, "popularity"].to_numpy()
-        return list(cand[np.argsort(-score, kind="stable")[:k]])
+        ids, topic, popularity = self._candidates[domain]
+        return list(ids[np.argsort(-(row[topic] * popularity), kind="stable")[:k]])
 
 
 def group_metrics(methods: dict[str, list[list[str]]], truths: list[list[str]], groups: list[str], k: int
