@@ -22,32 +22,24 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
 from onereason.bench.evaluate import recommend_next
-from onereason.bench.reasoning_eval import answer_items
+from onereason.bench.rl_eval import chat_lists
 from onereason.bench.world import WorldTruth, group_metrics, recall_table
-from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
-from onereason.decoding.two_stage import generate_traces
+from onereason.corpus.user_layer import EvalPrompts, eval_prompts
 from onereason.itemic.sid import load_sid_tokens
-from onereason.reasoning.sft_data import r3_prompts
 
 
 def model_lists(run_dir: Path, p: EvalPrompts, domain: str, args, think: bool) -> dict[str, list[list[str]]]:
     """The run's pre-trained model, SFT non-thinking and (if `think`) SFT thinking on the prompts."""
     tok, sid = load_sid_tokens(run_dir)
-    text, domains = HistoryText(sid, tok), [domain] * len(p.users)
-    nl, end_think = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids("</think>")
     pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     out = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, args.beams, progress=True)[0]]}
     if not (run_dir / "sft" / "model").exists():
         return out
     sft = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
-    plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, p.times, None, text, tok)]
-    out["SFT non-thinking"] = answer_items(sft, plain, domains, sid, tok, args.beams, progress=True)[0]
-    if think:
-        prompts = r3_prompts(p.histories, domains, p.times, args.n, text, tok)
-        traces = generate_traces(sft, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
-                                 temperature=args.temperature, progress=True)
-        out[f"SFT thinking n={args.n}"] = answer_items(sft, [q + t for q, t in zip(prompts, traces)], domains,
-                                                       sid, tok, args.beams, progress=True)[0]
+    for thinking in (False, True) if think else (False,):
+        name = f"SFT thinking n={args.n}" if thinking else "SFT non-thinking"
+        out[name] = chat_lists(sft, p, [domain] * len(p.users), sid, tok, thinking, args.beams, args.n,
+                               trace_tokens=160, temperature=args.temperature, batch_size=32, progress=True)[0]
     return out
 
 
