@@ -1,7 +1,9 @@
 """Specialize-then-unify on a multi-domain run (default runs/mix): one GRPO run per domain (the
-experts), one GRPO run on all domains mixed, RFT and MOPD unification of the experts, then one
-table (64 beams; Recall@10, NDCG@10, pass@4, pass@64, per domain) with SFT and every RL model,
-written to runs/<name>/rl/eval_unify.{json,md,png}. Stages whose model exists are not re-run.
+experts), one GRPO run on all domains mixed (thinking, and one non-thinking), RFT and MOPD
+unification of the experts, then one table (64 beams; Recall@10, NDCG@10, pass@4, pass@64, per
+domain) with SFT and every RL model, written to runs/<name>/rl/eval_unify.{json,md,png}, and every
+method minus mixed-domain RL per user with paired-bootstrap 95% intervals. Stages whose model
+exists are not re-run.
 
     python bench/rl_unify.py [--run-dir runs/mix] [--steps 60] [--users 500] [--rft-any-format]
 """
@@ -35,6 +37,8 @@ def main() -> None:
             grpo.run(GrpoConfig(out=f"rl/expert-{d}", domains=[d], steps=a.steps), a.run_dir)
     if not done("rl/mixed"):  # the same number of rollouts as all experts together
         grpo.run(GrpoConfig(out="rl/mixed", steps=a.steps * len(domains)), a.run_dir)
+    if not done("rl/mixed-nothink"):
+        grpo.run(GrpoConfig(out="rl/mixed-nothink", mode="non-thinking", steps=a.steps * len(domains)), a.run_dir)
     if not done("rl/rft"):
         run_rft(RftConfig(experts=experts, require_format=not a.rft_any_format), a.run_dir)
     if not done("rl/mopd"):
@@ -43,11 +47,15 @@ def main() -> None:
     report = rl_eval.run(rl_eval.RlEvalConfig(max_users=a.users, out="rl/eval_unify", methods=[
         m(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
         m(name="SFT thinking", model="sft/model", mode="thinking"),
+        m(name="RL non-thinking (mixed)", model="rl/mixed-nothink/model", mode="non-thinking"),
         m(name="mixed-domain RL", model="rl/mixed/model", mode="thinking"),
+        m(name="RL race (mixed)", model="rl/mixed/model", mode="race"),
         m(name="per-domain experts", model=experts, mode="thinking"),
         m(name="RFT-unified", model="rl/rft/model", mode="thinking"),
         m(name="MOPD-unified", model="rl/mopd/model", mode="thinking")]), a.run_dir)
     print(rl_eval.markdown(report))
+    diffs = rl_eval.compare(a.run_dir / "rl/eval_unify_recommendations.jsonl", "mixed-domain RL")
+    print(rl_eval.compare_markdown(diffs, "mixed-domain RL"))
     print(json.dumps({k: v["metrics"]["all"] for k, v in report["methods"].items()}, indent=1))
 
 

@@ -400,6 +400,22 @@ def rl_eval_(
         _fail(e)
 
 
+@rl_app.command("compare")
+def rl_compare(
+    name: str = typer.Option(...),
+    reference: str = typer.Option(..., help="the method every other one is compared with"),
+    eval_: str = typer.Option("rl/eval", "--eval", help="report stem of an `rl eval` under the run"),
+) -> None:
+    """Paired bootstrap: each method of an `rl eval` minus the reference, per user, with 95% intervals."""
+    from onereason.bench import rl_eval
+
+    try:
+        diffs = rl_eval.compare(RUNS / name / f"{eval_}_recommendations.jsonl", reference)
+        console.print(rl_eval.compare_markdown(diffs, reference), markup=False, soft_wrap=True)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+
+
 serve_app = typer.Typer(no_args_is_help=True, help="Fast-slow serving: the HTTP service and the slow-path worker.")
 app.add_typer(serve_app, name="serve")
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from onereason.bench.baselines import most_popular
-from onereason.bench.metrics import (evaluate_lists, ndcg_at_k, pass_at_k, position1_pass_at_k, recall_at_k,
-                                     sid_validity_at_k)
+from onereason.bench.metrics import (evaluate_lists, ndcg_at_k, paired_bootstrap, pass_at_k, position1_pass_at_k,
+                                     recall_at_k, sid_validity_at_k)
 
 L2 = math.log2
 
@@ -54,3 +54,15 @@ def test_most_popular_uses_train_only():
     inter = pd.DataFrame({"user_id": list("uuuvvw"), "item_id": list("abcbcc"), "domain": "d",
                           "split": ["train", "train", "test", "train", "test", "test"]})
     assert most_popular(inter, 2) == {"d": ["b", "a"]}
+
+
+def test_paired_bootstrap():
+    assert paired_bootstrap([0.3, 0.5, 0.1], [0.3, 0.5, 0.1]) == (0.0, 0.0, 0.0)
+    assert paired_bootstrap([1.0] * 5, [0.0] * 5) == (1.0, 1.0, 1.0)
+    # a constant per-user gain has no spread, however noisy the users are
+    a = [0.9, 0.1, 0.5, 0.7]
+    assert paired_bootstrap(a, [x - 0.2 for x in a]) == pytest.approx((0.2, 0.2, 0.2))
+    mean, lo, hi = paired_bootstrap([1, 0, 1, 0] * 25, [0] * 100)
+    assert mean == 0.5 and 0.38 < lo < 0.5 < hi < 0.62  # ≈ ± 1.96 · sqrt(.25 / 100)
+    with pytest.raises(ValueError, match="same samples"):
+        paired_bootstrap([1.0], [1.0, 0.0])

@@ -149,6 +149,14 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     assert all(r["metrics"]["all"]["sid_validity@8"] == 1.0 for r in report["methods"].values())
     assert (run_dir / "rl/eval.md").exists() and (run_dir / "rl/eval.png").exists()
     assert len((run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()) == report["users"]
+    diffs = rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "SFT", columns=("recall@4", "pass@8"))
+    assert set(diffs) == {"RL", "race", "experts"}
+    for m, d in diffs.items():  # the paired mean difference is the difference of the report's means
+        mean, lo, hi = d["recall@4"]
+        got = report["methods"][m]["metrics"]["all"]["recall@4"] - report["methods"]["SFT"]["metrics"]["all"]["recall@4"]
+        assert mean == pytest.approx(got) and lo <= mean + 1e-12 and mean <= hi + 1e-12
+    with pytest.raises(ValueError, match="no method 'RL grpo'"):
+        rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "RL grpo")
 
 
 def test_merge_race_alternates_and_dedups():

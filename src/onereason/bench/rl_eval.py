@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.metrics import evaluate_lists
+from onereason.bench.metrics import METRICS, evaluate_lists, paired_bootstrap
 from onereason.bench.reasoning_eval import answer_items
 from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
@@ -164,6 +164,34 @@ def markdown(report: dict) -> str:
     for name, r in report["methods"].items():
         vals = [r["metrics"].get(g, {}).get(c) for g in ["all", *groups] if len(groups) > 1 or g == "all" for c in COLUMNS]
         lines.append(f"| {name} | {r['mode']} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(recommendations: Path, reference: str, columns: tuple[str, ...] = COLUMNS, samples: int = 2000,
+            seed: int = 0) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Every method of an eval's <out>_recommendations.jsonl minus `reference`, per user: mean difference
+    and paired-bootstrap 95% interval of each metric (e.g. `recall@10`), so a table of means says which
+    gaps are larger than the user sample's noise."""
+    rows = [json.loads(line) for line in recommendations.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{recommendations}: no users")
+    if reference not in rows[0]["items"]:
+        raise ValueError(f"{recommendations}: no method {reference!r}; it has {sorted(rows[0]['items'])}")
+
+    def per_user(method: str, column: str) -> list[float]:
+        name, k = column.rsplit("@", 1)
+        return [METRICS[name](r["items"][method], r["target"], int(k)) for r in rows]
+
+    return {m: {c: paired_bootstrap(per_user(m, c), per_user(reference, c), samples, seed) for c in columns}
+            for m in rows[0]["items"] if m != reference}
+
+
+def compare_markdown(diffs: dict, reference: str) -> str:
+    cols = list(next(iter(diffs.values()))) if diffs else list(COLUMNS)
+    lines = [f"Difference to {reference!r} per user, mean [paired bootstrap 95% interval]", "",
+             "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for m, d in diffs.items():
+        lines.append(f"| {m} | " + " | ".join(f"{d[c][0]:+.4f} [{d[c][1]:+.4f}, {d[c][2]:+.4f}]" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

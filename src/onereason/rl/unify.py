@@ -194,7 +194,8 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     plot_log(out / "train_log.jsonl", out / "mopd.png", ["reverse_kl", "hit", "reward", "trace_tokens"], "MOPD")
     rows = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     n = max(1, len(rows) // 5)
-    summary = {"steps": len(rows), **{f"{k}_{w}": float(np.mean([r[k] for r in part]))
-                                      for k in ("reverse_kl", "hit") for w, part in (("first", rows[:n]), ("last", rows[-n:]))}}
+    summary = {"steps": len(rows), "seconds": float(sum(r["generation_s"] + r["optimization_s"] for r in rows)),
+               **{f"{k}_{w}": float(np.mean([r[k] for r in part]))
+                  for k in ("reverse_kl", "hit") for w, part in (("first", rows[:n]), ("last", rows[-n:]))}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
