@@ -182,7 +182,8 @@ def compare(recommendations: Path, reference: str, columns: tuple[str, ...] = CO
         name, k = column.rsplit("@", 1)
         return [METRICS[name](r["items"][method], r["target"], int(k)) for r in rows]
 
-    return {m: {c: paired_bootstrap(per_user(m, c), per_user(reference, c), samples, seed) for c in columns}
+    ref = {c: per_user(reference, c) for c in columns}
+    return {m: {c: paired_bootstrap(per_user(m, c), ref[c], samples, seed) for c in columns}
             for m in rows[0]["items"] if m != reference}
 
 
