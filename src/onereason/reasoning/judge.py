@@ -158,12 +158,13 @@ def random_pairs(items: pd.DataFrame, n: int, rng: np.random.Generator, exclude:
     by_domain = [g.to_numpy() for _, g in items.groupby("domain")["item_id"] if len(g) >= 2]
     if not by_domain:
         return []
-    weights = np.array([len(g) for g in by_domain], float)
+    sizes = np.array([len(g) for g in by_domain], float)
+    share = sizes / sizes.sum()
     out: dict[tuple[str, str], None] = {}
     for _ in range(20 * n):
         if len(out) >= n:
             break
-        g = by_domain[rng.choice(len(by_domain), p=weights / weights.sum())]
+        g = by_domain[rng.choice(len(by_domain), p=share)]
         p = tuple(sorted(map(str, rng.choice(g, 2, replace=False))))
         if p not in exclude:
             out[p] = None
