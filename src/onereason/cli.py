@@ -232,6 +232,21 @@ def eval_(
     print_results(evaluate.run(cfg, RUNS / name))
 
 
+@app.command("eval-compare")
+def eval_compare(
+    name: str = typer.Option(..., help="run whose eval is compared"),
+    reference: str = typer.Option(..., help="run it is compared with (evaluated on the same users)"),
+) -> None:
+    """Paired bootstrap of two runs' `eval` on the same users: per-user difference with 95% intervals."""
+    from onereason.bench import evaluate, rl_eval
+
+    try:
+        diffs = evaluate.compare_evals(RUNS / name, RUNS / reference)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    console.print(rl_eval.compare_markdown({name: diffs}, reference), markup=False, soft_wrap=True)
+
+
 world_app = typer.Typer(no_args_is_help=True, help="A synthetic multi-domain world with known causes.")
 app.add_typer(world_app, name="world")
 

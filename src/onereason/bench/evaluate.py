@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field, field_validator
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
-from onereason.bench.metrics import KS, evaluate_lists
-from onereason.corpus.user_layer import EvalPrompts
-from onereason.corpus.user_layer import HistoryText, eval_prompts
+from onereason.bench.metrics import KS, METRICS, evaluate_lists, paired_bootstrap
+from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
 
@@ -81,6 +80,32 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
         for u, t, r in zip(users, truths, recs):
             f.write(json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n")
     return results
+
+
+def compare_evals(run: Path, reference: Path, columns: tuple[str, ...] = ("recall@10", "ndcg@10", "recall@20"),
+                  samples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """`run` minus `reference` per user, from both runs' eval/recommendations.jsonl: mean difference and
+    paired-bootstrap 95% interval per metric. Two models evaluated on the same users share the users'
+    difficulty, so this says whether a gap is larger than the sample's noise (a test-set SE alone cannot)."""
+    def load(r: Path) -> dict[str, dict]:
+        path = r / "eval" / "recommendations.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: run `onereason eval --name {r.name}` first")
+        return {row["user_id"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+
+    a, b = load(run), load(reference)
+    if a.keys() != b.keys():
+        raise ValueError(f"{run.name} and {reference.name} were evaluated on different users "
+                         f"({len(a)} vs {len(b)}; {len(a.keys() ^ b.keys())} not shared): same --split and --max-users")
+    users = sorted(a)
+    if any(a[u]["target"] != b[u]["target"] for u in users):
+        raise ValueError(f"{run.name} and {reference.name} have different targets for the same users (other data splits)")
+
+    def per_user(rows: dict[str, dict], column: str) -> list[float]:
+        name, k = column.rsplit("@", 1)
+        return [METRICS[name](rows[u]["items"], rows[u]["target"], int(k)) for u in users]
+
+    return {c: paired_bootstrap(per_user(a, c), per_user(b, c), samples, seed) for c in columns}
 
 
 def results_markdown(results: dict) -> str:
