@@ -212,7 +212,10 @@ def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Opt
     """Train the User-layer-only next-item model (the baseline without pre-training)."""
     from onereason.train import next_item
 
-    stats = next_item.run(_config(config_file, name).train, RUNS / name)
+    try:
+        stats = next_item.run(_config(config_file, name).train, RUNS / name)
+    except ValueError as e:
+        _fail(e)
     console.print_json(json.dumps(stats, default=str))
 
 

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 from transformers import AutoModelForCausalLM
 
 from onereason.pipeline import RunConfig
@@ -20,3 +21,12 @@ def test_user_layer_only_model_trains(tiny_run, tmp_path):
     log = [json.loads(l) for l in (copy / "train" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
     AutoModelForCausalLM.from_pretrained(str(copy / "model"))
+
+
+def test_a_pre_trained_run_is_not_overwritten(tiny_run):
+    run_dir, _ = tiny_run
+    before = (run_dir / "model" / "model.safetensors").read_bytes()
+    cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text()).train
+    with pytest.raises(ValueError, match="would overwrite its model"):
+        next_item.run(cfg, run_dir, progress=False)
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == before

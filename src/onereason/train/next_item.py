@@ -24,6 +24,11 @@ class NextItemConfig(BaseModel):
 
 
 def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
+    """Train from scratch on the User layer and save runs/<name>/model, which is why a run that
+    holds a pre-trained model is refused: its model (what eval, sft and rl load) would be lost."""
+    if (run_dir / "pretrain").exists():
+        raise ValueError(f"{run_dir}: this run is pre-trained and `train` would overwrite its model; train the "
+                         f"baseline in a run of its own holding a copy of config.json, data/, itemic/ and tokenizer/")
     tok, sid = load_sid_tokens(run_dir)
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     seqs = [ids for _, ids in training_sequences(inter, HistoryText(sid, tok), config.max_items)]
