@@ -73,7 +73,7 @@ def run(
     name: str = typer.Option("demo", help="run name: outputs go to runs/<name>/"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="RunConfig JSON (flags below override it)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the datasets (default: the shipped copies)"),
-    model: Optional[str] = typer.Option(None, help="tiny|small|base or a local HF causal LM directory"),
+    model: Optional[str] = typer.Option(None, help="tiny|small|medium|base or a local HF causal LM directory"),
     budget: Optional[float] = typer.Option(None, help="scale every pre-training stage's token budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
     max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval, bench)"),

@@ -18,7 +18,7 @@ from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, trai
 class NextItemConfig(BaseModel):
     """Backbone and data for next-item training."""
 
-    model: str = Field("small", description="size preset (tiny|small|base) or a local HF causal LM directory")
+    model: str = Field("small", description="size preset (tiny|small|medium|base) or a local HF causal LM directory")
     max_items: int = Field(50, ge=2, description="items per training window and per prompt")
     loop: LoopConfig = LoopConfig()
 

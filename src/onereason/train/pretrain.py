@@ -51,7 +51,7 @@ class StageConfig(BaseModel):
 class PretrainConfig(BaseModel):
     """The backbone and the three stages (plus the backbone's own text stage)."""
 
-    model: str = Field("small", description="size preset (tiny|small|base) or a local HF causal LM directory")
+    model: str = Field("small", description="size preset (tiny|small|medium|base) or a local HF causal LM directory")
     item_init: str = Field("text", pattern="^(text|default)$",
                            description="item-token rows before warm-up: mean text embedding of the items under "
                            "each code, or the model's default")
