@@ -33,3 +33,12 @@ def test_different_users_or_targets_are_refused(tmp_path):
         compare_evals(a, write_eval(tmp_path / "c", [("u1", ["x"], ["x"]), ("u2", ["y"], ["z"])]))
     with pytest.raises(FileNotFoundError, match="onereason eval --name d"):
         compare_evals(a, tmp_path / "d")
+
+
+def test_a_cut_file_names_its_line(tmp_path):
+    a = write_eval(tmp_path / "a", [("u1", ["x"], ["x"])])
+    b = write_eval(tmp_path / "b", [("u1", ["x"], ["x"])])
+    with open(b / "eval" / "recommendations.jsonl", "a") as f:
+        f.write('{"user_id": "u2", "tar')  # an eval killed while writing
+    with pytest.raises(ValueError, match=r"recommendations.jsonl:2: not a JSON row"):
+        compare_evals(a, b)

@@ -91,7 +91,14 @@ def compare_evals(run: Path, reference: Path, columns: tuple[str, ...] = ("recal
         path = r / "eval" / "recommendations.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"{path}: run `onereason eval --name {r.name}` first")
-        return {row["user_id"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+        rows = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON row ({e.msg}); run the eval again") from None
+            rows[row["user_id"]] = row
+        return rows
 
     a, b = load(run), load(reference)
     if a.keys() != b.keys():
