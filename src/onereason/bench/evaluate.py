@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
-from onereason.bench.metrics import KS, METRICS, evaluate_lists, paired_bootstrap
+from onereason.bench.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
@@ -108,11 +108,9 @@ def compare_evals(run: Path, reference: Path, columns: tuple[str, ...] = ("recal
     if any(a[u]["target"] != b[u]["target"] for u in users):
         raise ValueError(f"{run.name} and {reference.name} have different targets for the same users (other data splits)")
 
-    def per_user(rows: dict[str, dict], column: str) -> list[float]:
-        name, k = column.rsplit("@", 1)
-        return [METRICS[name](rows[u]["items"], rows[u]["target"], int(k)) for u in users]
-
-    return {c: paired_bootstrap(per_user(a, c), per_user(b, c), samples, seed) for c in columns}
+    truths = [a[u]["target"] for u in users]
+    return {c: paired_bootstrap(per_sample(c, [a[u]["items"] for u in users], truths),
+                                per_sample(c, [b[u]["items"] for u in users], truths), samples, seed) for c in columns}
 
 
 def results_markdown(results: dict) -> str:

@@ -49,6 +49,12 @@ def sid_validity_at_k(cands: Sequence[str | None], k: int) -> float | None:
 METRICS = {"pass": pass_at_k, "recall": recall_at_k, "ndcg": ndcg_at_k, "position1_pass": position1_pass_at_k}
 
 
+def per_sample(column: str, cands: Sequence[Sequence[str | None]], truths: Sequence[Sequence[str]]) -> list[float]:
+    """One value per sample of a column such as `recall@10`: what a paired comparison resamples."""
+    name, k = column.rsplit("@", 1)
+    return [METRICS[name](c, t, int(k)) for c, t in zip(cands, truths)]
+
+
 def evaluate_lists(cands: list[Sequence[str | None]], truths: list[Sequence[str]], ks: Sequence[int],
                    groups: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Mean of every metric@k over samples, for 'all' and for each group (domain).

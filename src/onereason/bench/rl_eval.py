@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.metrics import METRICS, evaluate_lists, paired_bootstrap
+from onereason.bench.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.bench.reasoning_eval import answer_items
 from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
@@ -178,9 +178,10 @@ def compare(recommendations: Path, reference: str, columns: tuple[str, ...] = CO
     if reference not in rows[0]["items"]:
         raise ValueError(f"{recommendations}: no method {reference!r}; it has {sorted(rows[0]['items'])}")
 
+    truths = [r["target"] for r in rows]
+
     def per_user(method: str, column: str) -> list[float]:
-        name, k = column.rsplit("@", 1)
-        return [METRICS[name](r["items"][method], r["target"], int(k)) for r in rows]
+        return per_sample(column, [r["items"][method] for r in rows], truths)
 
     ref = {c: per_user(reference, c) for c in columns}
     return {m: {c: paired_bootstrap(per_user(m, c), ref[c], samples, seed) for c in columns}
