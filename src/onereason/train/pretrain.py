@@ -59,7 +59,8 @@ class PretrainConfig(BaseModel):
     warmup: StageConfig = StageConfig(tokens=400_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
     full: StageConfig = StageConfig(tokens=3_700_000, mixture={"token": 0.1, "item": 0.15, "relational": 0.05,
                                                                "user": 0.7})
-    long: StageConfig = StageConfig(tokens=320_000, context=2048, lr=1e-3, batch_tokens=8192,
+    # long re-warms after the full stage's cosine reached 0: at 1e-3 that undid next-item at every budget (bench/LOG.md)
+    long: StageConfig = StageConfig(tokens=320_000, context=2048, lr=1e-4, batch_tokens=8192,
                                     mixture={"token": 0.1, "item": 0.1, "user": 0.8})
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
