@@ -109,8 +109,9 @@ def compare_evals(run: Path, reference: Path, columns: tuple[str, ...] = ("recal
         raise ValueError(f"{run.name} and {reference.name} have different targets for the same users (other data splits)")
 
     truths = [a[u]["target"] for u in users]
-    return {c: paired_bootstrap(per_sample(c, [a[u]["items"] for u in users], truths),
-                                per_sample(c, [b[u]["items"] for u in users], truths), samples, seed) for c in columns}
+    lists_a, lists_b = [a[u]["items"] for u in users], [b[u]["items"] for u in users]
+    return {c: paired_bootstrap(per_sample(c, lists_a, truths), per_sample(c, lists_b, truths), samples, seed)
+            for c in columns}
 
 
 def results_markdown(results: dict) -> str:
