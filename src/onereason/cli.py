@@ -227,7 +227,7 @@ def eval_(
     split: Optional[str] = typer.Option(None),
     max_users: Optional[int] = typer.Option(None),
 ) -> None:
-    """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md}."""
+    """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md} (valid: eval/valid/)."""
     from onereason.bench import evaluate
 
     cfg = _config(config_file, name).eval
@@ -239,12 +239,13 @@ def eval_(
 def eval_compare(
     name: str = typer.Option(..., help="run whose eval is compared"),
     reference: str = typer.Option(..., help="run it is compared with (evaluated on the same users)"),
+    split: str = typer.Option("test", help="which eval: test (eval/) or valid (eval/valid/)"),
 ) -> None:
     """Paired bootstrap of two runs' `eval` on the same users: per-user difference with 95% intervals."""
     from onereason.bench import evaluate, rl_eval
 
     try:
-        diffs = evaluate.compare_evals(RUNS / name, RUNS / reference)
+        diffs = evaluate.compare_evals(RUNS / name, RUNS / reference, split=split)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     console.print(rl_eval.compare_markdown({name: diffs}, reference), markup=False, soft_wrap=True)

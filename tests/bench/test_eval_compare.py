@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from onereason.bench.evaluate import compare_evals
+from onereason.bench.evaluate import EvalConfig, compare_evals, eval_dir, run
 
 
-def write_eval(run: Path, rows: list[tuple[str, list[str], list[str]]]) -> Path:
-    (run / "eval").mkdir(parents=True)
-    with open(run / "eval" / "recommendations.jsonl", "w") as f:
+def write_eval(run: Path, rows: list[tuple[str, list[str], list[str]]], split: str = "test") -> Path:
+    eval_dir(run, split).mkdir(parents=True)
+    with open(eval_dir(run, split) / "recommendations.jsonl", "w") as f:
         for user, target, items in rows:
             f.write(json.dumps({"user_id": user, "target": target, "items": items, "scores": [0.0] * len(items)}) + "\n")
     return run
@@ -42,3 +42,26 @@ def test_a_cut_file_names_its_line(tmp_path):
         f.write('{"user_id": "u2", "tar')  # an eval killed while writing
     with pytest.raises(ValueError, match=r"recommendations.jsonl:2: not a JSON row"):
         compare_evals(a, b)
+
+
+def test_the_split_picks_the_eval(tmp_path):
+    a = write_eval(tmp_path / "a", [("u1", ["x"], ["x"])])
+    write_eval(a, [("u9", ["y"], ["y"])], split="valid")
+    b = write_eval(tmp_path / "b", [("u9", ["y"], ["q"])], split="valid")
+    assert compare_evals(a, b, columns=("recall@1",), split="valid")["recall@1"][0] == pytest.approx(1.0)
+    with pytest.raises(FileNotFoundError, match="onereason eval --name c --split valid` first"):
+        compare_evals(a, tmp_path / "c", split="valid")
+    with pytest.raises(FileNotFoundError, match="onereason eval --name b` first"):  # b has only a valid eval
+        compare_evals(a, b)
+
+
+def test_a_valid_eval_keeps_the_test_eval(tiny_run):
+    """Choosing a model on valid must not replace the test numbers the report and comparisons read."""
+    run_dir, _ = tiny_run
+    test_files = {p.name: p.read_bytes() for p in (run_dir / "eval").iterdir() if p.is_file()}
+    res = run(EvalConfig(split="valid", beams=5, ks=[1, 5], max_users=10, batch_size=16), run_dir, progress=False)
+    assert res["split"] == "valid" and res["users"] == 10
+    valid = eval_dir(run_dir, "valid")
+    assert len((valid / "recommendations.jsonl").read_text().splitlines()) == 10
+    assert {p.name: p.read_bytes() for p in (run_dir / "eval").iterdir() if p.is_file()} == test_files
+    assert not list(valid.glob(".*.tmp"))  # written by rename, nothing half-written left

@@ -1,5 +1,6 @@
 """Stage `eval`: the model's constrained-beam recommendations and MostPopular on the test split,
-full ranking over all items, written as results.json and results.md."""
+full ranking over all items, written as results.json and results.md (in eval/; a valid-split
+eval in eval/valid/, so choosing a model on valid never replaces its test numbers)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def recommend_next(model, tok, sid, p: EvalPrompts, beams: int, batch_size: int 
                      batch_size=batch_size, progress=progress), domains
 
 
+def eval_dir(run_dir: Path, split: str = "test") -> Path:
+    """Where a split's eval lives: eval/ for test (what the pipeline and report read), eval/<split>/ otherwise."""
+    return run_dir / "eval" if split == "test" else run_dir / "eval" / split
+
+
+def _write(path: Path, text: str) -> None:
+    """Temporary file, then rename: a killed eval leaves the previous file whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
@@ -72,25 +85,26 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
             "MostPopular": evaluate_lists([pop.get(d, []) for d in domains], truths, ks, domains),
         },
     }
-    out = run_dir / "eval"
+    out = eval_dir(run_dir, config.split)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
-    with open(out / "recommendations.jsonl", "w") as f:
-        for u, t, r in zip(users, truths, recs):
-            f.write(json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n")
+    _write(out / "recommendations.jsonl", "".join(
+        json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n"
+        for u, t, r in zip(users, truths, recs)))
+    _write(out / "results.md", results_markdown(results))
+    _write(out / "results.json", json.dumps(results, indent=2))
     return results
 
 
 def compare_evals(run: Path, reference: Path, columns: tuple[str, ...] = ("recall@10", "ndcg@10", "recall@20"),
-                  samples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """`run` minus `reference` per user, from both runs' eval/recommendations.jsonl: mean difference and
+                  samples: int = 2000, seed: int = 0, split: str = "test") -> dict[str, tuple[float, float, float]]:
+    """`run` minus `reference` per user, from both runs' `split` recommendations.jsonl: mean difference and
     paired-bootstrap 95% interval per metric. Two models evaluated on the same users share the users'
     difficulty, so this says whether a gap is larger than the sample's noise (a test-set SE alone cannot)."""
     def load(r: Path) -> dict[str, dict]:
-        path = r / "eval" / "recommendations.jsonl"
+        path = eval_dir(r, split) / "recommendations.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: run `onereason eval --name {r.name}` first")
+            flag = "" if split == "test" else f" --split {split}"
+            raise FileNotFoundError(f"{path}: run `onereason eval --name {r.name}{flag}` first")
         rows = {}
         for n, line in enumerate(path.read_text().splitlines(), 1):
             try:
