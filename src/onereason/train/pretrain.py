@@ -56,11 +56,13 @@ class PretrainConfig(BaseModel):
                            description="item-token rows before warm-up: mean text embedding of the items under "
                            "each code, or the model's default")
     text: StageConfig = StageConfig(tokens=1_200_000, mixture={"token": 1.0})
-    warmup: StageConfig = StageConfig(tokens=400_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
-    full: StageConfig = StageConfig(tokens=3_700_000, mixture={"token": 0.1, "item": 0.15, "relational": 0.05,
+    # Budgets: 1.4x the first ones (0.4M / 3.7M / 0.32M), the best of 0.5x / 1x / 1.4x / 2x on valid on
+    # amazon-scientific (bench/LOG.md, 2026-12-02); the User-layer-only model peaks at 1x.
+    warmup: StageConfig = StageConfig(tokens=560_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
+    full: StageConfig = StageConfig(tokens=5_180_000, mixture={"token": 0.1, "item": 0.15, "relational": 0.05,
                                                                "user": 0.7})
     # long re-warms after the full stage's cosine reached 0: at 1e-3 that undid next-item at every budget (bench/LOG.md)
-    long: StageConfig = StageConfig(tokens=320_000, context=2048, lr=1e-4, batch_tokens=8192,
+    long: StageConfig = StageConfig(tokens=448_000, context=2048, lr=1e-4, batch_tokens=8192,
                                     mixture={"token": 0.1, "item": 0.1, "user": 0.8})
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
