@@ -9,8 +9,9 @@ from onereason.bench.evaluate import EvalConfig, compare_evals, eval_dir, run
 
 
 def write_eval(run: Path, rows: list[tuple[str, list[str], list[str]]], split: str = "test") -> Path:
-    eval_dir(run, split).mkdir(parents=True)
-    with open(eval_dir(run, split) / "recommendations.jsonl", "w") as f:
+    out = eval_dir(run, split)
+    out.mkdir(parents=True)
+    with open(out / "recommendations.jsonl", "w") as f:
         for user, target, items in rows:
             f.write(json.dumps({"user_id": user, "target": target, "items": items, "scores": [0.0] * len(items)}) + "\n")
     return run
