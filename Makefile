@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo serve test bench clean redis-server
+.PHONY: setup demo reproduce serve test bench clean redis-server
 
 # torch first: the pinned CPU build; installing anything that needs torch before it pulls CUDA wheels.
 $(STAMP): pyproject.toml
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Every stage at a tenth of the budget, on samples of users (configs/demo.json): under 15 minutes on 2 cores.
 demo: setup
-	$(BIN)/onereason run --dataset amazon-scientific --name demo
+	$(BIN)/onereason run --config configs/demo.json --budget 0.05 --pretrain-budget 0.2 --name demo
+
+# The full budget at the defaults, every stage (README: the measured wall time).
+reproduce: setup
+	$(BIN)/onereason run --dataset amazon-scientific --name reproduce
 
 serve: setup  # after `make demo`: the service on http://127.0.0.1:8000 (see README, "Serving")
 	$(BIN)/onereason serve start --name demo

@@ -74,16 +74,18 @@ def run(
     config_file: Optional[Path] = typer.Option(None, "--config", help="RunConfig JSON (flags below override it)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder holding the datasets (default: the shipped copies)"),
     model: Optional[str] = typer.Option(None, help="tiny|small|medium|base or a local HF causal LM directory"),
-    budget: Optional[float] = typer.Option(None, help="scale every pre-training stage's token budget"),
+    budget: Optional[float] = typer.Option(None, help="scale every stage's training budget: pre-training tokens, "
+                                           "SFT epochs, GRPO steps, the bench baselines' epochs"),
+    pretrain_budget: Optional[float] = typer.Option(None, help="scale the pre-training tokens by this instead of "
+                                                    "--budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
     max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval, bench)"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
-    until: str = typer.Option("bench", help="stop after this stage: data, itemic, corpus, pretrain, eval, sft, "
-                              "sft-eval, rl, rl-eval or bench"),
+    until: str = typer.Option("serve", help="stop after this stage: data, itemic, corpus, pretrain, eval, sft, "
+                              "sft-eval, rl, rl-eval, bench or serve"),
 ) -> None:
     """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL → bench report."""
     from onereason import pipeline
-    from onereason.train.pretrain import STAGES
 
     cfg = _config(config_file)
     if datasets:
@@ -92,14 +94,13 @@ def run(
         cfg.data.data_dir = data_dir
     if model:
         cfg.pretrain.model = model
-    if budget:
-        for s in STAGES:
-            getattr(cfg.pretrain, s).tokens = int(getattr(cfg.pretrain, s).tokens * budget)
     if beams:
         cfg.eval.beams = beams
     if max_users:
         cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = cfg.bench.max_users = max_users
     try:
+        if budget or pretrain_budget:
+            cfg = pipeline.scale_budget(cfg, budget or 1.0, pretrain_budget)
         summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print, until=until)
     except (DataError, ValueError, FileNotFoundError) as e:
         _fail(e)
@@ -108,15 +109,56 @@ def run(
         console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
                       f"collisions before resolution {it['collision_rate_before']:.1%}, "
                       f"after {it['collision_rate_after']:.1%}")
-    reports = {"pretrain": "pretrain/report.md", "sft-eval": "sft/eval.md", "rl-eval": "rl/eval.md",
-               "bench": "report/report.md"}
+    reports = {"pretrain": "pretrain/report.md", "sft-eval": "sft/eval.md", "rl-eval": "rl/eval.md"}
     done = {k.split()[0] for k in summary}
     for stage in pipeline.STAGE_NAMES:
         if stage == "eval" and stage in done:
             print_results(summary["eval"])
         elif stage in reports and stage in done:
             console.print((RUNS / name / reports[stage]).read_text().split("## Thinking")[0])
+    if "serve" in summary:
+        print_smoke(summary["serve"])
+    if "bench" in summary:
+        print_headline(json.loads((RUNS / name / "report" / "results.json").read_text()))
     console.print(f"artifacts: {RUNS / name}/ (the layout is in the README)")
+    if "bench" in summary:
+        console.print(f"report:    {RUNS / name / 'report' / 'report.html'} (one file, plots inlined; report.md "
+                      "beside it)")
+    console.print("next:\n"
+                  f"  onereason serve start --name {name}        # the fast-slow service on http://127.0.0.1:8000\n"
+                  f"  onereason eval --name {name} --beams 64    # the pre-trained model, all test users\n"
+                  f"  onereason bench compare --run {name} --run <other>   # two runs' reports side by side\n"
+                  "  make reproduce                              # the full budget (README: wall time)")
+
+
+HEADLINE = ("pre-trained non-thinking", "SFT non-thinking", "SFT thinking", "RL non-thinking", "RL thinking",
+            "RL race", "SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular")
+
+
+def print_headline(results: dict) -> None:
+    """The bench's R3 numbers for our models in each mode and the baselines, one seeded user sample."""
+    t = Table(title=f"OneReason-Bench · {results['split']} split · {results['users']} users · "
+                    f"{results['beams']} candidates · full ranking")
+    cols = [c for c in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if int(c.split("@")[1]) in results["ks"]]
+    for c in ("method", *cols):
+        t.add_column(c, justify="left" if c == "method" else "right")
+    for m in HEADLINE:
+        if m in results["methods"]:
+            x = results["methods"][m]["metrics"]["all"]
+            t.add_row(m, *[f"{x[c]:.4f}" for c in cols])
+    console.print(t)
+    if r := results["ratios"].get("all"):
+        console.print(f"our best: {r['best']} (NDCG@10 {r['ndcg@10']:.4f}); over the baselines: " + ", ".join(
+            f"{b} {r[b]:.2f}x" for b in ("SASRec", "TIGER-style", "LC-Rec-style", "MostPopular") if b in r))
+
+
+def print_smoke(s: dict) -> None:
+    a = s["answer"]
+    console.print(f"serve: POST /recommend {json.dumps(s['request'])} → {len(a['items'])} items in {s['seconds']:.2f}s "
+                  f"(model {s['model']}, mode {a['mode']})")
+    for i in a["items"]:
+        console.print(f"  {i['id']:>12}  {i['title'][:60]}  [{i['interest']}]")
+    console.print("  trace: " + s["explain"]["trace"].replace("\n", " | ")[:300])
 
 
 @data_app.command("stats")

@@ -1,7 +1,7 @@
 """`onereason run`: every stage in order, in one readable function.
 
     data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval ─► sft ─► sft-eval
-         ─► rl (GRPO, thinking) ─► rl-eval
+         ─► rl (GRPO, thinking) ─► rl-eval ─► bench ─► serve (one request to the service on loopback)
 
 (`onereason train` keeps the User-layer-only model as a baseline; it is not in this chain.)
 
@@ -41,6 +41,7 @@ from onereason.train.pretrain import PretrainConfig
 from onereason.train.sft import SftConfig
 from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
+from onereason.serve import smoke
 
 
 class GenericSource(BaseModel):
@@ -80,6 +81,29 @@ class RunConfig(BaseModel):
     rl: GrpoConfig = GrpoConfig()
     rl_eval: RlEvalConfig = RlEvalConfig()
     bench: BenchConfig = BenchConfig()
+    skip: list[str] = Field(default_factory=list, description="stages `run` leaves out, e.g. sft-eval and rl-eval "
+                            "(the bench scores the same models); their commands still run them")
+
+
+def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None = None) -> RunConfig:
+    """Every stage's training spend × `factor`: pre-training tokens (× `pretrain_factor` when given), the
+    User-layer baseline's and SFT's epochs, GRPO steps, and the bench baselines' epochs (SASRec,
+    TIGER-style, LC-Rec-style). What is measured (users, beams) stays: `--max-users` sets that."""
+    pretrain_factor = factor if pretrain_factor is None else pretrain_factor
+    for key, f in (("budget", factor), ("pretrain budget", pretrain_factor)):
+        if f <= 0:
+            raise ValueError(f"{key}: {f} is not a positive factor")
+    c = config.model_copy(deep=True)
+    for s in pretrain.STAGES:
+        stage = getattr(c.pretrain, s)
+        stage.tokens = max(1, round(stage.tokens * pretrain_factor))
+    c.train.loop.epochs *= factor
+    c.sft.loop.epochs *= factor
+    c.rl.steps = max(1, round(c.rl.steps * factor))
+    c.bench.sasrec.epochs = max(1, round(c.bench.sasrec.epochs * factor))
+    c.bench.tiger.epochs = max(1, round(c.bench.tiger.epochs * factor))
+    c.bench.lcrec_epochs *= factor
+    return RunConfig.model_validate(c.model_dump())
 
 
 def run_data(config: DataConfig, run_dir: Path) -> dict:
@@ -119,15 +143,17 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
     saved.write_text(config.model_dump_json(indent=2))
 
 
-STAGE_NAMES = ("data", "itemic", "corpus", "pretrain", "eval", "sft", "sft-eval", "rl", "rl-eval", "bench")
+STAGE_NAMES = ("data", "itemic", "corpus", "pretrain", "eval", "sft", "sft-eval", "rl", "rl-eval", "bench", "serve")
 
 
 def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: bool = True, log=print,
-        until: str = "bench") -> dict:
-    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval → bench, stopping
+        until: str = "serve") -> dict:
+    """data → itemic → corpus → pretrain stages → eval → sft → sft-eval → rl → rl-eval → bench → serve, stopping
     after `until` (one of STAGE_NAMES; "pretrain" = all its stages); returns each stage's summary."""
-    if until not in STAGE_NAMES:
-        raise ValueError(f"until: unknown stage {until!r}; one of {', '.join(STAGE_NAMES)}")
+    for key, names in (("until", [until]), ("skip", config.skip)):
+        unknown = [n for n in names if n not in STAGE_NAMES]
+        if unknown:
+            raise ValueError(f"{key}: unknown stage {unknown[0]!r}; one of {', '.join(STAGE_NAMES)}")
     prepare_run_dir(config, run_dir, overwrite)
     summary: dict = {}
     last = STAGE_NAMES.index(until)
@@ -143,9 +169,12 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("rl", lambda: grpo.run(config.rl, run_dir, progress=progress)),
         ("rl-eval", lambda: rl_eval.run(config.rl_eval, run_dir, progress=progress)),
         ("bench", lambda: {"ratios": suite.run(config.bench, run_dir, progress=progress, log=log)["ratios"]}),
+        ("serve", lambda: smoke.run(run_dir)),
     ]:
         if STAGE_NAMES.index(name.split()[0]) > last:
             break
+        if name.split()[0] in config.skip:
+            continue
         t0 = time.perf_counter()
         log(f"stage {name} ...")
         summary[name] = stage()

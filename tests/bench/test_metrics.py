@@ -1,4 +1,4 @@
-"""Metric functions against hand-computed cases (DESIGN.md §4)."""
+"""Metric functions against hand-computed cases (docs/design.md §4)."""
 
 import math
 

@@ -42,7 +42,30 @@ def test_every_tier_and_baseline_is_reported(bench):
     assert {"SFT", "most recent interests", "most frequent interests"} <= set(r["r2"])
     assert all(v is None or v > 1 for v in r["perplexity"].values())
     assert r["baselines"]["SASRec"]["grid"][0]["lr"] == 1e-2
-    assert r["ratios"]["all"]["best"] in names and r["ratios"]["all"]["SASRec"] > 0
+    assert r["ratios"] == report.ratios(r)  # the arithmetic itself is tested on hand-made results below
+    best = r["ratios"]["all"]["best"]
+    assert r["methods"][best]["kind"] == "ours"
+
+
+def _results(ours: dict[str, float], baselines: dict[str, float | None]) -> dict:
+    """A results dict in the bench's shape: NDCG@10 per method, one domain."""
+    methods = {n: {"kind": "ours", "metrics": {"all": {"ndcg@10": v}, "d": {"ndcg@10": v / 2}}} for n, v in ours.items()}
+    methods |= {n: {"kind": "baseline", "metrics": {"all": {"ndcg@10": v}, "d": {"ndcg@10": v / 2}}}
+                for n, v in baselines.items() if v is not None}
+    return {"methods": methods, "domains": ["d"]}
+
+
+def test_ratios_are_our_best_over_each_baseline_and_absent_for_a_zero_baseline():
+    r = _results({"SFT non-thinking": 0.06, "RL thinking": 0.09},
+                 {"SASRec": 0.03, "TIGER-style": 0.0, "MostPopular": 0.045, "LC-Rec-style non-thinking": None})
+    got = report.ratios(r)
+    assert set(got) == {"all", "d"}
+    assert got["all"] == {"best": "RL thinking", "ndcg@10": 0.09, "SASRec": pytest.approx(3.0),
+                          "MostPopular": pytest.approx(2.0)}  # no ratio to a zero or missing baseline
+    assert got["d"]["best"] == "RL thinking" and got["d"]["SASRec"] == pytest.approx(0.045 / 0.015)
+    assert report.ratios(_results({}, {"SASRec": 0.03})) == {}  # nothing of ours: no row
+    md = report._ratio_table("group", got.items())
+    assert "| all | RL thinking | 0.0900 | 3.0000 | - | - | 2.0000 |" in md
 
 
 def test_report_files_are_self_contained(bench):

@@ -87,6 +87,10 @@ def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
     assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
     assert np.array_equal(embed_texts(texts, show_progress=False), emb)
+    # a cut to 3 word pieces is its own cache entry and equals embedding the cut text
+    cut = embed_texts(texts, show_progress=False, max_tokens=3)
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 2 and not np.allclose(cut[1], emb[1])
+    assert np.allclose(cut[0], embed_texts(["stainless"], show_progress=False)[0], atol=1e-5)  # [CLS] stainless [SEP]
 
 
 def test_cooccurrence_vectors_use_train_only():

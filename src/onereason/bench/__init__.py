@@ -1,1 +1,1 @@
-"""OneReason-Bench: metrics (DESIGN.md §4), baselines and evaluation reports."""
+"""OneReason-Bench: metrics (docs/design.md §4), baselines and evaluation reports."""

@@ -1,4 +1,4 @@
-"""Recommendation metrics as the reference benchmark defines them (DESIGN.md §4).
+"""Recommendation metrics as the reference benchmark defines them (docs/design.md §4).
 
 For one sample: candidates c1..ck in order (None marks an invalid SID) and ground truth G
 (ordered; G[0] is the first ground-truth item). A candidate repeated later in the list counts once.

@@ -1,10 +1,10 @@
 """SASRec (Kang & McAuley, ICDM 2018), the field's standard sequential baseline, compact and
-faithful to RecBole's configuration (the protocol of the published anchors in DESIGN.md §4):
+faithful to RecBole's configuration (the protocol of the published anchors in docs/design.md §4):
 item + learned position embeddings, causal self-attention blocks (post-LayerNorm, GELU FFN),
 dropout, cross-entropy over all items at every position, Adam; early stopping on valid
 NDCG@10 with full ranking; the history is not removed from the ranking.
 
-RecBole 1.2.1 does not install on this stack (DESIGN.md §5), hence this implementation.
+RecBole 1.2.1 does not install on this stack (docs/design.md §5), hence this implementation.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Training text: the Token, Item, Relational and User layers (DESIGN.md §1)."""
+"""Training text: the Token, Item, Relational and User layers (docs/design.md §1)."""

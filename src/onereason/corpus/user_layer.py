@@ -1,7 +1,7 @@
 """The User layer: a user's behaviour sequence as item tokens, with time gaps and ratings as
 short text marks where the data has them.
 
-One sequence per user predicts every next item in one causal pass (DESIGN.md §6). Only
+One sequence per user predicts every next item in one causal pass (docs/design.md §6). Only
 `train`-split interactions enter training sequences; a prompt for evaluation holds the
 history before its target. Training text and prompts are rendered by the same `HistoryText`.
 """

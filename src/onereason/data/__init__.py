@@ -1,4 +1,4 @@
-"""Loading public and custom datasets into one schema (DESIGN.md §2)."""
+"""Loading public and custom datasets into one schema (docs/design.md §2)."""
 
 from onereason.data.schema import DataError, Dataset
 from onereason.data.registry import load_datasets, SHIPPED

@@ -1,7 +1,7 @@
 """Collaborative item vectors from co-occurrence in users' train-split sequences.
 
 Concatenated to the text embedding before clustering, they pull items that users take together
-into the same SID prefixes (DESIGN.md §6). Only `train` interactions are read: valid/test
+into the same SID prefixes (docs/design.md §6). Only `train` interactions are read: valid/test
 targets never shape the codes.
 """
 

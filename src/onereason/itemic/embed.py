@@ -27,9 +27,12 @@ def cache_dir() -> Path:
 
 
 def embed_texts(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 128,
-                show_progress: bool = True) -> np.ndarray:
-    """L2-normalized float32 embeddings [N, D]; a second call with the same texts reads the cache."""
-    key = hashlib.sha256((model + "\x00" + "\x01".join(texts)).encode()).hexdigest()[:24]
+                show_progress: bool = True, max_tokens: int | None = None) -> np.ndarray:
+    """L2-normalized float32 embeddings [N, D]; a second call with the same texts reads the cache.
+    `max_tokens` cuts each text to that many word pieces (None: the model's own limit, 256 for
+    MiniLM); the cost grows with it, so a big catalog on a CPU may want 64."""
+    cut = "" if max_tokens is None else f"\x00{max_tokens}"
+    key = hashlib.sha256((model + "\x00" + "\x01".join(texts) + cut).encode()).hexdigest()[:24]
     path = cache_dir() / "embeddings" / f"{key}.npy"
     if path.exists():
         return np.load(path)
@@ -37,6 +40,8 @@ def embed_texts(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 
     from sentence_transformers import SentenceTransformer
 
     encoder = SentenceTransformer(resolve_model_path(model), device="cpu")
+    if max_tokens is not None:
+        encoder.max_seq_length = max_tokens
     emb = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
                          convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
