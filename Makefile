@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Every stage at a tenth of the budget, on samples of users (configs/demo.json): under 15 minutes on 2 cores.
+# Every stage at a small budget (pre-training 0.15, the rest 0.05 of the defaults) on samples of users
+# (configs/demo.json): under 15 minutes on 2 cores from a fresh clone.
 demo: setup
-	$(BIN)/onereason run --config configs/demo.json --budget 0.05 --pretrain-budget 0.2 --name demo
+	$(BIN)/onereason run --config configs/demo.json --budget 0.05 --pretrain-budget 0.15 --name demo
 
 # The full budget at the defaults, every stage (README: the measured wall time).
 reproduce: setup

@@ -158,7 +158,8 @@ def print_smoke(s: dict) -> None:
                   f"(model {s['model']}, mode {a['mode']})")
     for i in a["items"]:
         console.print(f"  {i['id']:>12}  {i['title'][:60]}  [{i['interest']}]")
-    console.print("  trace: " + s["explain"]["trace"].replace("\n", " | ")[:300])
+    trace = s["explain"]["trace"].strip().replace("\n", " | ")
+    console.print("  trace: " + (trace[:300] or "(empty: the model closed its think block at once)"))
 
 
 @data_app.command("stats")
