@@ -131,8 +131,8 @@ def run(
                   "  make reproduce                              # the full budget (README: wall time)")
 
 
-HEADLINE = ("pre-trained non-thinking", "SFT non-thinking", "SFT thinking", "RL non-thinking", "RL thinking",
-            "RL race", "SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular")
+HEADLINE = ("pre-trained non-thinking", "SFT non-thinking", "SFT thinking", "SFT race", "RL non-thinking",
+            "RL thinking", "RL race", "SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular")
 
 
 def print_headline(results: dict) -> None:
