@@ -86,6 +86,8 @@ def test_cli_run_keeps_the_config_datasets(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "x"])
     assert result.exit_code == 2
     assert "unknown dataset 'not-shipped-anywhere'" in result.output
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "x", "--budget", "0"])
+    assert result.exit_code == 2 and "budget: 0.0 is not a positive factor" in result.output
 
 
 def test_run_until_data_keeps_one_domain_of_a_world(tmp_path, monkeypatch):

@@ -99,8 +99,8 @@ def run(
     if max_users:
         cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = cfg.bench.max_users = max_users
     try:
-        if budget or pretrain_budget:
-            cfg = pipeline.scale_budget(cfg, budget or 1.0, pretrain_budget)
+        if budget is not None or pretrain_budget is not None:
+            cfg = pipeline.scale_budget(cfg, 1.0 if budget is None else budget, pretrain_budget)
         summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print, until=until)
     except (DataError, ValueError, FileNotFoundError) as e:
         _fail(e)
