@@ -18,7 +18,7 @@ import json
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from onereason.corpus.user_layer import user_histories
+from onereason.data.histories import user_histories
 from onereason.data.world import WorldConfig, generate
 from onereason.itemic.embed import embed_texts
 from onereason.corpus.relational_layer import transition_counts

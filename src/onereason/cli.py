@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from onereason.config import ConfigError, build, parse_sets
 from onereason.data.schema import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -22,21 +23,45 @@ console = Console(width=max(120, shutil.get_terminal_size((120, 40)).columns))
 RUNS = Path("runs")
 
 
-def _config(config_file: Optional[Path], name: Optional[str] = None):
-    """--config if given, else the run's saved config.json, else the defaults."""
+SET = typer.Option(None, "--set", help="override any key of this command's config, e.g. loop.lr=1e-3 (VALUE "
+                   "as JSON when it parses); repeat")
+
+
+def _config(config_file: Optional[Path], name: Optional[str] = None, section: Optional[str] = None,
+            sets: Optional[list[str]] = None, **flags):
+    """The one way a command's config is made: the defaults ← --config (else the run's saved config.json) ←
+    the command's flags ← `--set` (keys relative to `section`), validated once: a misspelled key or an
+    out-of-range value is an error naming it. Returns the RunConfig, or its `section`."""
     from onereason.pipeline import RunConfig
 
     if config_file is None and name and (RUNS / name / "config.json").exists():
         config_file = RUNS / name / "config.json"
-    if config_file is None:
-        return RunConfig()
+    data = {}
+    if config_file is not None:
+        try:
+            data = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            _fail(f"{config_file}: {e}")
+    prefix = f"{section}." if section else ""
     try:
-        return RunConfig.model_validate_json(config_file.read_text())
-    except Exception as e:  # pydantic names the field
-        raise typer.BadParameter(f"{config_file}: {e}") from None
+        overrides = {k: v for k, v in flags.items() if v is not None} | parse_sets(sets)
+        cfg = build(RunConfig, data, {prefix + k: v for k, v in overrides.items()},
+                    source=str(config_file or "config"))
+    except ConfigError as e:
+        _fail(e)
+    return getattr(cfg, section) if section else cfg
 
 
-def _fail(e: Exception) -> None:
+def _built(cls, data: dict, sets: Optional[list[str]], **flags):
+    """A config outside RunConfig (serving, RFT/MOPD, the world) from the same flags-then-`--set` rule."""
+    try:
+        return build(cls, data, {k: v for k, v in flags.items() if v is not None} | parse_sets(sets),
+                     source=cls.__name__)
+    except ConfigError as e:
+        _fail(e)
+
+
+def _fail(e: Exception | str) -> None:
     console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(2)
 
@@ -83,21 +108,15 @@ def run(
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
     until: str = typer.Option("serve", help="stop after this stage: data, itemic, corpus, pretrain, eval, sft, "
                               "sft-eval, rl, rl-eval, bench or serve"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any RunConfig key, e.g. "
+                                             "sft.loop.lr=1e-3 (VALUE as JSON when it parses); repeat"),
 ) -> None:
     """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL → bench report."""
     from onereason import pipeline
 
-    cfg = _config(config_file)
-    if datasets:
-        cfg.data.datasets = datasets
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    if model:
-        cfg.pretrain.model = model
-    if beams:
-        cfg.eval.beams = beams
-    if max_users:
-        cfg.eval.max_users = cfg.sft_eval.max_users = cfg.rl_eval.max_users = cfg.bench.max_users = max_users
+    users = {f"{s}.max_users": max_users for s in ("eval", "sft_eval", "rl_eval", "bench")}
+    cfg = _config(config_file, sets=set_, **{"data.datasets": datasets or None, "data.data_dir": data_dir,
+                                             "pretrain.model": model, "eval.beams": beams, **users})
     try:
         if budget is not None or pretrain_budget is not None:
             cfg = pipeline.scale_budget(cfg, 1.0 if budget is None else budget, pretrain_budget)
@@ -187,38 +206,42 @@ def data_load(
     items: Optional[Path] = typer.Option(None, help="your items file"),
     domain: str = typer.Option("custom", help="domain name for your files"),
     columns: str = typer.Option("", help="schema=column pairs, e.g. user_id=userId,item_id=movieId"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Write runs/<name>/data/*.parquet from shipped datasets and/or your own files."""
-    from onereason.pipeline import DataConfig, GenericSource, run_data
+    from onereason.pipeline import DataConfig, run_data
 
     generic = []
     if interactions or items:
         if not (interactions and items):
             raise typer.BadParameter("--interactions and --items go together")
         mapping = dict(pair.split("=", 1) for pair in columns.split(",") if pair)
-        generic.append(GenericSource(interactions=interactions, items=items, domain=domain, columns=mapping))
+        generic.append(dict(interactions=interactions, items=items, domain=domain, columns=mapping))
+    cfg = _built(DataConfig, {"datasets": datasets, "generic": generic}, set_, data_dir=data_dir)
     try:
-        out = run_data(DataConfig(datasets=datasets, data_dir=data_dir, generic=generic), RUNS / name)
+        out = run_data(cfg, RUNS / name)
     except DataError as e:
         _fail(e)
     print_stats(out["stats"])
 
 
 @app.command()
-def itemic(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+def itemic(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config"),
+           set_: Optional[list[str]] = SET) -> None:
     """Semantic IDs, trie and tokenizer for runs/<name>/data."""
     from onereason.itemic import build
 
-    stats = build.run(_config(config_file, name).itemic, RUNS / name)
+    stats = build.run(_config(config_file, name, "itemic", set_), RUNS / name)
     console.print_json(json.dumps(stats))
 
 
 @app.command()
-def corpus(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+def corpus(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config"),
+           set_: Optional[list[str]] = SET) -> None:
     """Write the four pre-training layers (token, item, relational, user) for runs/<name>."""
     from onereason.corpus import build
 
-    stats = build.run(_config(config_file, name).corpus, RUNS / name)
+    stats = build.run(_config(config_file, name, "corpus", set_), RUNS / name)
     t = Table(title="pre-training layers")
     for c in ("layer", "documents", "tokens", "per domain (tokens)"):
         t.add_column(c, justify="left" if c == "layer" else "right")
@@ -233,16 +256,18 @@ def pretrain_(
     name: str = typer.Option(...),
     stage: str = typer.Option(..., help="text | warmup | full | long | all"),
     config_file: Optional[Path] = typer.Option(None, "--config"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Train pre-training stage(s) from the previous stage's model (resumes from the last
     checkpoint); works the same under `accelerate launch`. Updates pretrain/report.md."""
+    from onereason.bench.stage_report import train_and_report
     from onereason.train import pretrain
 
-    cfg = _config(config_file, name).pretrain
+    cfg = _config(config_file, name, "pretrain", set_)
     stages = pretrain.stages_to_run(cfg) if stage == "all" else [stage]
     try:
         for s in stages:
-            pretrain.run(cfg, RUNS / name, s)
+            train_and_report(cfg, RUNS / name, s)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     report = RUNS / name / "pretrain" / "report.md"
@@ -251,12 +276,13 @@ def pretrain_(
 
 
 @app.command()
-def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config")) -> None:
+def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config"),
+          set_: Optional[list[str]] = SET) -> None:
     """Train the User-layer-only next-item model (the baseline without pre-training)."""
     from onereason.train import next_item
 
     try:
-        stats = next_item.run(_config(config_file, name).train, RUNS / name)
+        stats = next_item.run(_config(config_file, name, "train", set_), RUNS / name)
     except ValueError as e:
         _fail(e)
     console.print_json(json.dumps(stats, default=str))
@@ -269,12 +295,12 @@ def eval_(
     beams: Optional[int] = typer.Option(None),
     split: Optional[str] = typer.Option(None),
     max_users: Optional[int] = typer.Option(None),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md} (valid: eval/valid/)."""
     from onereason.bench import evaluate
 
-    cfg = _config(config_file, name).eval
-    cfg = cfg.model_copy(update={k: v for k, v in dict(beams=beams, split=split, max_users=max_users).items() if v})
+    cfg = _config(config_file, name, "eval", set_, beams=beams, split=split, max_users=max_users)
     print_results(evaluate.run(cfg, RUNS / name))
 
 
@@ -304,13 +330,15 @@ def world_generate(
     users: int = typer.Option(8000),
     items_per_interest: int = typer.Option(90, help="items per (domain, topic): 48 interests"),
     seed: int = typer.Option(0),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Write a world (4 domains, shared users, 20 latent personas) and its ground truth."""
     from onereason.data.world import WorldConfig, write
 
+    cfg = _built(WorldConfig, {}, set_, users=users, items_per_interest=items_per_interest, seed=seed)
     try:
-        stats = write(WorldConfig(users=users, items_per_interest=items_per_interest, seed=seed), out)
-    except ValueError as e:  # pydantic names the field
+        stats = write(cfg, out)
+    except ValueError as e:
         _fail(e)
     console.print_json(json.dumps(stats))
 
@@ -320,13 +348,14 @@ def sft_(
     name: str = typer.Option(...),
     config_file: Optional[Path] = typer.Option(None, "--config"),
     rebuild_data: bool = typer.Option(False, help="rebuild reasoning/sft.parquet (interests, personas, judge, traces)"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Reasoning SFT (R0-R3, thinking + non-thinking) from runs/<name>/model into runs/<name>/sft/model."""
     from onereason.reasoning.chat_client import EndpointError
     from onereason.reasoning.traces import TraceError
     from onereason.train import sft
 
-    cfg = _config(config_file, name).sft
+    cfg = _config(config_file, name, "sft", set_)
     try:
         stats = sft.run(cfg, RUNS / name, rebuild_data=rebuild_data)
     except (ValueError, FileNotFoundError, TraceError, EndpointError) as e:
@@ -341,39 +370,17 @@ def sft_eval(
     split: Optional[str] = typer.Option(None),
     max_users: Optional[int] = typer.Option(None),
     hypotheses: Optional[list[int]] = typer.Option(None, "--n", help="interest hypotheses for thinking runs; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Pre-trained vs SFT non-thinking vs SFT thinking (n = 1, 3, 5); writes sft/eval.{json,md}."""
     from onereason.bench import reasoning_eval
 
-    cfg = _config(config_file, name).sft_eval
-    cfg = cfg.model_copy(update={k: v for k, v in dict(split=split, max_users=max_users,
-                                                       hypotheses=hypotheses).items() if v})
+    cfg = _config(config_file, name, "sft_eval", set_, split=split, max_users=max_users, hypotheses=hypotheses or None)
     console.print(reasoning_eval.markdown(reasoning_eval.run(cfg, RUNS / name)))
 
 
 rl_app = typer.Typer(no_args_is_help=True, help="RL: GRPO per domain or mixed, unify by RFT or MOPD, evaluate.")
 app.add_typer(rl_app, name="rl")
-
-
-def _with_overrides(cfg, sets: Optional[list[str]]):
-    """Apply `--set a.b=value` (value parsed as JSON when it parses, else a string) to a pydantic config."""
-    data = json.loads(cfg.model_dump_json())
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE, e.g. policy.split_clip=false")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node, parts = data, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    try:
-        return type(cfg).model_validate(data)
-    except ValueError as e:  # pydantic names the field
-        raise typer.BadParameter(str(e)) from None
 
 
 def _experts(specs: list[str]) -> dict[str, str]:
@@ -391,15 +398,13 @@ def rl_grpo(
     domain: Optional[list[str]] = typer.Option(None, help="train a domain expert on these domains' prompts; repeat"),
     out: Optional[str] = typer.Option(None, help="output folder under the run (default rl/grpo)"),
     steps: Optional[int] = typer.Option(None),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. policy.split_clip=false; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """GRPO with two-stage rollouts and the set-wise reward, from runs/<name>/sft/model."""
     from onereason.rl import grpo
 
-    cfg = _with_overrides(_config(config_file, name).rl, set_)
-    try:  # validated again: the options obey the same rules as the config file
-        cfg = grpo.GrpoConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in dict(
-            mode=mode, domains=domain, out=out, steps=steps).items() if v}})
+    cfg = _config(config_file, name, "rl", set_, mode=mode, domains=domain or None, out=out, steps=steps)
+    try:
         summary = grpo.run(cfg, RUNS / name)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
@@ -411,13 +416,13 @@ def rl_rft(
     name: str = typer.Option(...),
     expert: list[str] = typer.Option(..., help="DOMAIN=MODEL_DIR under the run; repeat per domain"),
     out: str = typer.Option("rl/rft"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. prompts_per_domain=800; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Unify domain experts by rejection-sampling fine-tuning (hits with well-formed traces)."""
     from onereason.rl.unify import RftConfig, run_rft
 
     try:
-        cfg = _with_overrides(RftConfig(experts=_experts(expert), out=out), set_)
+        cfg = _built(RftConfig, {"experts": _experts(expert), "out": out}, set_)
         console.print_json(json.dumps(run_rft(cfg, RUNS / name)))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
@@ -428,13 +433,13 @@ def rl_mopd(
     name: str = typer.Option(...),
     expert: list[str] = typer.Option(..., help="DOMAIN=MODEL_DIR under the run; repeat per domain"),
     out: str = typer.Option("rl/mopd"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. steps=100; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Unify domain experts by multi-teacher on-policy distillation (token-level reverse KL)."""
     from onereason.rl.unify import MopdConfig, run_mopd
 
     try:
-        cfg = _with_overrides(MopdConfig(experts=_experts(expert), out=out), set_)
+        cfg = _built(MopdConfig, {"experts": _experts(expert), "out": out}, set_)
         console.print_json(json.dumps(run_mopd(cfg, RUNS / name)))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
@@ -448,15 +453,14 @@ def rl_eval_(
     max_users: Optional[int] = typer.Option(None),
     beams: Optional[int] = typer.Option(None),
     out: Optional[str] = typer.Option(None, help="report stem under the run (default rl/eval)"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """SFT vs RL models, thinking / non-thinking / race, 64 beams: Recall@10, NDCG@10, pass@4, pass@64."""
     from onereason.bench import rl_eval
 
-    cfg = _config(config_file, name).rl_eval
     try:
-        methods = [rl_eval.parse_method(m) for m in method] if method else None
-        cfg = cfg.model_copy(update={k: v for k, v in dict(methods=methods, max_users=max_users, beams=beams,
-                                                           out=out).items() if v})
+        methods = [rl_eval.parse_method(m).model_dump() for m in method] if method else None
+        cfg = _config(config_file, name, "rl_eval", set_, methods=methods, max_users=max_users, beams=beams, out=out)
         console.print(rl_eval.markdown(rl_eval.run(cfg, RUNS / name)))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
@@ -485,8 +489,7 @@ app.add_typer(serve_app, name="serve")
 def _serve_config(sets: Optional[list[str]], **options):
     from onereason.serve.engine import ServeConfig
 
-    cfg = _with_overrides(ServeConfig(), sets)
-    return cfg.model_copy(update={k: v for k, v in options.items() if v is not None})
+    return _built(ServeConfig, {}, sets, **options)
 
 
 @serve_app.command("start")
@@ -498,7 +501,7 @@ def serve_start(
     store: Optional[str] = typer.Option(None, help="sqlite | sqlite:///path | redis://host:port/db"),
     worker: Optional[str] = typer.Option(None, help="thread (slow path inside the server) | off"),
     api_key: Optional[str] = typer.Option(None, envvar="ONEREASON_API_KEY", help="require this key (Bearer or X-API-Key)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="ServeConfig override, e.g. max_batch=8; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Serve runs/<name>: /recommend, /events, /explain, /v1/chat/completions, /health, /metrics."""
     import uvicorn
@@ -519,7 +522,7 @@ def serve_worker(
     store: Optional[str] = typer.Option(None, help="the store the servers use"),
     model: Optional[str] = typer.Option(None),
     limit: Optional[int] = typer.Option(None, help="stop after this many traces (e.g. to warm the cache)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """The slow path as its own process: refresh missing or stale traces, most active users first,
     until the queue is empty (or --limit traces are written)."""
@@ -557,12 +560,12 @@ app.add_typer(bench_app, name="bench")
 def bench_run(
     name: str = typer.Option(...),
     config_file: Optional[Path] = typer.Option(None, "--config"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="BenchConfig override, e.g. max_users=1000; repeat"),
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Every tier and baseline on runs/<name> (cached parts resume); report in runs/<name>/report/."""
     from onereason.bench import report, suite
 
-    cfg = _with_overrides(_config(config_file, name).bench, set_)
+    cfg = _config(config_file, name, "bench", set_)
     try:
         results = suite.run(cfg, RUNS / name)
     except (ValueError, FileNotFoundError) as e:

@@ -16,14 +16,15 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from onereason.bench import evaluate
-from onereason.bench import reasoning_eval, rl_eval, suite
+from onereason.bench import reasoning_eval, rl_eval, stage_report, suite
 from onereason.bench.evaluate import EvalConfig
 from onereason.bench.reasoning_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
 from onereason.bench.suite import BenchConfig
+from onereason.config import Config
 from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
@@ -35,6 +36,7 @@ from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
 from onereason.corpus import build as corpus
 from onereason.corpus.build import CorpusConfig
+from onereason.rundir import write_text
 from onereason.train import pretrain, sft
 from onereason.train.next_item import NextItemConfig
 from onereason.train.pretrain import PretrainConfig
@@ -44,7 +46,7 @@ from onereason.rl.grpo import GrpoConfig
 from onereason.serve import smoke
 
 
-class GenericSource(BaseModel):
+class GenericSource(Config):
     """A dataset in your own files (CSV/TSV/Parquet/JSONL), mapped onto the schema."""
 
     interactions: Path
@@ -54,7 +56,7 @@ class GenericSource(BaseModel):
     drop_unknown_items: bool = False
 
 
-class DataConfig(BaseModel):
+class DataConfig(Config):
     """Which datasets: shipped names and/or your own files. Several form one multi-domain corpus."""
 
     datasets: list[str] = Field(default_factory=lambda: ["amazon-scientific"])
@@ -67,7 +69,7 @@ class DataConfig(BaseModel):
                                      ".jsonl/.txt path, or None for item text only")
 
 
-class RunConfig(BaseModel):
+class RunConfig(Config):
     """The whole pipeline; saved as runs/<name>/config.json."""
 
     data: DataConfig = DataConfig()
@@ -123,7 +125,7 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     if text is not None:
         write_parquet(text, run_dir / "data" / "general_text.parquet")
     stats = dataset_stats(ds)
-    (run_dir / "data" / "stats.json").write_text(stats.to_json(orient="records", indent=2))
+    write_text(run_dir / "data" / "stats.json", stats.to_json(orient="records", indent=2))
     return {"stats": stats.to_dict(orient="records")}
 
 
@@ -140,7 +142,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
             raise ValueError(f"{run_dir} holds a run with a different {', '.join(changed)} config; "
                              "choose another --name or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(config.model_dump_json(indent=2))
+    write_text(saved, config.model_dump_json(indent=2))
 
 
 STAGE_NAMES = ("data", "itemic", "corpus", "pretrain", "eval", "sft", "sft-eval", "rl", "rl-eval", "bench", "serve")
@@ -161,7 +163,7 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         ("data", lambda: run_data(config.data, run_dir)),
         ("itemic", lambda: itemic.run(config.itemic, run_dir)),
         ("corpus", lambda: corpus.run(config.corpus, run_dir)),
-        *[(f"pretrain {s}", lambda s=s: pretrain.run(config.pretrain, run_dir, s, progress=progress))
+        *[(f"pretrain {s}", lambda s=s: stage_report.train_and_report(config.pretrain, run_dir, s, progress=progress))
           for s in pretrain.stages_to_run(config.pretrain)],
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
         ("sft", lambda: sft.run(config.sft, run_dir, progress=progress)),
@@ -180,5 +182,5 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         summary[name] = stage()
         summary[name]["stage_seconds"] = time.perf_counter() - t0
         log(f"stage {name} done in {summary[name]['stage_seconds']:.1f}s")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from onereason.corpus.user_layer import user_histories
+from onereason.data.histories import user_histories
 from onereason.decoding.two_stage import CitationLogitsProcessor, close_trace
 from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.pipeline import RunConfig

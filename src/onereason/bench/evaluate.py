@@ -8,17 +8,19 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
 from onereason.bench.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
+from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
+from onereason.rundir import write_text
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Config):
     """What to evaluate and with which beam."""
 
     split: str = Field("test", description="valid or test")
@@ -61,13 +63,6 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
     return run_dir / "eval" if split == "test" else run_dir / "eval" / split
 
 
-def _write(path: Path, text: str) -> None:
-    """Temporary file, then rename: a killed eval leaves the previous file whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
@@ -87,11 +82,11 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     }
     out = eval_dir(run_dir, config.split)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "recommendations.jsonl", "".join(
+    write_text(out / "recommendations.jsonl", "".join(
         json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n"
         for u, t, r in zip(users, truths, recs)))
-    _write(out / "results.md", results_markdown(results))
-    _write(out / "results.json", json.dumps(results, indent=2))
+    write_text(out / "results.md", results_markdown(results))
+    write_text(out / "results.json", json.dumps(results, indent=2))
     return results
 
 

@@ -64,7 +64,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     grid = []
     for lr in lrs:
         out = (run_dir / model_dir(lr)).parent
-        loop = sft.loop.model_copy(update={"lr": lr, "epochs": epochs})
+        loop = sft.loop.replace(lr=lr, epochs=epochs)
         if not (out / "model" / "config.json").exists():
             model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))

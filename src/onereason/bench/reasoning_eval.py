@@ -22,21 +22,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.metrics import KS, evaluate_lists
+from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered
+from onereason.rundir import write_text
 from onereason.train.loop import Sample, collate
 
 
-class SftEvalConfig(BaseModel):
+class SftEvalConfig(Config):
     split: str = Field("test", pattern="^(valid|test)$")
     max_users: int | None = Field(3000, ge=1)
     beams: int = Field(20, ge=1)
@@ -163,13 +165,12 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                "temperature": config.temperature, "methods": methods, "reasoning": extra}
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
-    (out / "eval.md").write_text(markdown(results))
-    with open(out / "traces.jsonl", "w") as f:
-        f.writelines(json.dumps(s) + "\n" for s in samples)
-    with open(out / "recommendations.jsonl", "w") as f:  # per user, for subgroup analyses (e.g. cold start)
-        for j, (u, t) in enumerate(zip(p.users, p.truths)):
-            f.write(json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n")
+    write_text(out / "eval.json", json.dumps(results, indent=2))
+    write_text(out / "eval.md", markdown(results))
+    write_text(out / "traces.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    write_text(out / "recommendations.jsonl", "".join(  # per user, for subgroup analyses (e.g. cold start)
+        json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n"
+        for j, (u, t) in enumerate(zip(p.users, p.truths))))
     return results
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import markdown
 
+from onereason.rundir import atomic_path, write_text
+
 OURS = ("pre-trained", "SFT", "RL")
 MODES = ("non-thinking", "thinking", "race")
 BASELINES = {"SASRec": "SASRec", "TIGER-style": "TIGER-style", "LC-Rec-style": "LC-Rec-style non-thinking",
@@ -155,7 +157,8 @@ def plot_bars(r: dict, png: Path) -> None:
     ax.set_title(f"R3 NDCG@10 per method ({r['users']} {r['split']} users)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -173,7 +176,8 @@ def plot_recall_curves(r: dict, png: Path) -> None:
     ax.set_title("Recall@k (solid: ours, dashed: baselines)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -188,7 +192,8 @@ def plot_thinking(r: dict, png: Path) -> None:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=3)
     fig.suptitle("thinking vs non-thinking vs race")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -208,7 +213,8 @@ def plot_stages(r: dict, png: Path) -> None:
     axes[2].set_yscale("log")
     fig.suptitle("stage progression")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -232,15 +238,15 @@ def inline_html(md: str, root: Path, title: str) -> str:
 
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_text(out / "results.json", json.dumps(results, indent=1))
     plot_bars(results, out / "r3_bars.png")
     plot_recall_curves(results, out / "recall_curves.png")
     if results["reasoning"]:
         plot_thinking(results, out / "thinking.png")
     plot_stages(results, out / "stages.png")
     md = markdown_text(results)
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(inline_html(md, out, f"OneReason-Bench: {results['run']}"))
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", inline_html(md, out, f"OneReason-Bench: {results['run']}"))
 
 
 def compare(result_files: list[Path], out: Path) -> str:
@@ -273,9 +279,10 @@ def compare(result_files: list[Path], out: Path) -> str:
     ax.set_ylabel("NDCG@10")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "compare.png", dpi=100)
+    with atomic_path(out / "compare.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     md = "\n".join(lines) + "\n"
-    (out / "compare.md").write_text(md)
-    (out / "compare.html").write_text(inline_html(md, out, "OneReason-Bench comparison"))
+    write_text(out / "compare.md", md)
+    write_text(out / "compare.html", inline_html(md, out, "OneReason-Bench comparison"))
     return md

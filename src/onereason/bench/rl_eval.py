@@ -13,19 +13,21 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
 from onereason.bench.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.bench.reasoning_eval import answer_items
+from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.sft_data import r3_prompts
+from onereason.rundir import atomic_path, write_text
 
 
-class Method(BaseModel):
+class Method(Config):
     name: str
     model: str | dict[str, str] = Field(description="model directory relative to the run directory, or "
                                         "domain → directory (each domain's users go to its expert)")
@@ -35,7 +37,7 @@ class Method(BaseModel):
         return list(self.model.values()) if isinstance(self.model, dict) else [self.model]
 
 
-class RlEvalConfig(BaseModel):
+class RlEvalConfig(Config):
     split: str = Field("test", pattern="^(valid|test)$")
     max_users: int | None = Field(500, ge=1)
     beams: int = Field(64, ge=2)
@@ -143,12 +145,12 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
               "hypotheses": config.hypotheses, "methods": results}
     stem = run_dir / config.out
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    stem.with_suffix(".md").write_text(markdown(report))
+    write_text(stem.with_suffix(".json"), json.dumps(report, indent=2))
+    write_text(stem.with_suffix(".md"), markdown(report))
     plot(report, stem.with_suffix(".png"))
-    with open(stem.with_name(stem.name + "_recommendations.jsonl"), "w") as f:  # per user: paired comparisons
-        for j, (u, t) in enumerate(zip(p.users, p.truths)):
-            f.write(json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in per_user.items()}}) + "\n")
+    write_text(stem.with_name(stem.name + "_recommendations.jsonl"), "".join(  # per user: paired comparisons
+        json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in per_user.items()}}) + "\n"
+        for j, (u, t) in enumerate(zip(p.users, p.truths))))
     return report
 
 
@@ -210,5 +212,6 @@ def plot(report: dict, png: Path) -> None:
         ax.set_title(c)
         ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

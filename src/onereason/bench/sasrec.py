@@ -14,15 +14,17 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import nn
 
 from onereason.bench.early_stop import train_with_early_stopping
 from onereason.bench.metrics import evaluate_lists
-from onereason.corpus.user_layer import eval_prompts, items_of, user_histories
+from onereason.config import Config
+from onereason.corpus.user_layer import eval_prompts
+from onereason.data.histories import items_of, user_histories
 
 
-class SASRecConfig(BaseModel):
+class SASRecConfig(Config):
     """RecBole's SASRec defaults, except the epoch budget."""
 
     hidden: int = 64

@@ -6,6 +6,7 @@
 - perplexity on the held-out general-text documents;
 - next-item Recall@10 / NDCG@10 on the valid split (constrained beam search).
 
+`train_and_report` is the pipeline's pre-training stage: train (train/pretrain.py), then measure.
 `write_report` puts the stages side by side in pretrain/report.{json,md} and draws the loss
 curves per layer into pretrain/loss.png.
 """
@@ -21,26 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from accelerate import PartialState
 
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.metrics import evaluate_lists
+from onereason.corpus.build import LAYERS
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import left_pad, recommend
-from onereason.train.loop import Sample, causal_lm_loss, collate
 from onereason.itemic.sid import load_sid_tokens
-
-
-class ReportConfig(BaseModel):
-    """Sizes of the per-stage measurements (kept small: they run after every stage)."""
-
-    r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
-    users: int = Field(1000, ge=1, description="valid-split users for next-item recall")
-    beams: int = Field(20, ge=10)
-    max_items: int = Field(50, ge=1)
-    ppl_context: int = Field(512, ge=16)
-    batch_size: int = Field(32, ge=1)
-    seed: int = 0
+from onereason.rundir import atomic_path, write_text
+from onereason.train import pretrain
+from onereason.train.loop import Sample, causal_lm_loss, collate
+from onereason.train.pretrain import ReportConfig
 
 
 def token_f1(pred: str, truth: str) -> float:
@@ -127,6 +120,15 @@ def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = Fals
     return out
 
 
+def train_and_report(config: pretrain.PretrainConfig, run_dir: Path, stage: str, progress: bool = True) -> dict:
+    """Stage `pretrain <stage>`: train it (train/pretrain.py), measure it, update pretrain/report.*."""
+    stats = pretrain.run(config, run_dir, stage, progress=progress,
+                         measure=lambda model: stage_metrics(model, run_dir, config.report, progress=progress))
+    if PartialState().is_main_process:  # under `accelerate launch` one process writes the report
+        write_report(run_dir, list(pretrain.STAGES), list(LAYERS))
+    return stats
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -153,8 +155,8 @@ def write_report(run_dir: Path, stages: list[str], layers: list[str]) -> dict:
     lines += ["", "Budget per layer (tokens drawn, after packing):", ""]
     lines += [f"- {s}: " + ", ".join(f"{k} {v:,}" for k, v in d["tokens_per_layer"].items() if v) for s, d in done.items()]
     lines += ["", "![loss per layer](loss.png)", ""]
-    (root / "report.md").write_text("\n".join(lines))
-    (root / "report.json").write_text(json.dumps(done, indent=2))
+    write_text(root / "report.md", "\n".join(lines))
+    write_text(root / "report.json", json.dumps(done, indent=2))
     _plot(root, list(done), layers)
     return done
 
@@ -183,5 +185,6 @@ def _plot(root: Path, stages: list[str], layers: list[str]) -> None:
     ax.set_yscale("log")
     ax.set_title("pre-training loss per layer")
     fig.tight_layout()
-    fig.savefig(root / "loss.png", dpi=110)
+    with atomic_path(root / "loss.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

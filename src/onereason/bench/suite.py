@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines import most_popular
@@ -45,7 +45,8 @@ from onereason.bench.reasoning_eval import target_logprob, trace_stats
 from onereason.bench.sasrec import SASRecConfig
 from onereason.bench.tiger import TigerConfig
 from onereason.bench.rl_eval import chat_lists, merge_race
-from onereason.bench.stage_report import ReportConfig, heldout_perplexity, perception, token_f1
+from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
+from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import left_pad, recommend
@@ -56,11 +57,13 @@ from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.sft_data import (JudgeConfig, chat_prompt, clip_words, describe_user, find_user, r1_user,
                                           r2_user, title_user)
 from onereason.reasoning.traces import numbered
+from onereason.rundir import write_text
+from onereason.train.pretrain import ReportConfig
 
 BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
 
 
-class BenchConfig(BaseModel):
+class BenchConfig(Config):
     """What the bench measures and how much it spends; every size is per run."""
 
     split: str = Field("test", pattern="^(valid|test)$")
@@ -110,9 +113,7 @@ class Parts:
         t0 = time.perf_counter()
         result = compute()
         result["seconds"] = time.perf_counter() - t0
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": settings, "result": result}))
-        tmp.replace(path)  # a part is whole or absent
+        write_text(path, json.dumps({"settings": settings, "result": result}))  # a part is whole or absent
         return result
 
 
@@ -431,7 +432,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
             continue
         grid = []
         for lr in lrs:
-            c = base.model_copy(update={"lr": lr, "seed": config.seed})
+            c = base.replace(lr=lr, seed=config.seed)
             grid.append(parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
         lists = [best["lists"][u] for u in p.users]

@@ -17,18 +17,20 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import T5Config, T5ForConditionalGeneration
 
 from onereason.bench.early_stop import train_with_early_stopping
 from onereason.bench.metrics import evaluate_lists
-from onereason.corpus.user_layer import eval_prompts, items_of, user_histories
+from onereason.config import Config
+from onereason.corpus.user_layer import eval_prompts
+from onereason.data.histories import items_of, user_histories
 from onereason.itemic.sid import SidTokens, build_trie
 
 PAD, EOS = 0, 1
 
 
-class TigerConfig(BaseModel):
+class TigerConfig(Config):
     d_model: int = 128
     layers: int = 4
     heads: int = 4

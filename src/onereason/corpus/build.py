@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from onereason.config import Config
 from onereason.corpus.item_layer import item_documents
 from onereason.corpus.relational_layer import relational_documents
 from onereason.corpus.token_layer import token_documents
 from onereason.corpus.user_layer import HistoryText, training_sequences
 from onereason.data.schema import write_parquet
 from onereason.itemic.sid import load_sid_tokens
+from onereason.rundir import write_text
 
 LAYERS = ("token", "item", "relational", "user")
 
 
-class CorpusConfig(BaseModel):
+class CorpusConfig(Config):
     """What goes into each layer."""
 
     heldout_items: float = Field(0.05, ge=0, lt=1, description="share of items kept out of SID ↔ title statements")
@@ -79,9 +81,9 @@ def run(config: CorpusConfig, run_dir: Path) -> dict:
             "documents": len(df), "tokens": int(lengths.sum()),
             "per_domain": {d or "general": {"documents": int(n), "tokens": int(t)}
                            for d, n, t in zip(*_per_domain(df["domain"], lengths))}}
-    (out / "heldout_items.json").write_text(json.dumps(heldout))
-    (out / "config.json").write_text(config.model_dump_json(indent=2))
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text(out / "heldout_items.json", json.dumps(heldout))
+    write_text(out / "config.json", config.model_dump_json(indent=2))
+    write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats
 
 

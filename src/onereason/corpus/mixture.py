@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from onereason.rundir import atomic_path
+
 
 @dataclass
 class Packed:
@@ -24,9 +26,8 @@ class Packed:
     layers: np.ndarray
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, ids=self.ids, positions=self.positions, layers=self.layers)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, ids=self.ids, positions=self.positions, layers=self.layers)
 
     @classmethod
     def load(cls, path: Path) -> "Packed":

@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from onereason.corpus.user_layer import items_of, user_histories
+from onereason.data.histories import items_of, user_histories
 from onereason.itemic.sid import SidCodec
 
 

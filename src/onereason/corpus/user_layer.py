@@ -10,35 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from onereason.data.histories import Event, items_of, user_histories
 from onereason.itemic.sid import SidTokens
 
 # Datasets without real times (amazon-scientific) store positions 0, 1, 2, ...; a Unix time
 # after 1973 is the sign of a real clock.
 REAL_TIME = 10**8
-
-
-class Event(NamedTuple):
-    item: str
-    timestamp: int
-    rating: float
-
-
-def user_histories(inter: pd.DataFrame, splits: tuple[str, ...]) -> dict[str, list[Event]]:
-    """Events per user in time order, keeping only the given splits."""
-    kept = inter[inter["split"].isin(splits)].sort_values(["user_id", "timestamp"], kind="stable")
-    out: dict[str, list[Event]] = {}
-    for u, i, t, r in zip(kept["user_id"], kept["item_id"], kept["timestamp"], kept["rating"]):
-        out.setdefault(u, []).append(Event(i, int(t), float(r)))
-    return out
-
-
-def items_of(events: list[Event]) -> list[str]:
-    return [e.item for e in events]
 
 
 def gap_text(seconds: float) -> str:

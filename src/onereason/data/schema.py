@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from onereason.rundir import atomic_path
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "domain", "rating", "split"]
 ITEM_COLUMNS = ["item_id", "domain", "title", "description", "categories", "brand"]
@@ -81,15 +81,8 @@ def check_dataset(ds: Dataset, source: str | Path) -> None:
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write to a temporary name beside the target, then rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_dataset(ds: Dataset, out_dir: Path) -> None:

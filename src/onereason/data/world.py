@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from onereason.config import Config
 from onereason.data.schema import Dataset, check_dataset, save_dataset, write_parquet
 from onereason.data.split import leave_one_out
+from onereason.rundir import write_text
 
 DOMAINS = ("video", "prod", "ad", "living")
 # topic → (kind nouns, adjectives); complementary topics are listed in COMPLEMENTS.
@@ -57,7 +59,7 @@ FORMAT = {"video": "{adj} {noun} video", "prod": "{brand} {adj} {noun}", "ad": "
 BRANDS = ["Acme", "Zenith", "Nova", "Orbit", "Pico", "Lumen", "Terra", "Vela"]
 
 
-class WorldConfig(BaseModel):
+class WorldConfig(Config):
     seed: int = 0
     users: int = Field(8000, ge=20)
     items_per_interest: int = Field(90, ge=2, description="items per (domain, topic); 90 → 4,320 items")
@@ -199,6 +201,6 @@ def write(cfg: WorldConfig, out: Path) -> dict:
     save_dataset(ds, out)
     for name, df in truth.items():
         write_parquet(df, out / "truth" / f"{name}.parquet")
-    (out / "truth" / "world.json").write_text(json.dumps(params, indent=1))
+    write_text(out / "truth" / "world.json", json.dumps(params, indent=1))
     return {"users": len(ds.users), "items": len(ds.items), "interactions": len(ds.interactions),
             "personas": cfg.personas, "domains": list(DOMAINS)}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from onereason.config import Config
 from onereason.data.schema import write_parquet
 from onereason.itemic.cooccurrence import cooccurrence_embeddings
 from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
@@ -16,9 +17,10 @@ from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_c
                                        residual_kmeans, resolve_collisions)
 from onereason.itemic.sid import SidCodec
 from onereason.itemic.tokenizer import build_tokenizer
+from onereason.rundir import atomic_path, write_text
 
 
-class ItemicConfig(BaseModel):
+class ItemicConfig(Config):
     """Semantic IDs and tokenizer."""
 
     embed_model: str = Field(DEFAULT_MODEL, description="offline package name or local sentence-transformers dir")
@@ -52,7 +54,8 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         sid_map[f"code_{level}"] = codes[:, level]
     out = run_dir / "itemic"
     write_parquet(sid_map, out / "sid_map.parquet")
-    np.save(out / "embeddings.npy", emb)  # what was clustered (text, plus co-occurrence if enabled)
+    with atomic_path(out / "embeddings.npy") as tmp:  # what was clustered (text, plus co-occurrence if enabled)
+        np.save(tmp, emb)
     codec = SidCodec(sid_map)
     general = run_dir / "data" / "general_text.parquet"
     if general.exists():  # held-out documents stay out of the tokenizer too
@@ -68,5 +71,5 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         "per_level": codebook_stats(codes, k), "vocab_size": len(tok),
         "config": json.loads(config.model_dump_json()),
     }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats

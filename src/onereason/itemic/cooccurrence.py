@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from onereason.corpus.user_layer import items_of, user_histories
+from onereason.data.histories import items_of, user_histories
 
 
 def cooccurrence_embeddings(inter: pd.DataFrame, item_ids: list[str], dim: int = 64, window: int = 3,

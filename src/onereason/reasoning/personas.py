@@ -18,8 +18,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from onereason.corpus.user_layer import Event
+from onereason.data.histories import Event
 from onereason.reasoning.interests import Interests
+from onereason.rundir import write_text
 
 SCALARS = ("activity", "repeat", "diversity", "rating", "brand_loyalty")
 
@@ -35,8 +36,8 @@ class Personas:
     stats: list[dict]
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"centroids": self.centroids.tolist(), "mean": self.mean.tolist(),
-                                    "std": self.std.tolist(), "names": self.names, "stats": self.stats}))
+        write_text(path, json.dumps({"centroids": self.centroids.tolist(), "mean": self.mean.tolist(),
+                                     "std": self.std.tolist(), "names": self.names, "stats": self.stats}))
 
     @classmethod
     def load(cls, path: Path) -> "Personas":

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
-from onereason.corpus.user_layer import REAL_TIME, Event, HistoryText, gap_text, user_histories
+from onereason.corpus.user_layer import REAL_TIME, HistoryText, gap_text
+from onereason.data.histories import Event, user_histories
 from onereason.data.schema import write_parquet
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.chat_client import ChatClient
@@ -34,11 +36,12 @@ from onereason.reasoning.judge import (GroundedJudge, Judge, LLMJudge, candidate
 from onereason.reasoning.personas import Personas, learn_personas
 from onereason.reasoning.traces import (GroundedTeacher, LLMTeacher, check_trace, interest_transitions,
                                         numbered_list)
+from onereason.rundir import write_text
 
 TASKS = ("R0", "R1", "R2", "R3")
 
 
-class JudgeConfig(BaseModel):
+class JudgeConfig(Config):
     """Which judge labels R1 pairs: `grounded` (offline, from the data) or `llm` (an endpoint,
     also used by the `llm` trace teacher)."""
 
@@ -50,7 +53,7 @@ class JudgeConfig(BaseModel):
     concurrency: int = Field(8, ge=1)
 
 
-class SftDataConfig(BaseModel):
+class SftDataConfig(Config):
     interests_per_domain: int = Field(24, ge=1)
     personas: int = Field(20, ge=1)
     persona_interest_weight: float = Field(10.0, gt=0, description="variance of the theme/domain shares "
@@ -264,5 +267,5 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
              "relations": dict(Counter(r.label for r in relations)),
              "interests": len(interests), "personas": personas.names,
              "persona_users": [s["users"] for s in personas.stats]}
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats

@@ -21,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from onereason.corpus.user_layer import Event
+from onereason.data.histories import Event
 from onereason.reasoning.chat_client import ChatClient
 from onereason.itemic.sid import SidCodec
 from onereason.reasoning.interests import Interests

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
+from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
@@ -34,10 +35,11 @@ from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log
+from onereason.rundir import write_text
 from onereason.train.loop import save_model
 
 
-class GrpoConfig(BaseModel):
+class GrpoConfig(Config):
     init: str = Field("sft/model", description="starting checkpoint, relative to the run directory")
     out: str = Field("rl/grpo", description="output folder, relative to the run directory")
     mode: str = Field("thinking", pattern="^(thinking|non-thinking|both)$",
@@ -133,7 +135,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
     """Train; `reward_hook(trajs)` may rewrite rewards after scoring (tests use it for bad rewards)."""
     out = run_dir / cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    write_text(out / "config.json", cfg.model_dump_json(indent=2))
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
@@ -190,7 +192,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
              ["reward", "hit", "coverage", "diversity", "format_ok", "clip_frac_item", "trace_tokens"], f"GRPO {cfg.mode}")
     rows = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     summary = summarize(rows, dict(trainer.skipped))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from onereason.corpus.user_layer import Event, user_histories
+from onereason.data.histories import Event, user_histories
 
 
 @dataclass

@@ -15,10 +15,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from onereason.config import Config
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(Config):
     hit: float = Field(1.0, ge=0)
     coverage: float = Field(0.5, ge=0)
     diversity: float = Field(0.1, ge=0)

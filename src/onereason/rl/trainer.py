@@ -15,15 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM, get_constant_schedule_with_warmup
 
+from onereason.config import Config
 from onereason.decoding.constrained import left_pad
 from onereason.rl.rollout import Trajectory
+from onereason.rundir import atomic_path, write_text
 from onereason.train.loop import latest_checkpoint, save_checkpoint
 
 
-class PolicyConfig(BaseModel):
+class PolicyConfig(Config):
     """The policy-gradient update; each modification is a switch for ablations."""
 
     clip_reasoning: float = Field(0.2, gt=0, description="clip range ε of reasoning-token ratios")
@@ -138,7 +140,7 @@ class PolicyTrainer:
         self.log_path = out / "train_log.jsonl"
         if self.log_path.exists():  # drop what was logged after the checkpoint
             kept = [l for l in self.log_path.read_text().splitlines() if json.loads(l)["step"] <= self.start]
-            self.log_path.write_text("".join(l + "\n" for l in kept))
+            write_text(self.log_path, "".join(l + "\n" for l in kept))
         self.skipped: Counter = Counter()
 
     @property
@@ -230,5 +232,6 @@ def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:
         ax.set_xlabel("step")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

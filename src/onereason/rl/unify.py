@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
+from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
@@ -31,10 +32,11 @@ from onereason.rl.reward import RewardConfig
 from onereason.rl.grpo import score
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log, token_bounds
+from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 
-class UnifyConfig(BaseModel):
+class UnifyConfig(Config):
     experts: dict[str, str] = Field(description="domain → expert model directory, relative to the run directory")
     init: str = Field("sft/model", description="the model that becomes the unified one")
     out: str = "rl/unified"
@@ -79,7 +81,7 @@ def _prepare(cfg: UnifyConfig, run_dir: Path):
     _check(cfg, run_dir, sid.codec.domains)
     out = run_dir / cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    write_text(out / "config.json", cfg.model_dump_json(indent=2))
     return (tok, sid, HistoryText(sid, tok), pd.read_parquet(run_dir / "data" / "interactions.parquet"),
             Interests.load(run_dir / "reasoning" / "interests.json").of, out)
 
@@ -142,7 +144,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     save_model(model, tok, out / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", "RFT")
     summary = {"domains": per_domain, "samples": len(samples), "sampling_seconds": sample_s, **stats}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -197,5 +199,5 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     summary = {"steps": len(rows), "seconds": float(sum(r["generation_s"] + r["optimization_s"] for r in rows)),
                **{f"{k}_{w}": float(np.mean([r[k] for r in part]))
                   for k in ("reverse_kl", "hit") for w, part in (("first", rows[:n]), ("last", rows[-n:]))}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

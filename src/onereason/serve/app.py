@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from onereason.corpus.user_layer import Event
+from onereason.data.histories import Event
 from onereason.reasoning.traces import PARTS
 from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInterest, chat_completion, split_trace
 from onereason.serve.store import NewEvent, Store, open_store

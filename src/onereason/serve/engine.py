@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
-from onereason.corpus.user_layer import Event, HistoryText, user_histories
+from onereason.config import Config
+from onereason.corpus.user_layer import HistoryText
+from onereason.data.histories import Event, user_histories
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
@@ -29,7 +31,7 @@ from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered, numbered_list
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(Config):
     model: str | None = Field(None, description="model directory relative to the run (default: the RL "
                               "model rl/grpo/model when it exists, else sft/model), or an absolute path")
     store: str = Field("sqlite", description="sqlite | sqlite:///<path> | redis://host:port/db")

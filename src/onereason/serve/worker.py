@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable
 
-from onereason.corpus.user_layer import Event
+from onereason.data.histories import Event
 from onereason.serve.engine import Engine
 from onereason.serve.store import Store
 

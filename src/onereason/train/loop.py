@@ -22,15 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
+from onereason.config import Config
 from onereason.corpus.user_layer import batches_by_length
+from onereason.rundir import atomic_path, write_text
 
 
-class LoopConfig(BaseModel):
+class LoopConfig(Config):
     """Optimization and checkpointing."""
 
     epochs: float = Field(20.0, gt=0, description="passes over the samples (fractions allowed)")
@@ -120,7 +122,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / "loop_state.json").write_text(json.dumps({"step": step}))
+        write_text(tmp / "loop_state.json", json.dumps({"step": step}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         old = sorted((p for p in ckpt_dir.glob("step_*")), key=lambda p: int(p.name.split("_")[1]))
@@ -166,7 +168,7 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     log_path = out_dir / "train_log.jsonl"
     if accelerator.is_main_process and log_path.exists():  # drop what was logged after the checkpoint
         kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start]
-        log_path.write_text("".join(l + "\n" for l in kept))
+        write_text(log_path, "".join(l + "\n" for l in kept))
 
     names = group_names or ["all"]
     board = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start + 1) if accelerator.is_main_process else None
@@ -254,5 +256,6 @@ def plot_loss(log_path: Path, png: Path, title: str = "training loss") -> None:
     ax2.set_ylabel("learning rate")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText, training_sequences
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import build_model, count_parameters
+from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 
-class NextItemConfig(BaseModel):
+class NextItemConfig(Config):
     """Backbone and data for next-item training."""
 
     model: str = Field("small", description="size preset (tiny|small|medium|base) or a local HF causal LM directory")
@@ -36,11 +38,11 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     model = build_model(config.model, len(tok), seed=config.loop.seed)
     out = run_dir / "train"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    write_text(out / "config.json", config.model_dump_json(indent=2))
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
     save_model(model, tok, run_dir / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", f"next-item training ({config.model})")
     stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s) for s in seqs)),
                   "parameters": count_parameters(model)})
-    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    write_text(out / "summary.json", json.dumps(stats, indent=2))
     return stats

@@ -9,33 +9,47 @@
 
 Each stage starts from the previous stage's model, draws its token budget from the corpus
 layers by its mixture weights, packs it into rows, trains with the shared loop (resumable),
-then measures itself (R0 perception, held-out perplexity, next-item Recall@10) into
-pretrain/report.{json,md} with the loss curves in pretrain/loss.png.
+and is measured by the caller's `measure` (bench/stage_report.py: R0 perception, held-out perplexity,
+next-item Recall@10) into pretrain/report.{json,md} with the loss curves in pretrain/loss.png.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from onereason.bench.stage_report import ReportConfig, stage_metrics, write_report
+from onereason.config import Config
 from onereason.corpus.build import LAYERS, load_layer
 from onereason.corpus.mixture import Packed, build_rows, check_mixture
 from onereason.model.backbone import PRESETS, build_model, count_parameters
+from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, save_model, train
 from onereason.itemic.sid import load_sid_tokens
 
 STAGES = ("text", "warmup", "full", "long")
 
 
-class StageConfig(BaseModel):
+class ReportConfig(Config):
+    """Sizes of the per-stage measurements (kept small: they run after every stage)."""
+
+    r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
+    users: int = Field(1000, ge=1, description="valid-split users for next-item recall")
+    beams: int = Field(20, ge=10)
+    max_items: int = Field(50, ge=1)
+    ppl_context: int = Field(512, ge=16)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class StageConfig(Config):
     """One stage: its budget in tokens, context, optimizer and layer mixture."""
 
     tokens: int = Field(..., ge=1, description="tokens drawn from the layers (the budget)")
@@ -48,7 +62,7 @@ class StageConfig(BaseModel):
                                              description="factor per domain ('general' = general text); default 1")
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(Config):
     """The backbone and the three stages (plus the backbone's own text stage)."""
 
     model: str = Field("small", description="size preset (tiny|small|medium|base) or a local HF causal LM directory")
@@ -144,8 +158,10 @@ def check_stage(config: PretrainConfig, stage: str, layers: dict[str, pd.DataFra
                          f"(context={sc.context})")
 
 
-def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True) -> dict:
-    """Train one stage from the previous one, save its model, measure it, update the report."""
+def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True,
+        measure: Callable[[PreTrainedModel], dict] | None = None) -> dict:
+    """Train one stage from the previous one, save its model and its summary with `measure(model)` (the
+    bench's stage metrics, passed in so that training does not depend on evaluation)."""
     tok, sid = load_sid_tokens(run_dir)
     layers = {n: load_layer(run_dir, "user_long" if (n == "user" and stage == "long") else n) for n in LAYERS}
     check_stage(config, stage, layers, sid.length)
@@ -155,7 +171,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
-        (out / "config.json").write_text(config.model_dump_json(indent=2))  # under `accelerate launch`: one process writes, all train
+        write_text(out / "config.json", config.model_dump_json(indent=2))  # under `accelerate launch`: one process writes, all train
     rows_path = out / "rows.npz"  # the packed budget, fixed once: a resumed run replays the same rows
     with state.main_process_first():
         if not rows_path.exists():
@@ -188,7 +204,6 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
         stats.update({k: json.loads(summary.read_text())[k] for k in ("seconds", "tokens", "tokens_per_s")})
     stats.update({"stage": stage, "rows": len(samples), "context": sc.context,
                   "tokens_per_layer": rows.tokens_per_layer(list(LAYERS)), "parameters": count_parameters(model)})
-    stats["metrics"] = stage_metrics(model, run_dir, config.report, progress=progress)
-    summary.write_text(json.dumps(stats, indent=2))
-    write_report(run_dir, list(STAGES), list(LAYERS))
+    stats["metrics"] = measure(model) if measure else {}
+    write_text(summary, json.dumps(stats, indent=2))
     return stats

@@ -16,21 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
 from onereason.itemic.sid import load_sid_tokens, SidCodec
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
+from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text")
 _TRACE = re.compile(r"^\n(.*)\n</think>\n\n", re.S)
 
 
-class SftConfig(BaseModel):
+class SftConfig(Config):
     data: SftDataConfig = SftDataConfig()
     init: str = Field("model", description="checkpoint to start from, relative to the run directory")
     text_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is Token-layer "
@@ -79,7 +81,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     """Build the R0-R3 data if missing (or asked to), check it, train; the data stats come back under "data"."""
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    write_text(out / "config.json", config.model_dump_json(indent=2))
     data_path = run_dir / "reasoning" / "sft.parquet"
     if rebuild_data or not data_path.exists():
         build(config.data, run_dir, progress=progress)
@@ -99,5 +101,5 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
                   "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
                   "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):])),  # appended after the chat
                   "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples[:len(df)]))})
-    (out / "summary.json").write_text(json.dumps(stats, indent=2))
+    write_text(out / "summary.json", json.dumps(stats, indent=2))
     return stats

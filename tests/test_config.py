@@ -1,0 +1,97 @@
+"""The config base: unknown keys and out-of-range values are refused by name, wherever they come from."""
+
+import importlib
+import json
+import pkgutil
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from typer.testing import CliRunner
+
+import onereason
+from onereason.cli import app
+from onereason.config import Config, ConfigError, build, parse_sets
+from onereason.pipeline import RunConfig
+from onereason.train.loop import LoopConfig
+
+
+def test_every_config_class_is_strict():
+    """Each `*Config` (and the other settings models) derives from the strict base; the HTTP request models
+    are not configs."""
+    for info in pkgutil.walk_packages(onereason.__path__, "onereason."):
+        importlib.import_module(info.name)
+    seen = set()
+
+    def walk(cls):
+        for sub in cls.__subclasses__():
+            seen.add(sub)
+            walk(sub)
+
+    walk(BaseModel)
+    configs = [c for c in seen if c.__module__.startswith("onereason.") and c.__name__.endswith("Config")]
+    assert len(configs) >= 25
+    loose = [c.__name__ for c in configs if not issubclass(c, Config)]
+    assert loose == []
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"sft": {"lopo": {"lr": 1e-3}}}, "sft.lopo: Extra inputs are not permitted"),
+    ({"sft": {"loop": {"lr": -1}}}, "sft.loop.lr: Input should be greater than 0 (got -1)"),
+    ({"bench": {"tiger": {"epochs": "many"}}}, "bench.tiger.epochs"),
+    ({"evaluation": {}}, "evaluation: Extra inputs are not permitted"),
+])
+def test_a_bad_config_file_is_refused_naming_the_file_and_key(tmp_path, monkeypatch, data, key):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "x", "--until", "data"])
+    assert result.exit_code == 2
+    flat = "".join(result.output.split())  # rich wraps long lines
+    assert str(cfg) in flat and "".join(key.split()) in flat
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
+
+
+def test_set_is_refused_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args, key in ((["--set", "sft.loop.lrr=0.1"], "sft.loop.lrr"), (["--set", "rl.steps=-3"], "rl.steps"),
+                      (["--set", "rl.steps"], "expectedKEY=VALUE"),
+                      (["--set", "rl.steps.x=1"], "rl.steps:Inputshouldbeavalidinteger")):
+        result = CliRunner().invoke(app, ["run", "--name", "x", "--until", "data", *args])
+        assert result.exit_code == 2 and key in "".join(result.output.split()), result.output
+    # a stage command's --set is relative to its section, like its config
+    result = CliRunner().invoke(app, ["eval", "--name", "x", "--set", "beamz=3"])
+    assert result.exit_code == 2 and "eval.beamz:Extrainputsarenotpermitted" in "".join(result.output.split())
+    result = CliRunner().invoke(app, ["serve", "start", "--name", "x", "--set", "max_batch=0"])
+    assert result.exit_code == 2 and "max_batch" in result.output
+
+
+def test_an_invalid_assignment_is_refused():
+    cfg = RunConfig()
+    with pytest.raises(ValidationError, match="lr"):
+        cfg.sft.loop.lr = -5
+    with pytest.raises(ValidationError, match="no_such_key"):
+        cfg.sft.loop.no_such_key = 1
+    with pytest.raises(ConfigError, match="LoopConfig: epochs"):
+        cfg.sft.loop.replace(epochs=-1)
+    assert cfg.sft.loop.lr == 1e-3
+
+
+def test_a_partial_section_keeps_the_defaults_its_parent_declares():
+    """SFT declares its loop with lr 1e-3 and the bench its TIGER with 12 epochs; naming one sibling keeps
+    the others (pydantic alone would rebuild the section from the class defaults: lr 3e-3, 40 epochs)."""
+    default = RunConfig()
+    assert default.sft.loop.lr != LoopConfig().lr
+    cfg = build(RunConfig, {"sft": {"loop": {"epochs": 0.5}}, "bench": {"tiger": {"eval_users": 7}}})
+    assert cfg.sft.loop.epochs == 0.5 and cfg.sft.loop.lr == default.sft.loop.lr
+    assert cfg.sft.loop.warmup_ratio == default.sft.loop.warmup_ratio
+    assert cfg.bench.tiger.eval_users == 7 and cfg.bench.tiger.epochs == default.bench.tiger.epochs
+    assert RunConfig.model_validate_json('{"sft": {"loop": {"epochs": 0.5}}}') == cfg.model_copy(
+        update={"bench": default.bench})
+
+
+def test_overrides_parse_as_json_else_string_and_round_trip():
+    assert parse_sets(["a.b=1e-3", "c=false", "d=[1, 2]", "e=thinking"]) == {
+        "a.b": 1e-3, "c": False, "d": [1, 2], "e": "thinking"}
+    cfg = build(RunConfig, {}, {"rl.mode": "thinking", "eval.ks": [5, 10]})
+    assert cfg.rl.mode == "thinking" and cfg.eval.ks == [5, 10]
+    assert build(RunConfig, json.loads(cfg.model_dump_json())) == cfg
