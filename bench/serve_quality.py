@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.bench.rl_eval import merge_race
 from onereason.serve.engine import Constraint, Engine, ServeConfig
 

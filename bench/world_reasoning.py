@@ -26,7 +26,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.suite import answer_turn, greedy_answers, relations, sft_relation_pairs
+from onereason.bench.suite import greedy_answers, relations, sft_relation_pairs
+from onereason.chat import answer_turn
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth
 from onereason.itemic.sid import load_sid_tokens

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from onereason import rundir
 from onereason.bench import evaluate
 from onereason.bench import reasoning_eval, rl_eval, stage_report, suite
 from onereason.bench.evaluate import EvalConfig
@@ -123,7 +124,7 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     text = load_general_text(config.general_text) if config.general_text else None
     save_dataset(ds, run_dir / "data")
     if text is not None:
-        write_parquet(text, run_dir / "data" / "general_text.parquet")
+        write_parquet(text, rundir.general_text(run_dir))
     stats = dataset_stats(ds)
     write_text(run_dir / "data" / "stats.json", stats.to_json(orient="records", indent=2))
     return {"stats": stats.to_dict(orient="records")}

@@ -3,7 +3,7 @@ the metric functions applied to the lists it returns (no claim about how well a 
 
 import pandas as pd
 
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.bench.sasrec import SASRecConfig, train_and_evaluate
 
 

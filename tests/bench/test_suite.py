@@ -8,7 +8,8 @@ import pytest
 
 from onereason.bench import report, suite
 from onereason.bench.lcrec import without_reasoning
-from onereason.reasoning.sft_data import chat_prompt, chat_response, r3_user
+from onereason.chat import chat_prompt, chat_response
+from onereason.reasoning.sft_data import r3_user
 from conftest import TINY_BENCH
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import json
 
 from onereason.bench.baselines import most_popular
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.bench.world import COLD, WorldTruth, group_metrics, recall_table
 from onereason.data.world import WorldConfig, generate
 

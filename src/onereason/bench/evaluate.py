@@ -11,8 +11,9 @@ import pandas as pd
 from pydantic import Field, field_validator
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
 from onereason.bench.baselines import most_popular
-from onereason.bench.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
+from onereason.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
@@ -65,7 +66,7 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
 
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     users, truths = p.users, p.truths
     ks = [k for k in config.ks if k <= config.beams]

@@ -15,16 +15,16 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.bench.rl_eval import chat_lists
+from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
 from onereason.itemic.sid import load_sid_tokens
-from onereason.reasoning.sft_data import chat_response
 from onereason.train.loop import save_model, train as train_loop
 from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
 
-_THINK_ASK = re.compile(r" Expand \d interests?\. /think<\|im_end\|>")
-_ANSWER = re.compile(r"</think>\n\n(.*)<\|im_end\|>$", re.S)
+_THINK_ASK = re.compile(rf" Expand \d interests?\. /think{re.escape(IM_END)}")
 
 
 def model_dir(lr: float) -> str:
@@ -36,10 +36,10 @@ def without_reasoning(df: pd.DataFrame) -> pd.DataFrame:
     """The R0 and R3 samples of an SFT set, every R3 sample in non-thinking form."""
     df = df[df["task"].isin(["R0", "R3"])].copy()
     think = df["think"].to_numpy()
-    df.loc[think, "user"] = df.loc[think, "user"].str.replace(_THINK_ASK, " /no_think<|im_end|>", regex=True)
-    df.loc[think, "assistant"] = [chat_response(_ANSWER.search(a).group(1)) for a in df.loc[think, "assistant"]]
+    df.loc[think, "user"] = df.loc[think, "user"].str.replace(_THINK_ASK, f" /no_think{IM_END}", regex=True)
+    df.loc[think, "assistant"] = [chat_response(ANSWER.search(a).group(1)) for a in df.loc[think, "assistant"]]
     df["think"] = False
-    bad = df["user"].str.contains(" /think<", regex=False) | ~df["assistant"].str.startswith("\n\n</think>\n\n")
+    bad = df["user"].str.contains(f" /think{IM_END}", regex=False) | ~df["assistant"].str.startswith(EMPTY_THINK)
     if bad.any():
         raise ValueError(f"LC-Rec data: {int(bad.sum())} sample(s) still carry reasoning, e.g. "
                          f"{df.loc[bad, 'sample_id'].iloc[0]}")
@@ -48,7 +48,7 @@ def without_reasoning(df: pd.DataFrame) -> pd.DataFrame:
 
 def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True, valid_users: int = 300) -> dict:
     """One SFT per learning rate, the valid split picks; returns the grid and the choice."""
-    data = run_dir / "reasoning" / "sft.parquet"
+    data = rundir.sft_data(run_dir)
     if not data.exists():
         raise FileNotFoundError(f"LC-Rec-style baseline: no SFT data at {data} (run `onereason sft` first)")
     if not (run_dir / "model" / "config.json").exists():
@@ -58,7 +58,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     sft_path = run_dir / "sft" / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
     sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
     samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
     p = sample_prompts(inter, "valid", 50, valid_users, 0)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     grid = []

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
 from onereason.bench.evaluate import recommend_next, sample_prompts
-from onereason.bench.metrics import KS, evaluate_lists
+from onereason.metrics import KS, evaluate_lists
+from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
@@ -109,14 +111,14 @@ def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok,
 
 
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
     ks = [k for k in config.ks if k <= config.beams]
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     nl = tok.encode("\n\n", add_special_tokens=False)
-    end_think = tok.convert_tokens_to_ids("</think>")
+    end_think = tok.convert_tokens_to_ids(END_THINK)
     targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end, after the begin token
 
     def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:

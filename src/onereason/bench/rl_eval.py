@@ -16,9 +16,11 @@ import pandas as pd
 from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
-from onereason.bench.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.bench.reasoning_eval import answer_items
+from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
@@ -98,7 +100,7 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
         prefixes = [q + x for q, x in zip(prompts, traces)]
     else:
         nl = tok.encode("\n\n", add_special_tokens=False)
-        prefixes = [q + nl + [tok.convert_tokens_to_ids("</think>")] for q in prompts]
+        prefixes = [q + nl + [tok.convert_tokens_to_ids(END_THINK)] for q in prompts]
     items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, beams, batch_size, progress)
     return items, answer_prompts, traces
 
@@ -107,7 +109,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     missing = [d for m in config.methods for d in m.dirs() if not (run_dir / d / "config.json").exists()]
     if missing:
         raise FileNotFoundError(f"rl eval: no model at {', '.join(str(run_dir / x) for x in missing)}")
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     tok, sid = load_sid_tokens(run_dir)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]

@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from onereason.bench.early_stop import train_with_early_stopping
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts
 from onereason.data.histories import items_of, user_histories

@@ -24,8 +24,9 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 
+from onereason import rundir
 from onereason.bench.evaluate import recommend_next, sample_prompts
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.corpus.build import LAYERS
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import left_pad, recommend
@@ -80,7 +81,7 @@ def perception(model, tok, sid, title_of: dict[str, str], items: list[str], cfg:
 @torch.no_grad()
 def heldout_perplexity(model, tok, run_dir: Path, context: int) -> float | None:
     """exp(mean next-token cross-entropy) over the held-out general-text documents."""
-    path = run_dir / "data" / "general_text.parquet"
+    path = rundir.general_text(run_dir)
     if not path.exists():
         return None
     g = pd.read_parquet(path)
@@ -101,17 +102,17 @@ def heldout_perplexity(model, tok, run_dir: Path, context: int) -> float | None:
 
 
 def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = False) -> dict:
-    heldout = json.loads((run_dir / "corpus" / "heldout_items.json").read_text())
+    heldout = json.loads((rundir.heldout_items(run_dir)).read_text())
     rng = np.random.default_rng(cfg.seed)
     tok, sid = load_sid_tokens(run_dir)
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    items = pd.read_parquet(rundir.items(run_dir))
     title_of = dict(zip(items["item_id"], items["title"]))
     stated = sorted(set(sid.codec.item_ids) - set(heldout))
     pick = lambda xs: sorted(rng.choice(xs, size=min(cfg.r0_items, len(xs)), replace=False).tolist()) if xs else []
     out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
            "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
            "perplexity": heldout_perplexity(model, tok, run_dir, cfg.ppl_context)}
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
     p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
     recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size, progress)
     res = evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]

@@ -36,16 +36,18 @@ import torch
 from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
 from onereason.bench.baselines import most_popular
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.info_points import info_point_f1
-from onereason.bench.metrics import KS, evaluate_lists
+from onereason.metrics import KS, evaluate_lists
 from onereason.bench import sasrec, tiger
 from onereason.bench.reasoning_eval import target_logprob, trace_stats
 from onereason.bench.sasrec import SASRecConfig
 from onereason.bench.tiger import TigerConfig
 from onereason.bench.rl_eval import chat_lists, merge_race
 from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
+from onereason.chat import IM_END, answer_turn
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
@@ -54,8 +56,8 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
 from onereason.reasoning.chat_client import ChatClient
-from onereason.reasoning.sft_data import (JudgeConfig, chat_prompt, clip_words, describe_user, find_user, r1_user,
-                                          r2_user, title_user)
+from onereason.reasoning.sft_data import (JudgeConfig, clip_words, describe_user, find_user, r1_user, r2_user,
+                                          title_user)
 from onereason.reasoning.traces import numbered
 from onereason.rundir import write_text
 from onereason.train.pretrain import ReportConfig
@@ -131,7 +133,7 @@ def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48, bat
     """Greedy assistant answers to chat prompts that already hold the empty think block."""
     model.eval()
     ids_all = tok(prompts, add_special_tokens=False)["input_ids"]
-    end = tok.convert_tokens_to_ids("<|im_end|>")
+    end = tok.convert_tokens_to_ids(IM_END)
     out = []
     for s in range(0, len(ids_all), batch_size):
         ids, attn = left_pad(ids_all[s:s + batch_size], tok.pad_token_id)
@@ -139,11 +141,6 @@ def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 48, bat
                              eos_token_id=end, pad_token_id=tok.pad_token_id)
         out += [a.strip() for a in tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)]
     return out
-
-
-def answer_turn(user: str) -> str:
-    """A non-thinking chat prompt, ready for the answer."""
-    return chat_prompt(user, False) + "\n\n</think>\n\n"
 
 
 def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int, judge: ChatClient | None = None) -> dict:
@@ -179,7 +176,7 @@ def parse_relation(answer: str) -> str | None:
 def sft_relation_pairs(run_dir: Path, sid) -> set[tuple[str, str]]:
     """The (sorted) item pairs of the run's R1 SFT samples: an R1 test must not ask about them."""
     seen: set[tuple[str, str]] = set()
-    sft_path = run_dir / "reasoning" / "sft.parquet"
+    sft_path = rundir.sft_data(run_dir)
     if sft_path.exists():
         df = pd.read_parquet(sft_path, columns=["task", "user"])
         for user in df.loc[df["task"] == "R1", "user"]:
@@ -217,11 +214,11 @@ def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid,
             if p not in listed and p not in seen:
                 out["listed"].append((*p, "unrelated"))
     transitions = transition_counts(inter)
-    emb = np.load(run_dir / "itemic" / "embeddings.npy")
+    emb = np.load(rundir.embeddings(run_dir))
     cands = [p for p in candidate_pairs(items, emb, transitions) if p not in seen]
     cands = [cands[i] for i in sorted(rng.permutation(len(cands))[:cfg.r1_pairs * 3])]
-    if cands and (run_dir / "reasoning" / "interests.json").exists():
-        judge = GroundedJudge(items, emb, transitions, Interests.load(run_dir / "reasoning" / "interests.json"))
+    if cands and (rundir.interests(run_dir)).exists():
+        judge = GroundedJudge(items, emb, transitions, Interests.load(rundir.interests(run_dir)))
         out["judge"] = [(a, b, r.label) for (a, b), r in zip(cands, judge.judge(cands))]
     return out
 
@@ -330,15 +327,15 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     """Every part (cached), then results.json, report.md, report.html and the plots in runs/<name>/report/."""
     from onereason.bench import lcrec, report
 
-    if not (run_dir / "data" / "interactions.parquet").exists():
+    if not (rundir.interactions(run_dir)).exists():
         raise FileNotFoundError(f"bench: {run_dir} has no data/ (run `onereason run` or the stages first)")
     unknown = sorted(set(config.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"bench.baselines: unknown {unknown}; choose from {list(BASELINES)}")
     out = run_dir / "report"
     parts = Parts(out / "parts", log)
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    inter = pd.read_parquet(rundir.interactions(run_dir))
+    items = pd.read_parquet(rundir.items(run_dir))
     tok, sid = load_sid_tokens(run_dir)
     p, domains = bench_users(inter, sid, config)
     ks = [k for k in config.ks if k <= config.beams]
@@ -353,12 +350,12 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
     else:
         lc = None
-    heldout_path = run_dir / "corpus" / "heldout_items.json"
+    heldout_path = rundir.heldout_items(run_dir)
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
     rng = random.Random(config.seed)
     r0_sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
     r0_sets = {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in r0_sets.items() if v}
-    interests_path = run_dir / "reasoning" / "interests.json"
+    interests_path = rundir.interests(run_dir)
     interests = Interests.load(interests_path) if interests_path.exists() else None
     r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
     results: dict = {"run": run_dir.name, "split": config.split, "users": len(p.users), "beams": config.beams,
@@ -368,8 +365,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "baselines": {}, "traces": {}}
     relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, items, inter, sid, config))
     j = config.judge
-    judge = (ChatClient(j.base_url, j.model, timeout=j.timeout, retries=j.retries, concurrency=j.concurrency,
-                        cache_dir=out / "llm_cache") if j and j.base_url else None)
+    judge = j.client(out / "llm_cache") if j and j.base_url else None
 
     for name, model_dir in models.items():
         # loaded only if a part of it is not cached

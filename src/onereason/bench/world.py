@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onereason.bench.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists
 from onereason.data.world import run_truth
 
 COLD = "cold: 0 events in the target domain"

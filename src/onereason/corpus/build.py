@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from onereason import rundir
 from onereason.config import Config
 from onereason.corpus.item_layer import item_documents
 from onereason.corpus.relational_layer import relational_documents
@@ -56,9 +57,9 @@ def _user_shard(seqs: list[tuple[str, list[int]]], tok) -> pd.DataFrame:
 
 def run(config: CorpusConfig, run_dir: Path) -> dict:
     tok, sid = load_sid_tokens(run_dir)
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    general_path = run_dir / "data" / "general_text.parquet"
+    items = pd.read_parquet(rundir.items(run_dir))
+    inter = pd.read_parquet(rundir.interactions(run_dir))
+    general_path = rundir.general_text(run_dir)
     general = pd.read_parquet(general_path) if general_path.exists() else None
     rng = np.random.default_rng(config.seed)
     ids = items["item_id"].to_numpy()
@@ -81,7 +82,7 @@ def run(config: CorpusConfig, run_dir: Path) -> dict:
             "documents": len(df), "tokens": int(lengths.sum()),
             "per_domain": {d or "general": {"documents": int(n), "tokens": int(t)}
                            for d, n, t in zip(*_per_domain(df["domain"], lengths))}}
-    write_text(out / "heldout_items.json", json.dumps(heldout))
+    write_text(rundir.heldout_items(run_dir), json.dumps(heldout))
     write_text(out / "config.json", config.model_dump_json(indent=2))
     write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats

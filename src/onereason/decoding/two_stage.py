@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from onereason.chat import END_THINK, IM_END, IM_START, THINK
 from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import SidTokens, build_trie
 
@@ -64,8 +65,8 @@ def generate_traces(model, prompts: list[list[int]], histories: list[list[str]],
                     max_new_tokens: int = 160, temperature: float = 0.6, top_p: float = 0.95,
                     batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[list[int]]:
     """Trace token ids per prompt, each ending with `</think>` (appended if the budget ran out)."""
-    end_think = tok.convert_tokens_to_ids("</think>")
-    banned = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|im_start|>", "<think>")] + [tok.pad_token_id]
+    end_think = tok.convert_tokens_to_ids(END_THINK)
+    banned = [tok.convert_tokens_to_ids(t) for t in (IM_END, IM_START, THINK)] + [tok.pad_token_id]
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)

@@ -8,8 +8,9 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from onereason.chat import SPECIALS as CHAT_SPECIALS
+
 EOS, PAD = "<|endoftext|>", "<|pad|>"
-CHAT_SPECIALS = ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
 def train_bpe(texts: list[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:

@@ -23,6 +23,8 @@ import pandas as pd
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from onereason import rundir
+from onereason.chat import chat_prompt, chat_response
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import REAL_TIME, HistoryText, gap_text
@@ -51,6 +53,11 @@ class JudgeConfig(Config):
     timeout: float = Field(60.0, gt=0)
     retries: int = Field(3, ge=0)
     concurrency: int = Field(8, ge=1)
+
+    def client(self, cache_dir: Path) -> ChatClient:
+        """The endpoint's client, answers cached under `cache_dir`."""
+        return ChatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries,
+                          concurrency=self.concurrency, cache_dir=cache_dir)
 
 
 class SftDataConfig(Config):
@@ -88,17 +95,6 @@ class SftDataConfig(Config):
         if bad:
             raise ValueError(f"think_ratio must be within [0, 1], got {bad}")
         return v
-
-
-def chat_prompt(user: str, think: bool) -> str:
-    """The user turn with the soft switch, and the assistant turn opened up to `<think>`."""
-    return (f"<|im_start|>user\n{user} {'/think' if think else '/no_think'}<|im_end|>\n"
-            f"<|im_start|>assistant\n<think>")
-
-
-def chat_response(answer: str, trace: str | None = None) -> str:
-    """The rest of the assistant turn: the trace (or an empty think block), then the answer."""
-    return (f"\n{trace}\n</think>\n\n" if trace else "\n\n</think>\n\n") + f"{answer}<|im_end|>"
 
 
 def r3_user(history_text: str, domain: str, gap: str, n: int | None) -> str:
@@ -144,10 +140,10 @@ def clip_words(text: str, n: int) -> str:
 
 def load_teacher(run_dir: Path) -> GroundedTeacher:
     """The grounded teacher from a run's saved interests and personas (after `build`)."""
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    interests = Interests.load(run_dir / "reasoning" / "interests.json")
-    personas = Personas.load(run_dir / "reasoning" / "personas.json")
+    items = pd.read_parquet(rundir.items(run_dir))
+    inter = pd.read_parquet(rundir.interactions(run_dir))
+    interests = Interests.load(rundir.interests(run_dir))
+    personas = Personas.load(rundir.personas(run_dir))
     hists = list(user_histories(inter, ("train",)).values())
     _, sid = load_sid_tokens(run_dir)
     return GroundedTeacher(sid.codec, interests, personas, dict(zip(items["item_id"], items["brand"])),
@@ -157,14 +153,14 @@ def load_teacher(run_dir: Path) -> GroundedTeacher:
 def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, progress: bool = True) -> dict:
     """Write the SFT samples and the learned interests/personas; returns the stats."""
     rng = np.random.default_rng(config.seed)
-    items = pd.read_parquet(run_dir / "data" / "items.parquet")
-    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
-    emb = np.load(run_dir / "itemic" / "embeddings.npy")
+    items = pd.read_parquet(rundir.items(run_dir))
+    inter = pd.read_parquet(rundir.interactions(run_dir))
+    emb = np.load(rundir.embeddings(run_dir))
     tok, sid = load_sid_tokens(run_dir)
     codec, text = sid.codec, HistoryText(sid, tok)
     out = run_dir / "reasoning"
     out.mkdir(parents=True, exist_ok=True)
-    heldout_path = run_dir / "corpus" / "heldout_items.json"
+    heldout_path = rundir.heldout_items(run_dir)
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
 
     unknown = sorted(set(config.think_ratio) - set(items["domain"]))
@@ -177,8 +173,8 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     personas, _ = learn_personas([hists[u] for u in users], interests, brand, config.personas, config.seed,
                                  config.persona_interest_weight)
     teacher = GroundedTeacher(codec, interests, personas, brand, interest_transitions(list(hists.values()), interests))
-    interests.save(out / "interests.json")
-    personas.save(out / "personas.json")
+    interests.save(rundir.interests(run_dir))
+    personas.save(rundir.personas(run_dir))
     rows: list[dict] = []
 
     def add(task: str, domain: str, sid_: str, user: str, answer: str, trace: str | None = None,
@@ -208,8 +204,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     if "llm" in (j.kind, config.teacher):
         if not j.base_url:
             raise ValueError("sft.data.judge.base_url: an `llm` judge or teacher needs an endpoint URL")
-        client = ChatClient(j.base_url, j.model, timeout=j.timeout, retries=j.retries, concurrency=j.concurrency,
-                            cache_dir=out / "llm_cache")
+        client = j.client(out / "llm_cache")
     if judge is None:
         judge = GroundedJudge(items, emb, transitions, interests) if j.kind == "grounded" else LLMJudge(client, items)
     pairs = candidate_pairs(items, emb, transitions)
@@ -261,7 +256,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
                                             n if think else None), codec.item_text(target.item), trace, think)
 
     df = pd.DataFrame(rows)
-    write_parquet(df, out / "sft.parquet")
+    write_parquet(df, rundir.sft_data(run_dir))
     stats = {"samples": {t: int((df["task"] == t).sum()) for t in TASKS},
              "r3_thinking_share": float(df.loc[df["task"] == "R3", "think"].mean()),
              "relations": dict(Counter(r.label for r in relations)),

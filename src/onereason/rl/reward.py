@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from onereason.config import Config
+from onereason.metrics import pass_at_k, recall_at_k
 
 
 class RewardConfig(Config):
@@ -44,9 +45,8 @@ def set_reward(candidates: Sequence[str], window: Sequence[str], group_of: dict[
     if not candidates or not window:
         nan = float("nan")
         return Reward(nan, nan, nan, format_ok, nan)
-    truth = set(window)
-    covered = len(truth & set(candidates)) / len(truth)
-    hit = float(covered > 0)
+    k = len(candidates)
+    hit, covered = pass_at_k(candidates, window, k), recall_at_k(candidates, window, k)  # what the bench reports
     diversity = len({group_of.get(c, -1) for c in candidates}) / len(candidates)
     total = cfg.hit * hit + cfg.coverage * covered + cfg.diversity * diversity
     if cfg.format_gate and not format_ok:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from onereason.chat import END_THINK
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
@@ -68,7 +69,7 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     """G traces per prompt (1 without thinking), each expanded into M candidate items."""
     sid = text.sid
     nl = tok.encode("\n\n", add_special_tokens=False)
-    end_think = tok.convert_tokens_to_ids("</think>")
+    end_think = tok.convert_tokens_to_ids(END_THINK)
     base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], [p.time for p in prompts],
                       hypotheses if thinking else None, text, tok)
     g = g if thinking else 1

@@ -23,6 +23,8 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
+from onereason.chat import IM_END
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
@@ -82,8 +84,8 @@ def _prepare(cfg: UnifyConfig, run_dir: Path):
     out = run_dir / cfg.out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    return (tok, sid, HistoryText(sid, tok), pd.read_parquet(run_dir / "data" / "interactions.parquet"),
-            Interests.load(run_dir / "reasoning" / "interests.json").of, out)
+    return (tok, sid, HistoryText(sid, tok), pd.read_parquet(rundir.interactions(run_dir)),
+            Interests.load(rundir.interests(run_dir)).of, out)
 
 
 def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:
@@ -112,7 +114,7 @@ def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn:
 
 def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
-    nl, end_turn = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids("<|im_end|>")
+    nl, end_turn = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids(IM_END)
     samples, per_domain = [], {}
     t0 = time.perf_counter()
     for d, expert_dir in cfg.experts.items():

@@ -21,6 +21,8 @@ import torch
 from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
+from onereason.chat import END_THINK, IM_END, conversation
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import Event, user_histories
@@ -81,15 +83,15 @@ class Engine:
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
         self.interest_at = {(n, d): i for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain))}
-        items = pd.read_parquet(self.run_dir / "data" / "items.parquet", columns=["item_id", "title", "domain"])
+        items = pd.read_parquet(rundir.items(self.run_dir), columns=["item_id", "title", "domain"])
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
-        inter = pd.read_parquet(self.run_dir / "data" / "interactions.parquet")
+        inter = pd.read_parquet(rundir.interactions(self.run_dir))
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
         self.base = user_histories(inter, ("train", "valid", "test"))
         self.domains = sorted(self.sid.codec.domains)
         self.nl = self.tok.encode("\n\n", add_special_tokens=False)
-        self.end_think = self.tok.convert_tokens_to_ids("</think>")
-        self.im_end = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.end_think = self.tok.convert_tokens_to_ids(END_THINK)
+        self.im_end = self.tok.convert_tokens_to_ids(IM_END)
 
     def _model_dir(self) -> Path:
         m = self.config.model
@@ -205,7 +207,7 @@ def _allowed_trie(engine: Engine, domain: str, favour: tuple[int, ...], exclude:
 def chat_completion(engine: Engine, messages: list[dict], max_tokens: int, temperature: float,
                     seed: int | None = None) -> dict:
     """An OpenAI chat.completion from the served model, in the chat format it was trained on."""
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+    text = conversation(messages)
     ids = engine.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     if seed is not None:
         torch.manual_seed(seed)

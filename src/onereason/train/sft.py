@@ -11,7 +11,6 @@ sft.parquet is rejected with its sample id.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ import pandas as pd
 from pydantic import Field
 from transformers import AutoModelForCausalLM
 
+from onereason import rundir
+from onereason.chat import TRACE
 from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
@@ -29,7 +30,6 @@ from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
 
 GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text")
-_TRACE = re.compile(r"^\n(.*)\n</think>\n\n", re.S)
 
 
 class SftConfig(Config):
@@ -45,7 +45,7 @@ def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
     """Every thinking R3 sample's trace is well-formed and cites only its own history, never its target."""
     for sid_, user, assistant in df.loc[(df["task"] == "R3") & df["think"], ["sample_id", "user", "assistant"]
                                         ].itertuples(index=False):
-        m = _TRACE.match(assistant)
+        m = TRACE.match(assistant)
         if m is None:
             raise ValueError(f"sft data: sample {sid_} is a thinking sample without a <think> trace")
         target = [t for t in codec.parse(assistant[m.end():]) if t]
@@ -82,7 +82,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", config.model_dump_json(indent=2))
-    data_path = run_dir / "reasoning" / "sft.parquet"
+    data_path = rundir.sft_data(run_dir)
     if rebuild_data or not data_path.exists():
         build(config.data, run_dir, progress=progress)
     df = pd.read_parquet(data_path)
