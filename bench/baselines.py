@@ -1,5 +1,5 @@
 """Baselines trained and evaluated on a run's split, with a small grid tuned on the valid split:
-SASRec (`onereason.bench.sasrec`) and TIGER-style (`onereason.bench.tiger`, the run's own SIDs and
+SASRec (`onereason.bench.baselines.sasrec`) and TIGER-style (`onereason.bench.baselines.tiger`, the run's own SIDs and
 trie). Prints one table (test split, full ranking, history items not removed) with the grid, the
 chosen setting and the training time, and writes runs/<name>/bench/baselines.json.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from onereason.bench import sasrec, tiger
+from onereason.bench.baselines import sasrec, tiger
 from onereason.itemic.sid import load_sid_tokens
 
 KS = [1, 5, 10, 20]

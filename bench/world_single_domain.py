@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoModelForCausalLM
 
-from onereason.bench.baselines import most_popular
+from onereason.bench.baselines.popular import most_popular
 from onereason.bench.evaluate import recommend_next
 from onereason.bench.rl_eval import chat_lists
 from onereason.bench.world import WorldTruth, group_metrics, recall_table

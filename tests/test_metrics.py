@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from onereason.bench.baselines import most_popular
+from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import (evaluate_lists, ndcg_at_k, paired_bootstrap, pass_at_k, position1_pass_at_k,
                                      recall_at_k, sid_validity_at_k)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from onereason.bench import report, suite
-from onereason.bench.lcrec import without_reasoning
+from onereason.bench.baselines.lcrec import without_reasoning
 from onereason.chat import chat_prompt, chat_response
 from onereason.reasoning.sft_data import r3_user
 from conftest import TINY_BENCH

@@ -2,7 +2,7 @@
 
 import json
 
-from onereason.bench.baselines import most_popular
+from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import evaluate_lists
 from onereason.bench.world import COLD, WorldTruth, group_metrics, recall_table
 from onereason.data.world import WorldConfig, generate

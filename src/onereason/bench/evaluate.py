@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from transformers import AutoModelForCausalLM
 
 from onereason import rundir
-from onereason.bench.baselines import most_popular
+from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts

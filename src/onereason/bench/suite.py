@@ -37,14 +37,14 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason import rundir
-from onereason.bench.baselines import most_popular
+from onereason.bench.baselines.popular import most_popular
 from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.info_points import info_point_f1
 from onereason.metrics import KS, evaluate_lists
-from onereason.bench import sasrec, tiger
+from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.reasoning_eval import target_logprob, trace_stats
-from onereason.bench.sasrec import SASRecConfig
-from onereason.bench.tiger import TigerConfig
+from onereason.bench.baselines.sasrec import SASRecConfig
+from onereason.bench.baselines.tiger import TigerConfig
 from onereason.bench.rl_eval import chat_lists, merge_race
 from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
 from onereason.chat import IM_END, answer_turn
@@ -325,7 +325,8 @@ def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalProm
 
 def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Every part (cached), then results.json, report.md, report.html and the plots in runs/<name>/report/."""
-    from onereason.bench import lcrec, report
+    from onereason.bench import report
+    from onereason.bench.baselines import lcrec
 
     if not (rundir.interactions(run_dir)).exists():
         raise FileNotFoundError(f"bench: {run_dir} has no data/ (run `onereason run` or the stages first)")

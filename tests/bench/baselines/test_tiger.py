@@ -4,7 +4,7 @@ are the metric functions applied to the lists it returns."""
 import numpy as np
 import pandas as pd
 
-from onereason.bench.tiger import TigerConfig, train_and_evaluate
+from onereason.bench.baselines.tiger import TigerConfig, train_and_evaluate
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.itemic.tokenizer import build_tokenizer
 from test_sasrec import check_result, walks

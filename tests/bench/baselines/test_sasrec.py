@@ -4,7 +4,7 @@ the metric functions applied to the lists it returns (no claim about how well a 
 import pandas as pd
 
 from onereason.metrics import evaluate_lists
-from onereason.bench.sasrec import SASRecConfig, train_and_evaluate
+from onereason.bench.baselines.sasrec import SASRecConfig, train_and_evaluate
 
 
 def walks() -> pd.DataFrame:

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from onereason.bench.early_stop import train_with_early_stopping
+from onereason.bench.baselines.early_stop import train_with_early_stopping
 from onereason.metrics import evaluate_lists
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts

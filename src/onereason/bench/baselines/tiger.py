@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from transformers import T5Config, T5ForConditionalGeneration
 
-from onereason.bench.early_stop import train_with_early_stopping
+from onereason.bench.baselines.early_stop import train_with_early_stopping
 from onereason.metrics import evaluate_lists
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts

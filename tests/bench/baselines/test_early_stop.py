@@ -4,7 +4,7 @@ training stops `patience` epochs after it."""
 import torch
 from torch import nn
 
-from onereason.bench.early_stop import train_with_early_stopping
+from onereason.bench.baselines.early_stop import train_with_early_stopping
 
 
 def test_keeps_the_best_weights_and_stops_after_patience():
