@@ -364,7 +364,7 @@ def sft_(
 
 
 @app.command("sft-eval")
-def sft_eval(
+def sft_eval_(
     name: str = typer.Option(...),
     config_file: Optional[Path] = typer.Option(None, "--config"),
     split: Optional[str] = typer.Option(None),
@@ -373,10 +373,10 @@ def sft_eval(
     set_: Optional[list[str]] = SET,
 ) -> None:
     """Pre-trained vs SFT non-thinking vs SFT thinking (n = 1, 3, 5); writes sft/eval.{json,md}."""
-    from onereason.bench import reasoning_eval
+    from onereason.bench import sft_eval
 
     cfg = _config(config_file, name, "sft_eval", set_, split=split, max_users=max_users, hypotheses=hypotheses or None)
-    console.print(reasoning_eval.markdown(reasoning_eval.run(cfg, RUNS / name)))
+    console.print(sft_eval.markdown(sft_eval.run(cfg, RUNS / name)))
 
 
 rl_app = typer.Typer(no_args_is_help=True, help="RL: GRPO per domain or mixed, unify by RFT or MOPD, evaluate.")

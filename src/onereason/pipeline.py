@@ -20,9 +20,9 @@ from pydantic import Field
 
 from onereason import rundir
 from onereason.bench import evaluate
-from onereason.bench import reasoning_eval, rl_eval, stage_report, suite
+from onereason.bench import rl_eval, sft_eval, stage_report, suite
 from onereason.bench.evaluate import EvalConfig
-from onereason.bench.reasoning_eval import SftEvalConfig
+from onereason.bench.sft_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
 from onereason.bench.suite import BenchConfig
 from onereason.config import Config
@@ -168,7 +168,7 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
           for s in pretrain.stages_to_run(config.pretrain)],
         ("eval", lambda: evaluate.run(config.eval, run_dir, progress=progress)),
         ("sft", lambda: sft.run(config.sft, run_dir, progress=progress)),
-        ("sft-eval", lambda: reasoning_eval.run(config.sft_eval, run_dir, progress=progress)),
+        ("sft-eval", lambda: sft_eval.run(config.sft_eval, run_dir, progress=progress)),
         ("rl", lambda: grpo.run(config.rl, run_dir, progress=progress)),
         ("rl-eval", lambda: rl_eval.run(config.rl_eval, run_dir, progress=progress)),
         ("bench", lambda: {"ratios": suite.run(config.bench, run_dir, progress=progress, log=log)["ratios"]}),

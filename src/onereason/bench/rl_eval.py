@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
-from onereason.bench.reasoning_eval import answer_items
+from onereason.bench.sft_eval import answer_items
 from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText

@@ -42,7 +42,7 @@ from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.info_points import info_point_f1
 from onereason.metrics import KS, evaluate_lists
 from onereason.bench.baselines import sasrec, tiger
-from onereason.bench.reasoning_eval import target_logprob, trace_stats
+from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
 from onereason.bench.rl_eval import chat_lists, merge_race
