@@ -124,7 +124,7 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
     text = load_general_text(config.general_text) if config.general_text else None
     save_dataset(ds, run_dir / "data")
     if text is not None:
-        write_parquet(text, rundir.general_text(run_dir))
+        write_parquet(text, run_dir / rundir.GENERAL_TEXT)
     stats = dataset_stats(ds)
     write_text(run_dir / "data" / "stats.json", stats.to_json(orient="records", indent=2))
     return {"stats": stats.to_dict(orient="records")}

@@ -36,36 +36,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 
-# The layout of runs/<name>/ for the files several stages share: each path is spelled here only.
-def interactions(run_dir: Path) -> Path:
-    return Path(run_dir) / "data" / "interactions.parquet"
-
-
-def items(run_dir: Path) -> Path:
-    return Path(run_dir) / "data" / "items.parquet"
-
-
-def general_text(run_dir: Path) -> Path:
-    return Path(run_dir) / "data" / "general_text.parquet"
-
-
-def embeddings(run_dir: Path) -> Path:
-    """What the SIDs were clustered from (itemic)."""
-    return Path(run_dir) / "itemic" / "embeddings.npy"
-
-
-def heldout_items(run_dir: Path) -> Path:
-    """Items whose SID ↔ title statements were held out of the Item layer (corpus)."""
-    return Path(run_dir) / "corpus" / "heldout_items.json"
-
-
-def interests(run_dir: Path) -> Path:
-    return Path(run_dir) / "reasoning" / "interests.json"
-
-
-def personas(run_dir: Path) -> Path:
-    return Path(run_dir) / "reasoning" / "personas.json"
-
-
-def sft_data(run_dir: Path) -> Path:
-    return Path(run_dir) / "reasoning" / "sft.parquet"
+# The layout of runs/<name>/ for the files several stages share, spelled here only: `run_dir / INTERACTIONS`.
+INTERACTIONS = Path("data/interactions.parquet")
+ITEMS = Path("data/items.parquet")
+GENERAL_TEXT = Path("data/general_text.parquet")
+EMBEDDINGS = Path("itemic/embeddings.npy")  # what the SIDs were clustered from
+HELDOUT_ITEMS = Path("corpus/heldout_items.json")  # items whose SID ↔ title statements the Item layer leaves out
+INTERESTS = Path("reasoning/interests.json")
+PERSONAS = Path("reasoning/personas.json")
+SFT_DATA = Path("reasoning/sft.parquet")

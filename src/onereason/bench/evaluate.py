@@ -66,7 +66,7 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
 
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     users, truths = p.users, p.truths
     ks = [k for k in config.ks if k <= config.beams]

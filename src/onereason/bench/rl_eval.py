@@ -109,7 +109,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     missing = [d for m in config.methods for d in m.dirs() if not (run_dir / d / "config.json").exists()]
     if missing:
         raise FileNotFoundError(f"rl eval: no model at {', '.join(str(run_dir / x) for x in missing)}")
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     tok, sid = load_sid_tokens(run_dir)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]

@@ -111,7 +111,7 @@ def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok,
 
 
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)

@@ -81,7 +81,7 @@ def perception(model, tok, sid, title_of: dict[str, str], items: list[str], cfg:
 @torch.no_grad()
 def heldout_perplexity(model, tok, run_dir: Path, context: int) -> float | None:
     """exp(mean next-token cross-entropy) over the held-out general-text documents."""
-    path = rundir.general_text(run_dir)
+    path = run_dir / rundir.GENERAL_TEXT
     if not path.exists():
         return None
     g = pd.read_parquet(path)
@@ -102,17 +102,17 @@ def heldout_perplexity(model, tok, run_dir: Path, context: int) -> float | None:
 
 
 def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = False) -> dict:
-    heldout = json.loads((rundir.heldout_items(run_dir)).read_text())
+    heldout = json.loads((run_dir / rundir.HELDOUT_ITEMS).read_text())
     rng = np.random.default_rng(cfg.seed)
     tok, sid = load_sid_tokens(run_dir)
-    items = pd.read_parquet(rundir.items(run_dir))
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
     title_of = dict(zip(items["item_id"], items["title"]))
     stated = sorted(set(sid.codec.item_ids) - set(heldout))
     pick = lambda xs: sorted(rng.choice(xs, size=min(cfg.r0_items, len(xs)), replace=False).tolist()) if xs else []
     out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
            "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
            "perplexity": heldout_perplexity(model, tok, run_dir, cfg.ppl_context)}
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
     recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size, progress)
     res = evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]

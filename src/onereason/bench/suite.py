@@ -176,7 +176,7 @@ def parse_relation(answer: str) -> str | None:
 def sft_relation_pairs(run_dir: Path, sid) -> set[tuple[str, str]]:
     """The (sorted) item pairs of the run's R1 SFT samples: an R1 test must not ask about them."""
     seen: set[tuple[str, str]] = set()
-    sft_path = rundir.sft_data(run_dir)
+    sft_path = run_dir / rundir.SFT_DATA
     if sft_path.exists():
         df = pd.read_parquet(sft_path, columns=["task", "user"])
         for user in df.loc[df["task"] == "R1", "user"]:
@@ -214,11 +214,11 @@ def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid,
             if p not in listed and p not in seen:
                 out["listed"].append((*p, "unrelated"))
     transitions = transition_counts(inter)
-    emb = np.load(rundir.embeddings(run_dir))
+    emb = np.load(run_dir / rundir.EMBEDDINGS)
     cands = [p for p in candidate_pairs(items, emb, transitions) if p not in seen]
     cands = [cands[i] for i in sorted(rng.permutation(len(cands))[:cfg.r1_pairs * 3])]
-    if cands and (rundir.interests(run_dir)).exists():
-        judge = GroundedJudge(items, emb, transitions, Interests.load(rundir.interests(run_dir)))
+    if cands and (run_dir / rundir.INTERESTS).exists():
+        judge = GroundedJudge(items, emb, transitions, Interests.load(run_dir / rundir.INTERESTS))
         out["judge"] = [(a, b, r.label) for (a, b), r in zip(cands, judge.judge(cands))]
     return out
 
@@ -328,15 +328,15 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     from onereason.bench import report
     from onereason.bench.baselines import lcrec
 
-    if not (rundir.interactions(run_dir)).exists():
+    if not (run_dir / rundir.INTERACTIONS).exists():
         raise FileNotFoundError(f"bench: {run_dir} has no data/ (run `onereason run` or the stages first)")
     unknown = sorted(set(config.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"bench.baselines: unknown {unknown}; choose from {list(BASELINES)}")
     out = run_dir / "report"
     parts = Parts(out / "parts", log)
-    inter = pd.read_parquet(rundir.interactions(run_dir))
-    items = pd.read_parquet(rundir.items(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
     tok, sid = load_sid_tokens(run_dir)
     p, domains = bench_users(inter, sid, config)
     ks = [k for k in config.ks if k <= config.beams]
@@ -351,12 +351,12 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
     else:
         lc = None
-    heldout_path = rundir.heldout_items(run_dir)
+    heldout_path = run_dir / rundir.HELDOUT_ITEMS
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
     rng = random.Random(config.seed)
     r0_sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
     r0_sets = {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in r0_sets.items() if v}
-    interests_path = rundir.interests(run_dir)
+    interests_path = run_dir / rundir.INTERESTS
     interests = Interests.load(interests_path) if interests_path.exists() else None
     r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
     results: dict = {"run": run_dir.name, "split": config.split, "users": len(p.users), "beams": config.beams,

@@ -57,9 +57,9 @@ def _user_shard(seqs: list[tuple[str, list[int]]], tok) -> pd.DataFrame:
 
 def run(config: CorpusConfig, run_dir: Path) -> dict:
     tok, sid = load_sid_tokens(run_dir)
-    items = pd.read_parquet(rundir.items(run_dir))
-    inter = pd.read_parquet(rundir.interactions(run_dir))
-    general_path = rundir.general_text(run_dir)
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
+    general_path = run_dir / rundir.GENERAL_TEXT
     general = pd.read_parquet(general_path) if general_path.exists() else None
     rng = np.random.default_rng(config.seed)
     ids = items["item_id"].to_numpy()
@@ -82,7 +82,7 @@ def run(config: CorpusConfig, run_dir: Path) -> dict:
             "documents": len(df), "tokens": int(lengths.sum()),
             "per_domain": {d or "general": {"documents": int(n), "tokens": int(t)}
                            for d, n, t in zip(*_per_domain(df["domain"], lengths))}}
-    write_text(rundir.heldout_items(run_dir), json.dumps(heldout))
+    write_text(run_dir / rundir.HELDOUT_ITEMS, json.dumps(heldout))
     write_text(out / "config.json", config.model_dump_json(indent=2))
     write_text(out / "stats.json", json.dumps(stats, indent=2))
     return stats

@@ -39,11 +39,11 @@ class ItemicConfig(Config):
 
 def run(config: ItemicConfig, run_dir: Path) -> dict:
     """Embed item text, cluster residually, resolve collisions, write the SID map and tokenizer."""
-    items = pd.read_parquet(rundir.items(run_dir))
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
     texts = [f"{t}" if d == t else f"{t}. {d}" for t, d in zip(items["title"], items["description"])]
     emb = embed_texts(texts, config.embed_model, max_tokens=config.embed_max_tokens)
     if config.collab_weight > 0:
-        inter = pd.read_parquet(rundir.interactions(run_dir))
+        inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
         collab = cooccurrence_embeddings(inter, items["item_id"].tolist(), config.collab_dim, seed=config.seed)
         emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
@@ -55,10 +55,10 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         sid_map[f"code_{level}"] = codes[:, level]
     out = run_dir / "itemic"
     write_parquet(sid_map, out / "sid_map.parquet")
-    with atomic_path(rundir.embeddings(run_dir)) as tmp:  # what was clustered (text, plus co-occurrence if enabled)
+    with atomic_path(run_dir / rundir.EMBEDDINGS) as tmp:  # what was clustered (text, plus co-occurrence if enabled)
         np.save(tmp, emb)
     codec = SidCodec(sid_map)
-    general = rundir.general_text(run_dir)
+    general = run_dir / rundir.GENERAL_TEXT
     if general.exists():  # held-out documents stay out of the tokenizer too
         g = pd.read_parquet(general)
         texts = texts + g.loc[g["split"] == "train", "text"].tolist()

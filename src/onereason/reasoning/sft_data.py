@@ -140,10 +140,10 @@ def clip_words(text: str, n: int) -> str:
 
 def load_teacher(run_dir: Path) -> GroundedTeacher:
     """The grounded teacher from a run's saved interests and personas (after `build`)."""
-    items = pd.read_parquet(rundir.items(run_dir))
-    inter = pd.read_parquet(rundir.interactions(run_dir))
-    interests = Interests.load(rundir.interests(run_dir))
-    personas = Personas.load(rundir.personas(run_dir))
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
+    interests = Interests.load(run_dir / rundir.INTERESTS)
+    personas = Personas.load(run_dir / rundir.PERSONAS)
     hists = list(user_histories(inter, ("train",)).values())
     _, sid = load_sid_tokens(run_dir)
     return GroundedTeacher(sid.codec, interests, personas, dict(zip(items["item_id"], items["brand"])),
@@ -153,14 +153,14 @@ def load_teacher(run_dir: Path) -> GroundedTeacher:
 def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, progress: bool = True) -> dict:
     """Write the SFT samples and the learned interests/personas; returns the stats."""
     rng = np.random.default_rng(config.seed)
-    items = pd.read_parquet(rundir.items(run_dir))
-    inter = pd.read_parquet(rundir.interactions(run_dir))
-    emb = np.load(rundir.embeddings(run_dir))
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
+    emb = np.load(run_dir / rundir.EMBEDDINGS)
     tok, sid = load_sid_tokens(run_dir)
     codec, text = sid.codec, HistoryText(sid, tok)
     out = run_dir / "reasoning"
     out.mkdir(parents=True, exist_ok=True)
-    heldout_path = rundir.heldout_items(run_dir)
+    heldout_path = run_dir / rundir.HELDOUT_ITEMS
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
 
     unknown = sorted(set(config.think_ratio) - set(items["domain"]))
@@ -173,8 +173,8 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     personas, _ = learn_personas([hists[u] for u in users], interests, brand, config.personas, config.seed,
                                  config.persona_interest_weight)
     teacher = GroundedTeacher(codec, interests, personas, brand, interest_transitions(list(hists.values()), interests))
-    interests.save(rundir.interests(run_dir))
-    personas.save(rundir.personas(run_dir))
+    interests.save(run_dir / rundir.INTERESTS)
+    personas.save(run_dir / rundir.PERSONAS)
     rows: list[dict] = []
 
     def add(task: str, domain: str, sid_: str, user: str, answer: str, trace: str | None = None,
@@ -256,7 +256,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
                                             n if think else None), codec.item_text(target.item), trace, think)
 
     df = pd.DataFrame(rows)
-    write_parquet(df, rundir.sft_data(run_dir))
+    write_parquet(df, run_dir / rundir.SFT_DATA)
     stats = {"samples": {t: int((df["task"] == t).sum()) for t in TASKS},
              "r3_thinking_share": float(df.loc[df["task"] == "R3", "think"].mean()),
              "relations": dict(Counter(r.label for r in relations)),

@@ -139,12 +139,12 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
     write_text(out / "config.json", cfg.model_dump_json(indent=2))
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     unknown = sorted(set(cfg.domains or []) - set(sid.codec.domains))
     if unknown:
         raise ValueError(f"rl.domains: unknown domain(s) {unknown}; the run has {sorted(sid.codec.domains)}")
     pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, cfg.domains)
-    group_of = Interests.load(rundir.interests(run_dir)).of
+    group_of = Interests.load(run_dir / rundir.INTERESTS).of
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     backend = HFBackend(trainer.policy, sid, tok, cfg.trace_tokens, cfg.temperature, cfg.top_p)
     bar = tqdm(total=cfg.steps, initial=trainer.start, desc=f"grpo {cfg.mode}", disable=not progress)

@@ -84,8 +84,8 @@ def _prepare(cfg: UnifyConfig, run_dir: Path):
     out = run_dir / cfg.out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", cfg.model_dump_json(indent=2))
-    return (tok, sid, HistoryText(sid, tok), pd.read_parquet(rundir.interactions(run_dir)),
-            Interests.load(rundir.interests(run_dir)).of, out)
+    return (tok, sid, HistoryText(sid, tok), pd.read_parquet(run_dir / rundir.INTERACTIONS),
+            Interests.load(run_dir / rundir.INTERESTS).of, out)
 
 
 def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:

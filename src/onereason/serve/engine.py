@@ -83,9 +83,9 @@ class Engine:
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
         self.interest_at = {(n, d): i for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain))}
-        items = pd.read_parquet(rundir.items(self.run_dir), columns=["item_id", "title", "domain"])
+        items = pd.read_parquet(self.run_dir / rundir.ITEMS, columns=["item_id", "title", "domain"])
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
-        inter = pd.read_parquet(rundir.interactions(self.run_dir))
+        inter = pd.read_parquet(self.run_dir / rundir.INTERACTIONS)
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
         self.base = user_histories(inter, ("train", "valid", "test"))
         self.domains = sorted(self.sid.codec.domains)

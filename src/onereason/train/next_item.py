@@ -33,7 +33,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
         raise ValueError(f"{run_dir}: this run is pre-trained and `train` would overwrite its model; train the "
                          f"baseline in a run of its own holding a copy of config.json, data/, itemic/ and tokenizer/")
     tok, sid = load_sid_tokens(run_dir)
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     seqs = [ids for _, ids in training_sequences(inter, HistoryText(sid, tok), config.max_items)]
     samples = [Sample(ids, [0] + [1] * (len(ids) - 1)) for ids in seqs]  # predict every next token
     model = build_model(config.model, len(tok), seed=config.loop.seed)

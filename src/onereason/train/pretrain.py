@@ -187,7 +187,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     model.config.max_position_embeddings = max(model.config.max_position_embeddings, sc.context)
     if stage == "warmup":
         if config.item_init == "text":
-            init_item_rows_from_text(model, tok, sid, pd.read_parquet(rundir.items(run_dir)))
+            init_item_rows_from_text(model, tok, sid, pd.read_parquet(run_dir / rundir.ITEMS))
         freeze_all_but_rows(model, item_token_ids(tok, sid))
     loop = LoopConfig(epochs=1.0, lr=sc.lr, batch_tokens=sc.batch_tokens, warmup_ratio=sc.warmup_ratio,
                       weight_decay=0.0 if stage == "warmup" else 0.01, checkpoint_every=config.checkpoint_every,

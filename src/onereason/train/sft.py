@@ -82,7 +82,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", config.model_dump_json(indent=2))
-    data_path = rundir.sft_data(run_dir)
+    data_path = run_dir / rundir.SFT_DATA
     if rebuild_data or not data_path.exists():
         build(config.data, run_dir, progress=progress)
     df = pd.read_parquet(data_path)

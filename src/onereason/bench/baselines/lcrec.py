@@ -48,7 +48,7 @@ def without_reasoning(df: pd.DataFrame) -> pd.DataFrame:
 
 def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True, valid_users: int = 300) -> dict:
     """One SFT per learning rate, the valid split picks; returns the grid and the choice."""
-    data = rundir.sft_data(run_dir)
+    data = run_dir / rundir.SFT_DATA
     if not data.exists():
         raise FileNotFoundError(f"LC-Rec-style baseline: no SFT data at {data} (run `onereason sft` first)")
     if not (run_dir / "model" / "config.json").exists():
@@ -58,7 +58,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     sft_path = run_dir / "sft" / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
     sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
     samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
-    inter = pd.read_parquet(rundir.interactions(run_dir))
+    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, "valid", 50, valid_users, 0)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     grid = []
