@@ -44,7 +44,7 @@ def main() -> None:
     if not done("rl/mopd"):
         run_mopd(MopdConfig(experts=experts, steps=a.steps * len(domains)), a.run_dir)
     m = rl_eval.Method
-    report = rl_eval.run(rl_eval.RlEvalConfig(max_users=a.users, out="rl/eval_unify", methods=[
+    report = rl_eval.run(rl_eval.RlEvalConfig(sample={"max_users": a.users}, out="rl/eval_unify", methods=[
         m(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
         m(name="SFT thinking", model="sft/model", mode="thinking"),
         m(name="RL non-thinking (mixed)", model="rl/mixed-nothink/model", mode="non-thinking"),

@@ -59,22 +59,25 @@ def tiny_config(ratings: Path, movies: Path):
         s = getattr(p, stage)
         s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
     p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
-    cfg.eval.beams, cfg.eval.batch_size = 10, 16
+    cfg.eval.decoding.beams, cfg.eval.batch_size = 10, 16
     d = cfg.sft.data
     d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user, d.max_items = 100, 100, 100, 3, 20
     cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
     e = cfg.sft_eval
-    e.max_users, e.beams, e.hypotheses, e.trace_tokens, e.batch_size, e.max_items = 24, 10, [1, 3], 96, 16, 20
+    e.sample.max_users, e.decoding.beams, e.decoding.trace_tokens = 24, 10, 96
+    e.hypotheses, e.batch_size, e.max_items = [1, 3], 16, 20
     r = cfg.rl
     r.steps, r.prompts_per_step, r.group, r.candidates, r.trace_tokens, r.max_items = 2, 4, 2, 4, 32, 20
     r.policy.micro_batch = 4
     v = cfg.rl_eval
-    v.max_users, v.beams, v.ks, v.trace_tokens, v.batch_size, v.max_items = 12, 8, [4, 8], 32, 16, 20
+    v.sample.max_users, v.batch_size, v.max_items = 12, 16, 20
+    v.decoding = {"beams": 8, "ks": [4, 8], "trace_tokens": 32}
     cfg.bench = cfg.bench.model_validate(TINY_BENCH)
     return cfg
 
 
-TINY_BENCH = dict(max_users=12, beams=10, ks=[1, 4, 5, 10], trace_tokens=32, max_items=20, batch_size=16,
+TINY_BENCH = dict(sample={"max_users": 12}, decoding={"beams": 10, "ks": [1, 4, 5, 10], "trace_tokens": 32},
+                  max_items=20, batch_size=16,
                   sasrec={"hidden": 16, "epochs": 4, "batch_size": 32}, sasrec_lr=[1e-2],
                   tiger={"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64, "epochs": 2, "batch_size": 32,
                          "beams": 5, "eval_users": 20}, tiger_lr=[1e-2],

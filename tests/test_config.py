@@ -92,6 +92,6 @@ def test_a_partial_section_keeps_the_defaults_its_parent_declares():
 def test_overrides_parse_as_json_else_string_and_round_trip():
     assert parse_sets(["a.b=1e-3", "c=false", "d=[1, 2]", "e=thinking"]) == {
         "a.b": 1e-3, "c": False, "d": [1, 2], "e": "thinking"}
-    cfg = build(RunConfig, {}, {"rl.mode": "thinking", "eval.ks": [5, 10]})
-    assert cfg.rl.mode == "thinking" and cfg.eval.ks == [5, 10]
+    cfg = build(RunConfig, {}, {"rl.mode": "thinking", "eval.decoding.ks": [5, 10]})
+    assert cfg.rl.mode == "thinking" and cfg.eval.decoding.ks == [5, 10]
     assert build(RunConfig, json.loads(cfg.model_dump_json())) == cfg

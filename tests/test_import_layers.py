@@ -9,7 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "onereason"
 # Lowest first. A package may import from itself and from any package before it.
-LAYERS = ("config", "rundir", "chat", "metrics", "data", "itemic", "corpus", "model", "decoding", "reasoning", "train", "rl", "bench", "serve",
+LAYERS = ("config", "rundir", "chat", "metrics", "protocol", "data", "itemic", "corpus", "model", "decoding", "reasoning", "train", "rl", "bench", "serve",
           "pipeline", "cli")
 
 

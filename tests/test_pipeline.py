@@ -135,7 +135,7 @@ def test_budget_scales_every_training_stage_and_nothing_measured():
     assert half.bench.tiger.epochs == base.bench.tiger.epochs // 2
     for part in ("eval", "sft_eval", "rl_eval"):  # what is measured stays
         assert getattr(half, part) == getattr(base, part)
-    assert (half.bench.max_users, half.bench.beams) == (base.bench.max_users, base.bench.beams)
+    assert (half.bench.sample, half.bench.decoding) == (base.bench.sample, base.bench.decoding)
     assert base == RunConfig()  # the input is not modified
     tiny = scale_budget(base, 1e-6)  # counts never reach 0
     assert tiny.rl.steps == tiny.bench.sasrec.epochs == tiny.bench.tiger.epochs == 1 and tiny.pretrain.long.tokens >= 1

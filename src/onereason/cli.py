@@ -114,9 +114,9 @@ def run(
     """Run the whole pipeline: data → itemic tokens → corpus → pre-training → eval → SFT → RL → bench report."""
     from onereason import pipeline
 
-    users = {f"{s}.max_users": max_users for s in ("eval", "sft_eval", "rl_eval", "bench")}
+    users = {f"{s}.sample.max_users": max_users for s in ("eval", "sft_eval", "rl_eval", "bench")}
     cfg = _config(config_file, sets=set_, **{"data.datasets": datasets or None, "data.data_dir": data_dir,
-                                             "pretrain.model": model, "eval.beams": beams, **users})
+                                             "pretrain.model": model, "eval.decoding.beams": beams, **users})
     try:
         if budget is not None or pretrain_budget is not None:
             cfg = pipeline.scale_budget(cfg, 1.0 if budget is None else budget, pretrain_budget)
@@ -300,7 +300,8 @@ def eval_(
     """Evaluate runs/<name>/model with full ranking; writes eval/results.{json,md} (valid: eval/valid/)."""
     from onereason.bench import evaluate
 
-    cfg = _config(config_file, name, "eval", set_, beams=beams, split=split, max_users=max_users)
+    cfg = _config(config_file, name, "eval", set_, **{"decoding.beams": beams, "sample.split": split,
+                                                      "sample.max_users": max_users})
     print_results(evaluate.run(cfg, RUNS / name))
 
 
@@ -375,7 +376,8 @@ def sft_eval_(
     """Pre-trained vs SFT non-thinking vs SFT thinking (n = 1, 3, 5); writes sft/eval.{json,md}."""
     from onereason.bench import sft_eval
 
-    cfg = _config(config_file, name, "sft_eval", set_, split=split, max_users=max_users, hypotheses=hypotheses or None)
+    cfg = _config(config_file, name, "sft_eval", set_, **{"sample.split": split, "sample.max_users": max_users,
+                                                          "hypotheses": hypotheses or None})
     console.print(sft_eval.markdown(sft_eval.run(cfg, RUNS / name)))
 
 
@@ -460,7 +462,8 @@ def rl_eval_(
 
     try:
         methods = [rl_eval.parse_method(m).model_dump() for m in method] if method else None
-        cfg = _config(config_file, name, "rl_eval", set_, methods=methods, max_users=max_users, beams=beams, out=out)
+        cfg = _config(config_file, name, "rl_eval", set_, **{"methods": methods, "sample.max_users": max_users,
+                                                             "decoding.beams": beams, "out": out})
         console.print(rl_eval.markdown(rl_eval.run(cfg, RUNS / name)))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)

@@ -22,29 +22,29 @@ from onereason import rundir
 from onereason.bench import evaluate
 from onereason.bench import rl_eval, sft_eval, stage_report, suite
 from onereason.bench.evaluate import EvalConfig
-from onereason.bench.sft_eval import SftEvalConfig
 from onereason.bench.rl_eval import RlEvalConfig
+from onereason.bench.sft_eval import SftEvalConfig
 from onereason.bench.suite import BenchConfig
 from onereason.config import Config
+from onereason.corpus import build as corpus
+from onereason.corpus.build import CorpusConfig
+from onereason.data import world
 from onereason.data.general_text import load_general_text
 from onereason.data.loaders import load_generic
 from onereason.data.registry import combine, load_dataset
 from onereason.data.schema import DataError, save_dataset, write_parquet
 from onereason.data.stats import dataset_stats
-from onereason.data import world
 from onereason.data.world import WorldConfig
 from onereason.itemic import build as itemic
 from onereason.itemic.build import ItemicConfig
-from onereason.corpus import build as corpus
-from onereason.corpus.build import CorpusConfig
+from onereason.rl import grpo
+from onereason.rl.grpo import GrpoConfig
 from onereason.rundir import write_text
+from onereason.serve import smoke
 from onereason.train import pretrain, sft
 from onereason.train.next_item import NextItemConfig
 from onereason.train.pretrain import PretrainConfig
 from onereason.train.sft import SftConfig
-from onereason.rl import grpo
-from onereason.rl.grpo import GrpoConfig
-from onereason.serve import smoke
 
 
 class GenericSource(Config):

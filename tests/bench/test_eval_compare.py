@@ -60,7 +60,8 @@ def test_a_valid_eval_keeps_the_test_eval(tiny_run):
     """Choosing a model on valid must not replace the test numbers the report and comparisons read."""
     run_dir, _ = tiny_run
     test_files = {p.name: p.read_bytes() for p in (run_dir / "eval").iterdir() if p.is_file()}
-    res = run(EvalConfig(split="valid", beams=5, ks=[1, 5], max_users=10, batch_size=16), run_dir, progress=False)
+    res = run(EvalConfig(sample={"split": "valid", "max_users": 10}, decoding={"beams": 5, "ks": [1, 5]}, batch_size=16),
+              run_dir, progress=False)
     assert res["split"] == "valid" and res["users"] == 10
     valid = eval_dir(run_dir, "valid")
     assert len((valid / "recommendations.jsonl").read_text().splitlines()) == 10

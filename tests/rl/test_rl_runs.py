@@ -134,7 +134,7 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     with pytest.raises(ValueError, match="unknown domain"):
         run_mopd(MopdConfig(experts={"books": "rl/think/model"}), run_dir, progress=False)
 
-    report = rl_eval.run(rl_eval.RlEvalConfig(max_users=12, beams=8, ks=[4, 8], trace_tokens=48, methods=[
+    report = rl_eval.run(rl_eval.RlEvalConfig(sample={"max_users": 12}, decoding={"beams": 8, "ks": [4, 8], "trace_tokens": 48}, methods=[
         rl_eval.parse_method("SFT=sft/model:non-thinking"), rl_eval.parse_method("RL=rl/think/model:thinking"),
         rl_eval.parse_method("race=rl/think/model:race"), rl_eval.parse_method("experts=movies@rl/rft/model:thinking")]),
         run_dir, progress=False)

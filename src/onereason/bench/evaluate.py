@@ -8,36 +8,27 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.baselines.popular import most_popular
-from onereason.metrics import KS, evaluate_lists, paired_bootstrap, per_sample
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.protocol import Decoding, EvalSample
 from onereason.rundir import write_text
 
 
 class EvalConfig(Config):
     """What to evaluate and with which beam."""
 
-    split: str = Field("test", description="valid or test")
-    ks: list[int] = Field(list(KS), description="cut-offs; those above `beams` are skipped")
-    beams: int = Field(20, ge=1, description="beam width = candidates per user (k=64 needs 64)")
-    max_users: int | None = Field(None, ge=1, description="evaluate a seeded sample of users (None: all)")
+    sample: EvalSample = EvalSample()
+    decoding: Decoding = Decoding(beams=20)
     max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(32, ge=1)
-    seed: int = 0
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: str) -> str:
-        if v not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', not {v!r}")
-        return v
 
 
 def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: int | None, seed: int
@@ -67,21 +58,22 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    s = config.sample
+    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
     users, truths = p.users, p.truths
-    ks = [k for k in config.ks if k <= config.beams]
+    ks = config.decoding.cutoffs()
     tok, sid = load_sid_tokens(run_dir)
-    recs, domains = recommend_next(model, tok, sid, p, config.beams, config.batch_size, progress)
+    recs, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
     pop = most_popular(inter, max(ks))
     results = {
-        "split": config.split, "beams": config.beams, "users": len(users), "ks": ks,
+        "split": config.sample.split, "beams": config.decoding.beams, "users": len(users), "ks": ks,
         "protocol": "full ranking over all items of the target domain; history items not removed",
         "methods": {
             "onereason": evaluate_lists([r.items for r in recs], truths, ks, domains),
             "MostPopular": evaluate_lists([pop.get(d, []) for d in domains], truths, ks, domains),
         },
     }
-    out = eval_dir(run_dir, config.split)
+    out = eval_dir(run_dir, config.sample.split)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "recommendations.jsonl", "".join(
         json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n"

@@ -18,13 +18,14 @@ from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
-from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.bench.sft_eval import answer_items
 from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import r3_prompts
 from onereason.rundir import atomic_path, write_text
 
@@ -40,13 +41,9 @@ class Method(Config):
 
 
 class RlEvalConfig(Config):
-    split: str = Field("test", pattern="^(valid|test)$")
-    max_users: int | None = Field(500, ge=1)
-    beams: int = Field(64, ge=2)
-    ks: list[int] = Field([4, 10, 64])
+    sample: EvalSample = EvalSample(max_users=500)
+    decoding: Decoding = Decoding(beams=64, ks=[4, 10, 64])
     hypotheses: int = Field(3, ge=1, le=5)
-    trace_tokens: int = Field(160, ge=8)
-    temperature: float = Field(0.6, ge=0)
     max_items: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)
     methods: list[Method] = Field(default_factory=lambda: [
@@ -55,7 +52,6 @@ class RlEvalConfig(Config):
         Method(name="RL thinking", model="rl/grpo/model", mode="thinking"),
         Method(name="RL race", model="rl/grpo/model", mode="race")])
     out: str = Field("rl/eval", description="report path stem relative to the run directory (.json, .md, .png)")
-    seed: int = 0
 
 
 def parse_method(spec: str) -> Method:
@@ -110,20 +106,21 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     if missing:
         raise FileNotFoundError(f"rl eval: no model at {', '.join(str(run_dir / x) for x in missing)}")
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    s = config.sample
+    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
     tok, sid = load_sid_tokens(run_dir)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
 
     def lists(model, users: list[int], thinking: bool, beams: int) -> list[list[str]]:
         sub = p.subset(users)
         return chat_lists(model, sub, [domains[i] for i in users], sid, tok, thinking, beams, config.hypotheses,
-                          config.trace_tokens, config.temperature, config.batch_size, config.seed, progress)[0]
+                          config.decoding.trace_tokens, config.decoding.temperature, config.batch_size, config.sample.seed, progress)[0]
 
     def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
         if mode != "race":
-            return lists(model, users, mode == "thinking", config.beams)
-        half = config.beams // 2
-        return [merge_race(a, b, config.beams)
+            return lists(model, users, mode == "thinking", config.decoding.beams)
+        half = config.decoding.beams // 2
+        return [merge_race(a, b, config.decoding.beams)
                 for a, b in zip(lists(model, users, True, half), lists(model, users, False, half))]
 
     results: dict = {}
@@ -142,8 +139,8 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                     got[i] = items
         per_user[m.name] = got
         results[m.name] = {"model": m.model, "mode": m.mode,
-                           "metrics": evaluate_lists(got, p.truths, [k for k in config.ks if k <= config.beams], domains)}
-    report = {"split": config.split, "users": len(p.users), "beams": config.beams, "temperature": config.temperature,
+                           "metrics": evaluate_lists(got, p.truths, config.decoding.cutoffs(), domains)}
+    report = {"split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams, "temperature": config.decoding.temperature,
               "hypotheses": config.hypotheses, "methods": results}
     stem = run_dir / config.out
     stem.parent.mkdir(parents=True, exist_ok=True)

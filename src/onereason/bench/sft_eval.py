@@ -27,13 +27,14 @@ from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import recommend_next, sample_prompts
-from onereason.metrics import KS, evaluate_lists
 from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists
+from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered
 from onereason.rundir import write_text
@@ -41,17 +42,12 @@ from onereason.train.loop import Sample, collate
 
 
 class SftEvalConfig(Config):
-    split: str = Field("test", pattern="^(valid|test)$")
-    max_users: int | None = Field(3000, ge=1)
-    beams: int = Field(20, ge=1)
-    ks: list[int] = Field(list(KS))
+    sample: EvalSample = EvalSample(max_users=3000)
+    decoding: Decoding = Decoding(beams=20)
     hypotheses: list[int] = Field([1, 3, 5], description="n for the thinking runs (the ablation)")
     max_items: int = Field(50, ge=1)
-    trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
-    temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
     batch_size: int = Field(32, ge=1)
     oracle: bool = Field(True, description="also score the teacher's hindsight traces (an upper bound)")
-    seed: int = 0
 
 
 @torch.no_grad()
@@ -112,20 +108,21 @@ def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok,
 
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+    s = config.sample
+    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
-    ks = [k for k in config.ks if k <= config.beams]
+    ks = config.decoding.cutoffs()
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     nl = tok.encode("\n\n", add_special_tokens=False)
     end_think = tok.convert_tokens_to_ids(END_THINK)
     targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end, after the begin token
 
     def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:
-        return answer_items(model, prefixes, domains, sid, tok, config.beams, config.batch_size, progress)
+        return answer_items(model, prefixes, domains, sid, tok, config.decoding.beams, config.batch_size, progress)
 
     pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
-    lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.beams, config.batch_size,
+    lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.decoding.beams, config.batch_size,
                                                              progress)[0]]}
     del pre
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
@@ -153,8 +150,8 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     for n in config.hypotheses:
         prompts = r3_prompts(p.histories, domains, p.times, n, text, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
-                                 config.trace_tokens, config.temperature, batch_size=config.batch_size,
-                                 seed=config.seed, progress=progress)
+                                 config.decoding.trace_tokens, config.decoding.temperature, batch_size=config.batch_size,
+                                 seed=config.sample.seed, progress=progress)
         name = f"SFT thinking n={n}"
         lists[name], think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
@@ -163,8 +160,8 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         samples += [{"n": n, "user_id": u, "target": t[0], "trace": d, "items": i[:5]}
                     for u, t, d, i in list(zip(p.users, p.truths, decoded, lists[name]))[:20]]
     methods = {m: evaluate_lists(v, p.truths, ks, domains) for m, v in lists.items()}
-    results = {"split": config.split, "users": len(p.users), "beams": config.beams, "ks": ks,
-               "temperature": config.temperature, "methods": methods, "reasoning": extra}
+    results = {"split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams, "ks": ks,
+               "temperature": config.decoding.temperature, "methods": methods, "reasoning": extra}
     out = run_dir / "sft"
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "eval.json", json.dumps(results, indent=2))

@@ -26,11 +26,11 @@ from accelerate import PartialState
 
 from onereason import rundir
 from onereason.bench.evaluate import recommend_next, sample_prompts
-from onereason.metrics import evaluate_lists
 from onereason.corpus.build import LAYERS
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists
 from onereason.rundir import atomic_path, write_text
 from onereason.train import pretrain
 from onereason.train.loop import Sample, causal_lm_loss, collate

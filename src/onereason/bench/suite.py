@@ -37,15 +37,14 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from onereason import rundir
-from onereason.bench.baselines.popular import most_popular
-from onereason.bench.evaluate import recommend_next, sample_prompts
-from onereason.bench.info_points import info_point_f1
-from onereason.metrics import KS, evaluate_lists
 from onereason.bench.baselines import sasrec, tiger
-from onereason.bench.sft_eval import target_logprob, trace_stats
+from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
+from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.info_points import info_point_f1
 from onereason.bench.rl_eval import chat_lists, merge_race
+from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
 from onereason.chat import IM_END, answer_turn
 from onereason.config import Config
@@ -53,9 +52,11 @@ from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists
+from onereason.protocol import Decoding, EvalSample
+from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
-from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.sft_data import (JudgeConfig, clip_words, describe_user, find_user, r1_user, r2_user,
                                           title_user)
 from onereason.reasoning.traces import numbered
@@ -68,15 +69,11 @@ BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
 class BenchConfig(Config):
     """What the bench measures and how much it spends; every size is per run."""
 
-    split: str = Field("test", pattern="^(valid|test)$")
-    max_users: int | None = Field(500, ge=1, description="a seeded sample of the split's users, shared by all methods")
+    sample: EvalSample = EvalSample(max_users=500)  # shared by all methods; its seed also seeds the baselines
     users_per_domain: int | None = Field(None, ge=1, description="instead: a seeded sample of this many users per "
                                          "domain (a mix's small domains get enough users)")
-    beams: int = Field(64, ge=2, description="candidates per user; race merges the first half of two lists")
-    ks: list[int] = Field(list(KS))
+    decoding: Decoding = Decoding(beams=64)  # race merges the first half of two lists
     hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
-    trace_tokens: int = Field(160, ge=8)
-    temperature: float = Field(0.6, ge=0)
     max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(16, ge=1)
     models: dict[str, str] = Field(
@@ -95,7 +92,6 @@ class BenchConfig(Config):
     r2_interests: int = Field(3, ge=1, le=5, description="interests the R2 question asks for")
     judge: JudgeConfig | None = Field(None, description="an OpenAI-compatible endpoint for R0 information-point F1")
     ppl_context: int = Field(512, ge=16)
-    seed: int = 0
 
 
 class Parts:
@@ -190,7 +186,7 @@ def relation_pairs(run_dir: Path, items: pd.DataFrame, inter: pd.DataFrame, sid,
     """(a, b, label) pairs the SFT data never showed: "listed" (the dataset's own complement /
     substitute lists, plus random same-domain pairs on neither list as `unrelated`) and "judge"
     (candidate pairs labelled by the run's grounded judge)."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.sample.seed)
     seen = sft_relation_pairs(run_dir, sid)
     known = set(sid.codec.item_ids)
     listed: dict[tuple[str, str], str] = {}
@@ -288,13 +284,13 @@ def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfi
             thinking: bool = True) -> dict:
     """Non-thinking lists for a chat model; with `thinking` also the thinking and race lists and the
     traces' delta_ll and citations."""
-    args = (cfg.beams, cfg.hypotheses, cfg.trace_tokens, cfg.temperature, cfg.batch_size, cfg.seed, progress)
+    args = (cfg.decoding.beams, cfg.hypotheses, cfg.decoding.trace_tokens, cfg.decoding.temperature, cfg.batch_size, cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"lists": {"non-thinking": plain}}
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
-    half = cfg.beams // 2
-    race = [merge_race(a[:half], b[:half], cfg.beams) for a, b in zip(think, plain)]
+    half = cfg.decoding.beams // 2
+    race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
     targets = [sid.ids(t[0])[1:] for t in p.truths]
     ll = [target_logprob(model, q, targets, tok.pad_token_id, cfg.batch_size) for q in (think_prompts, plain_prompts)]
     decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
@@ -313,12 +309,12 @@ def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalProm
     """The users every method is scored on, and their target domains: `max_users` drawn from the whole
     split, or `users_per_domain` drawn from each domain."""
     if not config.users_per_domain:
-        p = sample_prompts(inter, config.split, config.max_items, config.max_users, config.seed)
+        p = sample_prompts(inter, config.sample.split, config.max_items, config.sample.max_users, config.sample.seed)
     else:
-        p = eval_prompts(inter, config.split, config.max_items)
+        p = eval_prompts(inter, config.sample.split, config.max_items)
         of = pd.Series([sid.codec.item_domain[t[0]] for t in p.truths])
         keep = [i for _, idx in of.groupby(of).groups.items()
-                for i in pd.Series(idx).sample(min(config.users_per_domain, len(idx)), random_state=config.seed)]
+                for i in pd.Series(idx).sample(min(config.users_per_domain, len(idx)), random_state=config.sample.seed)]
         p = p.subset(sorted(keep))
     return p, [sid.codec.item_domain[t[0]] for t in p.truths]
 
@@ -339,27 +335,27 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     items = pd.read_parquet(run_dir / rundir.ITEMS)
     tok, sid = load_sid_tokens(run_dir)
     p, domains = bench_users(inter, sid, config)
-    ks = [k for k in config.ks if k <= config.beams]
-    sampling = config.model_dump(include={"split", "max_users", "beams", "hypotheses", "trace_tokens", "temperature",
-                                          "max_items", "seed"})
+    ks = config.decoding.cutoffs()
+    sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks"}),  # the parts' cache keys
+                **config.model_dump(include={"hypotheses", "max_items"})}
     if config.users_per_domain:  # only when set, so parts cached before this option existed stay valid
         sampling["users_per_domain"] = config.users_per_domain
     models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
     if "LC-Rec-style" in config.baselines:
-        lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.seed},
+        lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.sample.seed},
                        lambda: lcrec.train(run_dir, config.lcrec_lr, config.lcrec_epochs, progress))
         models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
     else:
         lc = None
     heldout_path = run_dir / rundir.HELDOUT_ITEMS
     heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
-    rng = random.Random(config.seed)
+    rng = random.Random(config.sample.seed)
     r0_sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
     r0_sets = {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in r0_sets.items() if v}
     interests_path = run_dir / rundir.INTERESTS
     interests = Interests.load(interests_path) if interests_path.exists() else None
     r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
-    results: dict = {"run": run_dir.name, "split": config.split, "users": len(p.users), "beams": config.beams,
+    results: dict = {"run": run_dir.name, "split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams,
                      "ks": ks, "domains": sorted(set(domains)), "config": config.model_dump(),
                      "protocol": "full ranking over all items of the target's domain; history items not removed",
                      "methods": {}, "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
@@ -384,10 +380,10 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                 results["traces"][name] = r3["traces"]
         else:
             r3 = parts.get(f"r3/{name}", key, lambda: {"lists": [r.items for r in recommend_next(
-                model(), tok, sid, p, config.beams, config.batch_size, progress)[0]]})
+                model(), tok, sid, p, config.decoding.beams, config.batch_size, progress)[0]]})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
                                                           "metrics": evaluate_lists(r3["lists"], p.truths, ks, domains)}
-        r0_key = {"model": model_dir, "items": r0_sets, "seed": config.seed, "captions": 1,
+        r0_key = {"model": model_dir, "items": r0_sets, "seed": config.sample.seed, "captions": 1,
                   "judge": config.judge.model_dump() if config.judge else None}
         if chat:
             results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
@@ -404,7 +400,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                                                 )["perplexity"]
         if chat and ours:
             results["r1"][name] = parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
-                                                           "seed": config.seed},
+                                                           "seed": config.sample.seed},
                                             lambda: relations(model(), tok, sid, relation_pairs_once(), config.batch_size))
             if interests is not None and r2_window:
                 results["r2"][name] = parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
@@ -429,7 +425,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
             continue
         grid = []
         for lr in lrs:
-            c = base.replace(lr=lr, seed=config.seed)
+            c = base.replace(lr=lr, seed=config.sample.seed)
             grid.append(parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
         lists = [best["lists"][u] for u in p.users]

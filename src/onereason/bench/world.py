@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onereason.metrics import evaluate_lists
 from onereason.data.world import run_truth
+from onereason.metrics import evaluate_lists
 
 COLD = "cold: 0 events in the target domain"
 

@@ -22,8 +22,8 @@ from collections import Counter
 import numpy as np
 
 from onereason.data.histories import Event
-from onereason.reasoning.chat_client import ChatClient
 from onereason.itemic.sid import SidCodec
+from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
 

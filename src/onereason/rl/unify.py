@@ -29,9 +29,9 @@ from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
+from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
-from onereason.rl.grpo import score
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log, token_bounds
 from onereason.rundir import write_text

@@ -30,10 +30,10 @@ from onereason import rundir
 from onereason.config import Config
 from onereason.corpus.build import LAYERS, load_layer
 from onereason.corpus.mixture import Packed, build_rows, check_mixture
+from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import PRESETS, build_model, count_parameters
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, save_model, train
-from onereason.itemic.sid import load_sid_tokens
 
 STAGES = ("text", "warmup", "full", "long")
 

@@ -17,10 +17,10 @@ from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
-from onereason.metrics import evaluate_lists
 from onereason.bench.rl_eval import chat_lists
 from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists
 from onereason.train.loop import save_model, train as train_loop
 from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
 

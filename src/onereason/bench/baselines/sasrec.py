@@ -18,10 +18,10 @@ from pydantic import Field
 from torch import nn
 
 from onereason.bench.baselines.early_stop import train_with_early_stopping
-from onereason.metrics import evaluate_lists
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts
 from onereason.data.histories import items_of, user_histories
+from onereason.metrics import evaluate_lists
 
 
 class SASRecConfig(Config):

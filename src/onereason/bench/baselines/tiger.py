@@ -21,11 +21,11 @@ from pydantic import Field
 from transformers import T5Config, T5ForConditionalGeneration
 
 from onereason.bench.baselines.early_stop import train_with_early_stopping
-from onereason.metrics import evaluate_lists
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts
 from onereason.data.histories import items_of, user_histories
 from onereason.itemic.sid import SidTokens, build_trie
+from onereason.metrics import evaluate_lists
 
 PAD, EOS = 0, 1
 

@@ -1,0 +1,31 @@
+"""What every evaluation stage shares, declared once: which users it scores (`EvalSample`) and how
+candidates are decoded (`Decoding`). `eval`, `sft-eval`, `rl-eval` and the bench each hold one of each,
+with their own defaults; `onereason run --max-users N` sets the four samples' size at once."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from onereason.config import Config
+from onereason.metrics import KS
+
+
+class EvalSample(Config):
+    """A seeded sample of one split's users (the same seed and size give the same users in every stage)."""
+
+    split: str = Field("test", pattern="^(valid|test)$", description="valid (choosing) or test (reporting)")
+    max_users: int | None = Field(None, ge=1, description="a seeded sample of the split's users (None: all)")
+    seed: int = 0
+
+
+class Decoding(Config):
+    """Beam search over the item trie, and in thinking mode the sampled trace before it."""
+
+    beams: int = Field(20, ge=1, description="beam width = candidates per user (k=64 needs 64)")
+    ks: list[int] = Field(list(KS), description="cut-offs; those above `beams` are skipped")
+    trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
+    temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
+
+    def cutoffs(self) -> list[int]:
+        """The cut-offs the beam can fill."""
+        return [k for k in self.ks if k <= self.beams]
