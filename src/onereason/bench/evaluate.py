@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.baselines.popular import most_popular
@@ -18,6 +17,7 @@ from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.rundir import write_text
 
@@ -56,7 +56,7 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
 
 
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
-    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+    model = load_model(run_dir / "model")
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     s = config.sample
     p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
@@ -25,6 +24,7 @@ from onereason.corpus.user_layer import EvalPrompts, HistoryText
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import r3_prompts
 from onereason.rundir import atomic_path, write_text
@@ -134,7 +134,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         for domain, model_dir in routes.items():
             users = [i for i, d in enumerate(domains) if domain is None or d == domain]
             if users:
-                model = AutoModelForCausalLM.from_pretrained(str(run_dir / model_dir))
+                model = load_model(run_dir / model_dir)
                 for i, items in zip(users, method_lists(model, users, m.mode)):
                     got[i] = items
         per_user[m.name] = got

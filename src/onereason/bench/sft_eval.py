@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import recommend_next, sample_prompts
@@ -34,6 +33,7 @@ from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
+from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered
@@ -121,11 +121,11 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:
         return answer_items(model, prefixes, domains, sid, tok, config.decoding.beams, config.batch_size, progress)
 
-    pre = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+    pre = load_model(run_dir / "model")
     lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.decoding.beams, config.batch_size,
                                                              progress)[0]]}
     del pre
-    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
+    model = load_model(run_dir / "sft" / "model")
     plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, p.times, None, text, tok)]
     lists["SFT non-thinking"], plain_prompts = answers(model, plain)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.baselines import sasrec, tiger
@@ -53,6 +52,7 @@ from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
+from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
@@ -366,7 +366,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
 
     for name, model_dir in models.items():
         # loaded only if a part of it is not cached
-        model = functools.cache(lambda d=model_dir: AutoModelForCausalLM.from_pretrained(str(run_dir / d)).eval())
+        model = functools.cache(lambda d=model_dir: load_model(run_dir / d).eval())
         chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
         key = {"model": model_dir, **sampling}
         if chat:

@@ -60,6 +60,13 @@ def build_model(preset_or_path: str, vocab_size: int, seed: int = 0) -> PreTrain
     return model
 
 
+def load_model(path: Path) -> PreTrainedModel:
+    """A model a stage saved (sft/model, rl/grpo/model, ...); a missing one is an error naming the folder."""
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"no model at {path}: run the stage that writes it first")
+    return AutoModelForCausalLM.from_pretrained(str(path))
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     emb = model.get_input_embeddings().weight.numel()
     total = sum(p.numel() for p in model.parameters())

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from pydantic import Field
-from transformers import AutoModelForCausalLM, get_constant_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup
 
 from onereason.config import Config
 from onereason.decoding.constrained import left_pad
+from onereason.model.backbone import load_model
 from onereason.rl.rollout import Trajectory
 from onereason.rundir import atomic_path, write_text
 from onereason.train.loop import latest_checkpoint, save_checkpoint
@@ -121,10 +122,10 @@ class PolicyTrainer:
         torch.manual_seed(seed)
         if not (init / "config.json").exists():
             raise FileNotFoundError(f"rl: no model at {init} (run `onereason sft` first, or set the init)")
-        model = AutoModelForCausalLM.from_pretrained(str(init))
+        model = load_model(init)
         self.ref = None
         if cfg.kl_beta > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(str(init)).to(self.acc.device).eval()
+            self.ref = load_model(init).to(self.acc.device).eval()
             self.ref.requires_grad_(False)
         optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
         sched = get_constant_schedule_with_warmup(optim, cfg.warmup_steps)

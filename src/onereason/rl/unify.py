@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.chat import IM_END
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
+from onereason.model.backbone import load_model
 from onereason.reasoning.interests import Interests
 from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
@@ -118,7 +118,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     samples, per_domain = [], {}
     t0 = time.perf_counter()
     for d, expert_dir in cfg.experts.items():
-        expert = AutoModelForCausalLM.from_pretrained(str(run_dir / expert_dir))
+        expert = load_model(run_dir / expert_dir)
         pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, [d])
         prompts = [p for p in pool.sample(cfg.prompts_per_domain, cfg.seed, 0) if p.window]
         backend = HFBackend(expert, sid, tok, cfg.trace_tokens, cfg.temperature)
@@ -141,7 +141,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
                          "prompts, a larger candidate list, or set require_format=false" if n_hits else
                          "rft: no trajectory hit; sample more prompts or a larger candidate list")
     sample_s = time.perf_counter() - t0
-    model = AutoModelForCausalLM.from_pretrained(str(run_dir / cfg.init))
+    model = load_model(run_dir / cfg.init)
     model, stats = train(model, samples, tok.pad_token_id, cfg.loop, out, progress=progress)
     save_model(model, tok, out / "model")
     plot_loss(out / "train_log.jsonl", out / "loss.png", "RFT")
@@ -160,7 +160,7 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
     pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, list(cfg.experts))
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
-    teachers = {d: AutoModelForCausalLM.from_pretrained(str(run_dir / m)).to(trainer.acc.device).eval()
+    teachers = {d: load_model(run_dir / m).to(trainer.acc.device).eval()
                 for d, m in cfg.experts.items()}
     backend = HFBackend(trainer.policy, sid, tok, cfg.trace_tokens, cfg.temperature)
     pad = tok.pad_token_id

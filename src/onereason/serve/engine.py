@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.chat import END_THINK, IM_END, conversation
@@ -29,6 +28,7 @@ from onereason.data.histories import Event, user_histories
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
+from onereason.model.backbone import load_model
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered, numbered_list
 
@@ -77,7 +77,7 @@ class Engine:
         self.model_dir = self._model_dir()
         self.model_name = (str(self.model_dir.relative_to(self.run_dir)) if self.model_dir.is_relative_to(self.run_dir)
                            else self.model_dir.name)
-        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir)).eval()
+        self.model = load_model(self.model_dir).eval()
         self.tok, self.sid = load_sid_tokens(self.run_dir)
         self.text = HistoryText(self.sid, self.tok)
         self.teacher = load_teacher(self.run_dir)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.chat import TRACE
@@ -24,6 +23,7 @@ from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
 from onereason.itemic.sid import load_sid_tokens, SidCodec
+from onereason.model.backbone import load_model
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
 from onereason.rundir import write_text
@@ -91,7 +91,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     init = run_dir / config.init
     if not (init / "config.json").exists():
         raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
-    model = AutoModelForCausalLM.from_pretrained(str(init))
+    model = load_model(init)
     samples = with_text(to_samples(df, tok), run_dir, config.text_share, config.text_context, config.loop.seed)
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
                          group_names=list(GROUPS))

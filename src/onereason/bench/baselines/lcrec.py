@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from transformers import AutoModelForCausalLM
 
 from onereason import rundir
 from onereason.bench.evaluate import sample_prompts
@@ -21,6 +20,7 @@ from onereason.bench.rl_eval import chat_lists
 from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
+from onereason.model.backbone import load_model
 from onereason.train.loop import save_model, train as train_loop
 from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
 
@@ -66,10 +66,10 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         out = (run_dir / model_dir(lr)).parent
         loop = sft.loop.replace(lr=lr, epochs=epochs)
         if not (out / "model" / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+            model = load_model(run_dir / "model")
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
             save_model(model, tok, out / "model")
-        model = AutoModelForCausalLM.from_pretrained(str(out / "model"))
+        model = load_model(out / "model")
         lists = chat_lists(model, p, domains, sid, tok, False, 20, 1, 8, 0.0, 32, 0, progress)[0]
         grid.append({"lr": lr, "valid_ndcg@10": evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]})
     best = max(grid, key=lambda g: g["valid_ndcg@10"])
