@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from onereason.bench.evaluate import sample_prompts
+from onereason.bench.lists import merge_race, sample_prompts
 from onereason.metrics import evaluate_lists
-from onereason.bench.rl_eval import merge_race
 from onereason.serve.engine import Constraint, Engine, ServeConfig
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from onereason.bench.evaluate import recommend_next
+from onereason.bench.lists import recommend_next
 from onereason.corpus.mixture import Packed
 from onereason.corpus.user_layer import HistoryText, eval_prompts, training_sequences
 from onereason.model.backbone import build_model

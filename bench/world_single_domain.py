@@ -21,8 +21,7 @@ import pandas as pd
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.baselines.popular import most_popular
-from onereason.bench.evaluate import recommend_next
-from onereason.bench.rl_eval import chat_lists
+from onereason.bench.lists import chat_lists, recommend_next
 from onereason.bench.world import WorldTruth, group_metrics, recall_table
 from onereason.corpus.user_layer import EvalPrompts, eval_prompts
 from onereason.itemic.sid import load_sid_tokens

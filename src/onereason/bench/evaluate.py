@@ -12,9 +12,8 @@ from pydantic import Field
 
 from onereason import rundir
 from onereason.bench.baselines.popular import most_popular
+from onereason.bench.lists import recommend_next, sample_prompts
 from onereason.config import Config
-from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
-from onereason.decoding.constrained import Recommendation, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
@@ -29,25 +28,6 @@ class EvalConfig(Config):
     decoding: Decoding = Decoding(beams=20)
     max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(32, ge=1)
-
-
-def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: int | None, seed: int
-                   ) -> EvalPrompts:
-    """The split's prompts, or a seeded sample of `max_users` of them."""
-    p = eval_prompts(inter, split, max_items)
-    if max_users and max_users < len(p.users):
-        p = p.subset(sorted(pd.Series(range(len(p.users))).sample(max_users, random_state=seed)))
-    return p
-
-
-def recommend_next(model, tok, sid, p: EvalPrompts, beams: int, batch_size: int = 32,
-                   progress: bool = False) -> tuple[list[Recommendation], list[str]]:
-    """Constrained beam search for every prompt, in the target's domain: (recommendations, domains)."""
-    text = HistoryText(sid, tok)
-    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-    prompts = [text.prompt(h, d, now) for h, d, now in zip(p.histories, domains, p.times)]
-    return recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
-                     batch_size=batch_size, progress=progress), domains
 
 
 def eval_dir(run_dir: Path, split: str = "test") -> Path:

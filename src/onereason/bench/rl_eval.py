@@ -16,17 +16,12 @@ import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
-from onereason.bench.evaluate import sample_prompts
-from onereason.bench.sft_eval import answer_items
-from onereason.chat import END_THINK
+from onereason.bench.lists import chat_lists, merge_race, sample_prompts
 from onereason.config import Config
-from onereason.corpus.user_layer import EvalPrompts, HistoryText
-from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
-from onereason.reasoning.sft_data import r3_prompts
 from onereason.rundir import atomic_path, write_text
 
 
@@ -67,38 +62,6 @@ def parse_method(spec: str) -> Method:
     except ValueError as e:
         raise ValueError(f"--method {spec!r}: expected NAME=MODEL_DIR:MODE (or NAME=DOMAIN@DIR,DOMAIN@DIR:MODE) "
                          "with MODE thinking, non-thinking or race") from e
-
-
-def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
-    """Alternate the two lists (a first), dropping repeats, up to k items."""
-    out: list[str] = []
-    for pair in zip(a, b):
-        for x in pair:
-            if x not in out:
-                out.append(x)
-    for x in a + b:  # one list may be longer
-        if x not in out:
-            out.append(x)
-    return out[:k]
-
-
-def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, beams: int, hypotheses: int,
-               trace_tokens: int, temperature: float, batch_size: int, seed: int = 0, progress: bool = False
-               ) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
-    """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
-    or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
-    text = HistoryText(sid, tok)
-    prompts = r3_prompts(p.histories, domains, p.times, hypotheses if thinking else None, text, tok)
-    traces = None
-    if thinking:
-        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, trace_tokens,
-                                 temperature, batch_size=batch_size, seed=seed, progress=progress)
-        prefixes = [q + x for q, x in zip(prompts, traces)]
-    else:
-        nl = tok.encode("\n\n", add_special_tokens=False)
-        prefixes = [q + nl + [tok.convert_tokens_to_ids(END_THINK)] for q in prompts]
-    items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, beams, batch_size, progress)
-    return items, answer_prompts, traces
 
 
 def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:

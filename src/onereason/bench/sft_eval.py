@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from onereason import rundir
-from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.lists import answer_items, recommend_next, sample_prompts
 from onereason.chat import END_THINK
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
-from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
@@ -94,16 +93,6 @@ def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -
                                                                 for d, t in zip(traces, truth_names)])),
             "interests_list_target_interest": float(np.mean([t in x for x, t in zip(listed, truth_names)])),
             "hypotheses_listed_mean": float(np.mean([len(x) for x in listed]))}
-
-
-def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok, beams: int, batch_size: int = 32,
-                 progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
-    """Items by beam search after prefix + "\n\n" + the target domain's begin token, and those prompts."""
-    nl = tok.encode("\n\n", add_special_tokens=False)
-    prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
-    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
-                     batch_size=batch_size, progress=progress)
-    return [r.items for r in recs], prompts
 
 
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:

@@ -25,7 +25,7 @@ import torch
 from accelerate import PartialState
 
 from onereason import rundir
-from onereason.bench.evaluate import recommend_next, sample_prompts
+from onereason.bench.lists import recommend_next, sample_prompts
 from onereason.corpus.build import LAYERS
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import left_pad, recommend

@@ -40,9 +40,8 @@ from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
-from onereason.bench.evaluate import recommend_next, sample_prompts
 from onereason.bench.info_points import info_point_f1
-from onereason.bench.rl_eval import chat_lists, merge_race
+from onereason.bench.lists import chat_lists, merge_race, recommend_next, sample_prompts
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
 from onereason.chat import IM_END, answer_turn

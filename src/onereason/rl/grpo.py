@@ -35,9 +35,9 @@ from onereason.reasoning.interests import Interests
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
-from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log
+from onereason.rl.trainer import PolicyConfig, PolicyTrainer
 from onereason.rundir import write_text
-from onereason.train.loop import save_model
+from onereason.train.loop import plot_log, save_model
 
 
 class GrpoConfig(Config):

@@ -22,7 +22,7 @@ from onereason.config import Config
 from onereason.decoding.constrained import left_pad
 from onereason.model.backbone import load_model
 from onereason.rl.rollout import Trajectory
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import write_text
 from onereason.train.loop import latest_checkpoint, save_checkpoint
 
 
@@ -210,29 +210,3 @@ class PolicyTrainer:
                 f.write(json.dumps(row) + "\n")
         if (step + 1) % self.cfg.checkpoint_every == 0 or step + 1 == self.total:
             save_checkpoint(self.acc, self.ckpt, step + 1, self.cfg.keep_checkpoints)
-
-
-def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:
-    """The chosen columns of a train_log.jsonl per step, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
-    keys = [k for k in keys if any(k in r for r in rows)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        xs = [r["step"] for r in rows if k in r]
-        ys = [r[k] for r in rows if k in r]
-        ax.plot(xs, ys, alpha=0.35)
-        if len(ys) >= 5:
-            w = max(2, len(ys) // 10)
-            ax.plot(xs[w - 1:], np.convolve(ys, np.ones(w) / w, mode="valid"))
-        ax.set_title(k, fontsize=9)
-        ax.set_xlabel("step")
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)

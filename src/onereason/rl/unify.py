@@ -33,9 +33,9 @@ from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
 from onereason.rl.rollout import HFBackend, Trajectory, two_stage
-from onereason.rl.trainer import PolicyConfig, PolicyTrainer, plot_log, token_bounds
+from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
-from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
+from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
 
 class UnifyConfig(Config):
@@ -144,7 +144,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     model = load_model(run_dir / cfg.init)
     model, stats = train(model, samples, tok.pad_token_id, cfg.loop, out, progress=progress)
     save_model(model, tok, out / "model")
-    plot_loss(out / "train_log.jsonl", out / "loss.png", "RFT")
+    plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], "RFT")
     summary = {"domains": per_domain, "samples": len(samples), "sampling_seconds": sample_s, **stats}
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

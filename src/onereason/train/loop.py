@@ -238,24 +238,27 @@ def save_model(model: PreTrainedModel, tok, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def plot_loss(log_path: Path, png: Path, title: str = "training loss") -> None:
-    """Loss and learning rate per step from train_log.jsonl, as a PNG beside it."""
+def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:
+    """The chosen columns of a train_log.jsonl per step, one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines()]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (item tokens)")
-    ax.set_yscale("log")
-    ax2 = ax.twinx()
-    ax2.plot([r["step"] for r in rows], [r["lr"] for r in rows], color="tab:gray", alpha=0.5, label="lr")
-    ax2.set_ylabel("learning rate")
-    ax.set_title(title)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        xs = [r["step"] for r in rows if k in r]
+        ys = [r[k] for r in rows if k in r]
+        ax.plot(xs, ys, alpha=0.35)
+        if len(ys) >= 5:
+            w = max(2, len(ys) // 10)
+            ax.plot(xs[w - 1:], np.convolve(ys, np.ones(w) / w, mode="valid"))
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -15,7 +15,7 @@ from onereason.corpus.user_layer import HistoryText, training_sequences
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import build_model, count_parameters
 from onereason.rundir import write_text
-from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
+from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
 
 class NextItemConfig(Config):
@@ -42,7 +42,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     write_text(out / "config.json", config.model_dump_json(indent=2))
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
     save_model(model, tok, run_dir / "model")
-    plot_loss(out / "train_log.jsonl", out / "loss.png", f"next-item training ({config.model})")
+    plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], f"next-item training ({config.model})")
     stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s) for s in seqs)),
                   "parameters": count_parameters(model)})
     write_text(out / "summary.json", json.dumps(stats, indent=2))

@@ -27,7 +27,7 @@ from onereason.model.backbone import load_model
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
 from onereason.rundir import write_text
-from onereason.train.loop import LoopConfig, Sample, plot_loss, save_model, train
+from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
 GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text")
 
@@ -96,7 +96,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")
-    plot_loss(out / "train_log.jsonl", out / "loss.png", "reasoning SFT")
+    plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], "reasoning SFT")
     stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples),
                   "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
                   "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):])),  # appended after the chat

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from onereason import rundir
-from onereason.bench.evaluate import sample_prompts
-from onereason.bench.rl_eval import chat_lists
+from onereason.bench.lists import chat_lists, sample_prompts
 from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists

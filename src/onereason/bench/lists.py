@@ -1,0 +1,75 @@
+"""How every evaluation stage turns users into ranked candidate lists, written once: the seeded
+sample of a split's prompts, non-thinking beam search from a pre-training-format model
+(`recommend_next`) or from a chat model (`chat_lists`), thinking mode (trace, then beam) and race
+(`merge_race`). `eval`, `sft-eval`, `rl-eval`, the bench and the scripts in bench/ all call these."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from onereason.chat import END_THINK
+from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
+from onereason.decoding.constrained import Recommendation, recommend
+from onereason.decoding.two_stage import generate_traces
+from onereason.reasoning.sft_data import r3_prompts
+
+
+def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: int | None, seed: int
+                   ) -> EvalPrompts:
+    """The split's prompts, or a seeded sample of `max_users` of them."""
+    p = eval_prompts(inter, split, max_items)
+    if max_users and max_users < len(p.users):
+        p = p.subset(sorted(pd.Series(range(len(p.users))).sample(max_users, random_state=seed)))
+    return p
+
+
+def recommend_next(model, tok, sid, p: EvalPrompts, beams: int, batch_size: int = 32,
+                   progress: bool = False) -> tuple[list[Recommendation], list[str]]:
+    """Constrained beam search for every prompt, in the target's domain: (recommendations, domains)."""
+    text = HistoryText(sid, tok)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    prompts = [text.prompt(h, d, now) for h, d, now in zip(p.histories, domains, p.times)]
+    return recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
+                     batch_size=batch_size, progress=progress), domains
+
+
+def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok, beams: int, batch_size: int = 32,
+                 progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
+    """Items by beam search after prefix + "\n\n" + the target domain's begin token, and those prompts."""
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    prompts = [q + nl + [sid.begin_id[d]] for q, d in zip(prefixes, domains)]
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
+                     batch_size=batch_size, progress=progress)
+    return [r.items for r in recs], prompts
+
+
+def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, beams: int, hypotheses: int,
+               trace_tokens: int, temperature: float, batch_size: int, seed: int = 0, progress: bool = False
+               ) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
+    """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
+    or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
+    text = HistoryText(sid, tok)
+    prompts = r3_prompts(p.histories, domains, p.times, hypotheses if thinking else None, text, tok)
+    traces = None
+    if thinking:
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, trace_tokens,
+                                 temperature, batch_size=batch_size, seed=seed, progress=progress)
+        prefixes = [q + x for q, x in zip(prompts, traces)]
+    else:
+        nl = tok.encode("\n\n", add_special_tokens=False)
+        prefixes = [q + nl + [tok.convert_tokens_to_ids(END_THINK)] for q in prompts]
+    items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, beams, batch_size, progress)
+    return items, answer_prompts, traces
+
+
+def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
+    """Alternate the two lists (a first), dropping repeats, up to k items."""
+    out: list[str] = []
+    for pair in zip(a, b):
+        for x in pair:
+            if x not in out:
+                out.append(x)
+    for x in a + b:  # one list may be longer
+        if x not in out:
+            out.append(x)
+    return out[:k]
