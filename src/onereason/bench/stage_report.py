@@ -37,6 +37,9 @@ from onereason.train.loop import Sample, causal_lm_loss, collate
 from onereason.train.pretrain import ReportConfig
 
 
+TITLE_TO_SID_BEAMS = 5  # R0 title → SID: exact match of the best of a small constrained beam
+
+
 def token_f1(pred: str, truth: str) -> float:
     """Bag-of-words F1 over lower-cased word tokens (SQuAD style)."""
     p, t = re.findall(r"\w+", pred.lower()), re.findall(r"\w+", truth.lower())
@@ -73,7 +76,7 @@ def perception(model, tok, sid, title_of: dict[str, str], items: list[str], cfg:
     domains = [sid.codec.item_domain[i] for i in items]
     prompts = [[tok.bos_token_id, *tok.encode(title_to_sid(t), add_special_tokens=False), sid.begin_id[d]]
                for t, d in zip(titles, domains)]
-    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=cfg.batch_size)
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=TITLE_TO_SID_BEAMS, batch_size=cfg.batch_size)
     exact = [bool(r.items) and r.items[0] == i for r, i in zip(recs, items)]
     return {"sid_to_title_f1": float(np.mean(f1)), "title_to_sid_acc": float(np.mean(exact)), "n": len(items)}
 

@@ -43,7 +43,7 @@ from onereason.bench.baselines.tiger import TigerConfig
 from onereason.bench.info_points import info_point_f1
 from onereason.bench.lists import chat_lists, merge_race, recommend_next, sample_prompts
 from onereason.bench.sft_eval import target_logprob, trace_stats
-from onereason.bench.stage_report import heldout_perplexity, perception, token_f1
+from onereason.bench.stage_report import TITLE_TO_SID_BEAMS, heldout_perplexity, perception, token_f1
 from onereason.chat import IM_END, answer_turn
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
@@ -156,7 +156,7 @@ def chat_perception(model, tok, sid, items: pd.DataFrame, batch_size: int, judge
         caption["info_point"] = info_point_f1(judge, refs, captions)
     prompts = tok([answer_turn(find_user(t)) for t in items["title"]], add_special_tokens=False)["input_ids"]
     prompts = [p + [sid.begin_id[d]] for p, d in zip(prompts, domains)]
-    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=5, batch_size=batch_size)
+    recs = recommend(model, prompts, domains, sid, tok.pad_token_id, k=1, num_beams=TITLE_TO_SID_BEAMS, batch_size=batch_size)
     exact = [float(bool(r.items) and r.items[0] == i) for r, i in zip(recs, items["item_id"])]
     return {"sid_to_title_f1": by_domain(f1, domains), "title_to_sid_acc": by_domain(exact, domains), **caption,
             "n": len(items), "examples": [{"item": i, "title": t, "said": a}

@@ -20,10 +20,15 @@ from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
 from onereason.model.backbone import load_model
+from onereason.protocol import Decoding, EvalSample
 from onereason.train.loop import save_model, train as train_loop
 from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
 
 _THINK_ASK = re.compile(rf" Expand \d interests?\. /think{re.escape(IM_END)}")
+
+
+VALID = EvalSample(split="valid")  # the lr grid is chosen on valid users (how many: `valid_users`)
+VALID_DECODING = Decoding(beams=20, trace_tokens=8, temperature=0.0)  # non-thinking: no trace is sampled
 
 
 def model_dir(lr: float) -> str:
@@ -58,7 +63,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
     samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    p = sample_prompts(inter, "valid", 50, valid_users, 0)
+    p = sample_prompts(inter, VALID.split, 50, valid_users, VALID.seed)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     grid = []
     for lr in lrs:
@@ -69,7 +74,8 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
             save_model(model, tok, out / "model")
         model = load_model(out / "model")
-        lists = chat_lists(model, p, domains, sid, tok, False, 20, 1, 8, 0.0, 32, 0, progress)[0]
+        lists = chat_lists(model, p, domains, sid, tok, False, VALID_DECODING.beams, 1, VALID_DECODING.trace_tokens,
+                           VALID_DECODING.temperature, 32, VALID.seed, progress)[0]
         grid.append({"lr": lr, "valid_ndcg@10": evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]})
     best = max(grid, key=lambda g: g["valid_ndcg@10"])
     return {"chosen_lr": best["lr"], "grid": grid, "epochs": epochs, "samples": len(samples),
