@@ -35,6 +35,16 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def save_figure(fig, path: Path, dpi: int = 100, rect: tuple[float, ...] | None = None) -> None:
+    """A matplotlib figure laid out (inside `rect`, e.g. below a suptitle), written whole, and closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=rect)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+
+
 
 # The layout of runs/<name>/ for the files several stages share, spelled here only: `run_dir / INTERACTIONS`.
 INTERACTIONS = Path("data/interactions.parquet")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import markdown
 
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import save_figure, write_text
 
 OURS = ("pre-trained", "SFT", "RL")
 MODES = ("non-thinking", "thinking", "race")
@@ -156,10 +156,7 @@ def plot_bars(r: dict, png: Path) -> None:
     ax.set_ylabel("NDCG@10")
     ax.set_title(f"R3 NDCG@10 per method ({r['users']} {r['split']} users)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
 
 
 def plot_recall_curves(r: dict, png: Path) -> None:
@@ -175,10 +172,7 @@ def plot_recall_curves(r: dict, png: Path) -> None:
     ax.set_ylabel("Recall@k")
     ax.set_title("Recall@k (solid: ours, dashed: baselines)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
 
 
 def plot_thinking(r: dict, png: Path) -> None:
@@ -191,10 +185,7 @@ def plot_thinking(r: dict, png: Path) -> None:
         ax.set_title(name)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=3)
     fig.suptitle("thinking vs non-thinking vs race")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100, rect=(0, 0, 1, 0.93))
 
 
 def plot_stages(r: dict, png: Path) -> None:
@@ -212,10 +203,7 @@ def plot_stages(r: dict, png: Path) -> None:
         ax.set_title(title, fontsize=9)
     axes[2].set_yscale("log")
     fig.suptitle("stage progression")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
 
 
 def inline_html(md: str, root: Path, title: str) -> str:
@@ -278,10 +266,7 @@ def compare(result_files: list[Path], out: Path) -> str:
     _grouped_bars(ax, methods, {label: [metric(x, n, "ndcg@10") for n in methods] for label, x in zip(labels, runs)})
     ax.set_ylabel("NDCG@10")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out / "compare.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "compare.png", dpi=100)
     md = "\n".join(lines) + "\n"
     write_text(out / "compare.md", md)
     write_text(out / "compare.html", inline_html(md, out, "OneReason-Bench comparison"))

@@ -22,7 +22,7 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import save_figure, write_text
 
 
 class Method(Config):
@@ -173,7 +173,4 @@ def plot(report: dict, png: Path) -> None:
         ax.barh(names, [report["methods"][n]["metrics"]["all"].get(c, 0.0) for n in names])
         ax.set_title(c)
         ax.invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)

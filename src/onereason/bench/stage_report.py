@@ -31,7 +31,7 @@ from onereason.corpus.item_layer import sid_to_title, title_to_sid
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import save_figure, write_text
 from onereason.train import pretrain
 from onereason.train.loop import Sample, causal_lm_loss, collate
 from onereason.train.pretrain import ReportConfig
@@ -188,7 +188,4 @@ def _plot(root: Path, stages: list[str], layers: list[str]) -> None:
     ax.set_ylabel("cross-entropy per token")
     ax.set_yscale("log")
     ax.set_title("pre-training loss per layer")
-    fig.tight_layout()
-    with atomic_path(root / "loss.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, root / "loss.png", dpi=110)

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from onereason.config import Config
 from onereason.corpus.user_layer import batches_by_length
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import save_figure, write_text
 
 
 class LoopConfig(Config):
@@ -258,7 +258,4 @@ def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step")
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
