@@ -61,7 +61,7 @@ def compare(what: str, preset: str, vocab: int, samples: list[Sample], pad_id: i
     bare = bare_loop(build_model(preset, vocab, seed=0), samples, plan, pad_id, loop_cfg.lr)
     sub = [samples[i] for b in plan for i in b]
     with tempfile.TemporaryDirectory() as tmp:
-        _, stats = train(build_model(preset, vocab, seed=0), sub, pad_id, loop_cfg.model_copy(update={"epochs": 1.0}),
+        _, stats = train(build_model(preset, vocab, seed=0), sub, pad_id, loop_cfg.replace(epochs=1.0),
                          Path(tmp), progress=False, group_names=groups)
     print(f"{what}: training tokens/s  onereason loop {stats['tokens_per_s']:,.0f}  bare PyTorch {bare:,.0f}  "
           f"ratio {stats['tokens_per_s'] / bare:.3f}  (peak RSS {peak_mb():,.0f} MB)")
@@ -91,9 +91,9 @@ def main() -> None:
                 tok.pad_token_id, loop_cfg, args.steps, ["token", "item", "relational", "user"])
 
     inter = pd.read_parquet(args.run_dir / "data" / "interactions.parquet")
-    seqs = [s for _, s in training_sequences(inter, HistoryText(sid, tok), cfg.train.max_items)]
+    seqs = [s for _, s in training_sequences(inter, HistoryText(sid, tok), cfg.next_item.max_items)]
     samples = [Sample(s, [0] + [1] * (len(s) - 1)) for s in seqs]
-    loop_cfg = cfg.train.loop.model_copy(update={"checkpoint_every": 10 ** 9, "log_every": 10})
+    loop_cfg = cfg.next_item.loop.replace(checkpoint_every=10 ** 9, log_every=10)
     compare(f"padded User-layer sequences (batch {loop_cfg.batch_tokens} tokens)", preset, len(tok), samples,
             tok.pad_token_id, loop_cfg, args.steps)
 

@@ -48,10 +48,10 @@ def tiny_config(ratings: Path, movies: Path):
         interactions=ratings, items=movies, domain="movies",
         columns={"user_id": "userId", "item_id": "movieId", "categories": "genres"})]))
     cfg.itemic.levels, cfg.itemic.codebook_size, cfg.itemic.vocab_size = 2, 16, 400
-    cfg.train.model = "tiny"
-    cfg.train.max_items = 30
-    cfg.train.loop.epochs, cfg.train.loop.lr, cfg.train.loop.batch_tokens = 6, 1e-2, 2048
-    cfg.train.loop.checkpoint_every = 20
+    cfg.next_item.model = "tiny"
+    cfg.next_item.max_items = 30
+    cfg.next_item.loop.epochs, cfg.next_item.loop.lr, cfg.next_item.loop.batch_tokens = 6, 1e-2, 2048
+    cfg.next_item.loop.checkpoint_every = 20
     cfg.corpus.max_items = 30
     p = cfg.pretrain
     p.model, p.checkpoint_every = "tiny", 5

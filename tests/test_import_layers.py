@@ -9,8 +9,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "onereason"
 # Lowest first. A package may import from itself and from any package before it.
-LAYERS = ("config", "rundir", "chat", "metrics", "protocol", "data", "itemic", "corpus", "model", "decoding", "reasoning", "train", "rl", "bench", "serve",
-          "pipeline", "cli")
+LAYERS = ("config", "rundir", "chat", "metrics", "protocol", "data", "itemic", "corpus", "model", "decoding",
+          "reasoning", "train", "rl", "bench", "serve", "pipeline", "cli")
 
 
 def imports() -> dict[str, dict[str, set[str]]]:

@@ -129,7 +129,7 @@ def test_budget_scales_every_training_stage_and_nothing_measured():
     half = scale_budget(base, 0.5)
     for s in ("text", "warmup", "full", "long"):
         assert getattr(half.pretrain, s).tokens == round(getattr(base.pretrain, s).tokens * 0.5)
-    assert half.sft.loop.epochs == base.sft.loop.epochs * 0.5 and half.train.loop.epochs == base.train.loop.epochs * 0.5
+    assert half.sft.loop.epochs == base.sft.loop.epochs * 0.5 and half.next_item.loop.epochs == base.next_item.loop.epochs * 0.5
     assert half.rl.steps == round(base.rl.steps * 0.5)
     assert half.bench.sasrec.epochs == base.bench.sasrec.epochs // 2 and half.bench.lcrec_epochs == base.bench.lcrec_epochs / 2
     assert half.bench.tiger.epochs == base.bench.tiger.epochs // 2

@@ -275,14 +275,14 @@ def pretrain_(
         console.print(report.read_text())
 
 
-@app.command()
-def train(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config"),
-          set_: Optional[list[str]] = SET) -> None:
+@app.command("next-item")
+def next_item_(name: str = typer.Option(...), config_file: Optional[Path] = typer.Option(None, "--config"),
+              set_: Optional[list[str]] = SET) -> None:
     """Train the User-layer-only next-item model (the baseline without pre-training)."""
     from onereason.train import next_item
 
     try:
-        stats = next_item.run(_config(config_file, name, "train", set_), RUNS / name)
+        stats = next_item.run(_config(config_file, name, "next_item", set_), RUNS / name)
     except ValueError as e:
         _fail(e)
     console.print_json(json.dumps(stats, default=str))

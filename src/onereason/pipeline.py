@@ -3,7 +3,7 @@
     data ─► itemic ─► corpus ─► pretrain text ─► warmup ─► full ─► long ─► eval ─► sft ─► sft-eval
          ─► rl (GRPO, thinking) ─► rl-eval ─► bench ─► serve (one request to the service on loopback)
 
-(`onereason train` keeps the User-layer-only model as a baseline; it is not in this chain.)
+(`onereason next-item` keeps the User-layer-only model as a baseline; it is not in this chain.)
 
 Each stage reads its inputs from runs/<name>/ and writes its outputs there atomically, so a
 stage can be re-run alone; training resumes from its last checkpoint.
@@ -77,7 +77,7 @@ class RunConfig(Config):
     itemic: ItemicConfig = ItemicConfig()
     corpus: CorpusConfig = CorpusConfig()
     pretrain: PretrainConfig = PretrainConfig()
-    train: NextItemConfig = NextItemConfig()
+    next_item: NextItemConfig = NextItemConfig()
     eval: EvalConfig = EvalConfig()
     sft: SftConfig = SftConfig()
     sft_eval: SftEvalConfig = SftEvalConfig()
@@ -100,7 +100,7 @@ def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None
     for s in pretrain.STAGES:
         stage = getattr(c.pretrain, s)
         stage.tokens = max(1, round(stage.tokens * pretrain_factor))
-    c.train.loop.epochs *= factor
+    c.next_item.loop.epochs *= factor
     c.sft.loop.epochs *= factor
     c.rl.steps = max(1, round(c.rl.steps * factor))
     c.bench.sasrec.epochs = max(1, round(c.bench.sasrec.epochs * factor))
@@ -138,7 +138,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
     if saved.exists():
         old = json.loads(saved.read_text())
         new = json.loads(config.model_dump_json())
-        changed = [k for k in ("data", "itemic", "corpus", "pretrain", "train", "sft") if old.get(k) != new.get(k)]
+        changed = [k for k in ("data", "itemic", "corpus", "pretrain", "next_item", "sft") if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(f"{run_dir} holds a run with a different {', '.join(changed)} config; "
                              "choose another --name or pass --overwrite")
