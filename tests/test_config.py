@@ -95,3 +95,25 @@ def test_overrides_parse_as_json_else_string_and_round_trip():
     cfg = build(RunConfig, {}, {"rl.mode": "thinking", "eval.decoding.ks": [5, 10]})
     assert cfg.rl.mode == "thinking" and cfg.eval.decoding.ks == [5, 10]
     assert build(RunConfig, json.loads(cfg.model_dump_json())) == cfg
+
+
+def test_every_command_that_builds_a_config_takes_set():
+    """Commands that only read results (statistics, comparisons) build no config; every other one has `--set`."""
+    import typer.main
+
+    no_config = {"data stats", "eval-compare", "rl compare", "bench compare"}
+    group = typer.main.get_command(app)
+    seen = []
+
+    def walk(cmd, prefix):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            path = f"{prefix} {name}".strip()
+            if getattr(sub, "commands", None):
+                walk(sub, path)
+            else:
+                seen.append((path, any("--set" in p.opts for p in sub.params)))
+
+    walk(group, "")
+    assert len(seen) >= 20
+    assert [p for p, has in seen if not has and p not in no_config] == []
+    assert [p for p, has in seen if has and p in no_config] == []
