@@ -120,6 +120,11 @@ def test_run_until_data_keeps_one_domain_of_a_world(tmp_path, monkeypatch):
     cfg.write_text(json.dumps({"data": {"datasets": [], "world": world}, "skip": ["sft_eval"]}))
     result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "four", "--until", "data"])
     assert result.exit_code == 2 and "skip: unknown stage 'sft_eval'" in result.output
+    # a run continued with its finished stages skipped (how a stopped `make reproduce` is resumed) ends cleanly
+    cfg.write_text(json.dumps({"data": {"datasets": [], "world": world, "domains": ["video"]}, "skip": ["data"]}))
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--name", "one", "--until", "data"])
+    assert result.exit_code == 0, result.output
+    assert "dataset statistics" not in result.output and "artifacts: runs/one/" in result.output
 
 
 def test_budget_scales_every_training_stage_and_nothing_measured():

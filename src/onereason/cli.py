@@ -123,7 +123,8 @@ def run(
         summary = pipeline.run(cfg, RUNS / name, overwrite=overwrite, log=console.print, until=until)
     except (DataError, ValueError, FileNotFoundError) as e:
         _fail(e)
-    print_stats(summary["data"]["stats"])
+    if "data" in summary:  # absent when skipped (a run resumed past it)
+        print_stats(summary["data"]["stats"])
     if it := summary.get("itemic"):
         console.print(f"itemic: {it['items']} items, {it['levels']} levels x {it['codebook_size']} codes, "
                       f"collisions before resolution {it['collision_rate_before']:.1%}, "
