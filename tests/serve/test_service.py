@@ -150,3 +150,36 @@ def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, f
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engine, tiny_run, tmp_path, free_port):
+    """The `openai` package against a live server: /v1/models, a plain completion, and `stream=True`
+    whose pieces join to the same answer (greedy, same prompt) with a finish reason, usage and [DONE]."""
+    import uvicorn
+    from openai import OpenAI
+
+    cfg = ServeConfig(worker="off", chat_max_tokens=24, store=f"sqlite:///{tmp_path / 'o.sqlite'}")
+    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0], cfg, engine), port=free_port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{free_port}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list()] == [engine.model_name]
+        ask = dict(model=engine.model_name, messages=[{"role": "user", "content": "Describe the item. /no_think"}],
+                   max_tokens=24, temperature=0)
+        whole = client.chat.completions.create(**ask)
+        chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+        pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+        assert "".join(pieces) == whole.choices[0].message.content
+        if whole.usage.completion_tokens > 3:  # streamed as it was generated, not as one piece at the end
+            assert sum(1 for p in pieces if p) > 1
+        assert chunks[0].choices[0].delta.role == "assistant"
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == [whole.choices[0].finish_reason]
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+        assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -4,7 +4,8 @@
     POST /recommend            items for a user id or an explicit history (fast | slow | auto)
     POST /events               append a user's interactions; their trace becomes stale
     GET  /explain/{user_id}    the cached trace, split into persona, interests, transition
-    POST /v1/chat/completions  the model, OpenAI-compatible (non-streaming)
+    POST /v1/chat/completions  the model, OpenAI-compatible (`stream: true` sends server-sent events)
+    GET  /v1/models            the served model, as OpenAI clients list it
     GET  /health, GET /metrics (Prometheus text)
 
 Model calls run on one executor thread; fast requests that arrive together are decoded as one
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,12 +75,23 @@ class Message(BaseModel):
     content: str = Field(max_length=100_000)
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     model: str | None = None
     messages: list[Message] = Field(min_length=1, max_length=64)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
     seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+def sse(obj: dict | str) -> str:
+    """One server-sent event in the OpenAI stream format."""
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
 class Metrics:
@@ -298,12 +311,44 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 "persona": head.removeprefix(PARTS[0]).strip().rstrip("."), "interests": listed,
                 "transition": transition, "age_s": time.time() - cached.created, "stale": cached.stale}
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest) -> dict:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(req: ChatRequest) -> dict | StreamingResponse:
         max_tokens = min(req.max_tokens or config.chat_max_tokens, config.chat_max_tokens)
         msgs = [m.model_dump() for m in req.messages]
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, lambda: chat_completion(engine, msgs, max_tokens, req.temperature, req.seed))
+        loop = asyncio.get_running_loop()
+        if not req.stream:
+            return await loop.run_in_executor(pool, lambda: chat_completion(engine, msgs, max_tokens,
+                                                                            req.temperature, req.seed))
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def emit(text: str) -> None:  # called on the model thread
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        done = loop.run_in_executor(pool, lambda: chat_completion(engine, msgs, max_tokens, req.temperature,
+                                                                  req.seed, emit))
+        done.add_done_callback(lambda _: pieces.put_nowait(None))
+        head = {"id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": engine.model_name}
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            return sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        async def events():
+            yield chunk({"role": "assistant", "content": ""})
+            while (text := await pieces.get()) is not None:
+                yield chunk({"content": text})
+            result = await done
+            yield chunk({}, result["choices"][0]["finish_reason"])
+            if req.stream_options and req.stream_options.include_usage:
+                yield sse({**head, "choices": [], "usage": result["usage"]})
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": engine.model_name, "object": "model", "owned_by": "onereason",
+                                            "created": int(engine.model_dir.stat().st_mtime)}]}
 
     @app.get("/health")
     def health() -> dict:

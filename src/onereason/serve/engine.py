@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
 from pydantic import Field
+from transformers.generation.streamers import BaseStreamer
 
 from onereason import rundir
 from onereason.chat import END_THINK, IM_END, conversation
@@ -204,17 +206,46 @@ def _allowed_trie(engine: Engine, domain: str, favour: tuple[int, ...], exclude:
     return build_trie([engine.sid.ids(i) for i in items])
 
 
+class TextDeltas(BaseStreamer):
+    """Hands `emit` each new piece of the answer's text while `generate` runs: whole characters only, the
+    closing <|im_end|> left out, so the pieces join to exactly the non-streamed answer."""
+
+    def __init__(self, tok, im_end: int, emit: Callable[[str], None]):
+        self.tok, self.im_end, self.emit = tok, im_end, emit
+        self.ids: list[int] = []
+        self.sent, self.prompt_seen = "", False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first call hands over the prompt
+            self.prompt_seen = True
+            return
+        self.ids += [t for t in value.reshape(-1).tolist() if t != self.im_end]
+        self._flush(final=False)
+
+    def end(self) -> None:
+        self._flush(final=True)
+
+    def _flush(self, final: bool) -> None:
+        text = self.tok.decode(self.ids, skip_special_tokens=False)
+        if (final or not text.endswith("\ufffd")) and text.startswith(self.sent) and len(text) > len(self.sent):
+            self.emit(text[len(self.sent):])
+            self.sent = text
+
+
 def chat_completion(engine: Engine, messages: list[dict], max_tokens: int, temperature: float,
-                    seed: int | None = None) -> dict:
-    """An OpenAI chat.completion from the served model, in the chat format it was trained on."""
+                    seed: int | None = None, emit: Callable[[str], None] | None = None) -> dict:
+    """An OpenAI chat.completion from the served model, in the chat format it was trained on; with `emit`,
+    each new piece of the answer's text is also handed to it as it is generated (streaming)."""
     text = conversation(messages)
     ids = engine.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     if seed is not None:
         torch.manual_seed(seed)
+    streamer = TextDeltas(engine.tok, engine.im_end, emit) if emit else None
     with torch.no_grad():
         out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                     do_sample=temperature > 0, temperature=temperature or None, top_k=None,
-                                    top_p=None, eos_token_id=engine.im_end, pad_token_id=engine.tok.pad_token_id)
+                                    top_p=None, eos_token_id=engine.im_end, pad_token_id=engine.tok.pad_token_id,
+                                    streamer=streamer)
     new = out[0, ids.shape[1]:].tolist()
     finished = engine.im_end in new
     new = new[:new.index(engine.im_end)] if finished else new
