@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -132,40 +133,40 @@ def test_bad_domain_interest_events_and_key(client, engine):
     assert "onereason_slow_queue_length" in metrics and 'onereason_batch_size_bucket{le="1.0",path="fast"}' in metrics
 
 
-def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, free_port):
+@contextmanager
+def serving(app, port: int):
+    """The app under uvicorn on loopback for the block: its base URL."""
     import uvicorn
 
-    cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}")
-    port = free_port
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0], cfg, engine), port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
     try:
-        client = ChatClient(f"http://127.0.0.1:{port}/v1", model="served", retries=0, max_tokens=8)
-        text = client.complete([{"role": "user", "content": "Describe the item."}], parse=str)
-        assert isinstance(text, str)
-        assert len(engine.tok.encode(text, add_special_tokens=False)) <= 8
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
 
 
+def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, free_port):
+    cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}")
+    with serving(create_app(tiny_run[0], cfg, engine), free_port) as url:
+        client = ChatClient(f"{url}/v1", model="served", retries=0, max_tokens=8)
+        text = client.complete([{"role": "user", "content": "Describe the item."}], parse=str)
+        assert isinstance(text, str)
+        assert len(engine.tok.encode(text, add_special_tokens=False)) <= 8
+
+
 def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engine, tiny_run, tmp_path, free_port):
     """The `openai` package against a live server: /v1/models, a plain completion, and `stream=True`
     whose pieces join to the same answer (greedy, same prompt) with a finish reason, usage and [DONE]."""
-    import uvicorn
     from openai import OpenAI
 
     cfg = ServeConfig(worker="off", chat_max_tokens=24, store=f"sqlite:///{tmp_path / 'o.sqlite'}")
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0], cfg, engine), port=free_port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        client = OpenAI(base_url=f"http://127.0.0.1:{free_port}/v1", api_key="unused", max_retries=0)
+    with serving(create_app(tiny_run[0], cfg, engine), free_port) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         assert [m.id for m in client.models.list()] == [engine.model_name]
         ask = dict(model=engine.model_name, messages=[{"role": "user", "content": "Describe the item. /no_think"}],
                    max_tokens=24, temperature=0)
@@ -180,6 +181,3 @@ def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engi
         assert finishes == [whole.choices[0].finish_reason]
         assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
         assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
-    finally:
-        server.should_exit = True
-        thread.join(10)
