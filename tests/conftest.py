@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -94,17 +93,6 @@ def tiny_run(ml_slice, tmp_path_factory) -> tuple[Path, dict]:
     return run_dir, summary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def free_port() -> int:
-    return _free_port()
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     exe = shutil.which("redis-server")
@@ -112,7 +100,9 @@ def redis_url(tmp_path_factory):
         pytest.skip("redis-server is not installed (make test installs it from Debian's packages)")
     import redis
 
-    port = _free_port()
+    from onereason.serve.smoke import free_port
+
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"

@@ -42,21 +42,16 @@ def _config(config_file: Optional[Path], name: Optional[str] = None, section: Op
             data = json.loads(config_file.read_text())
         except (OSError, json.JSONDecodeError) as e:
             _fail(f"{config_file}: {e}")
-    prefix = f"{section}." if section else ""
-    try:
-        overrides = {k: v for k, v in flags.items() if v is not None} | parse_sets(sets)
-        cfg = build(RunConfig, data, {prefix + k: v for k, v in overrides.items()},
-                    source=str(config_file or "config"))
-    except ConfigError as e:
-        _fail(e)
+    cfg = _built(RunConfig, data, sets, f"{section}." if section else "", str(config_file or "config"), **flags)
     return getattr(cfg, section) if section else cfg
 
 
-def _built(cls, data: dict, sets: Optional[list[str]], **flags):
-    """A config outside RunConfig (serving, RFT/MOPD, the world) from the same flags-then-`--set` rule."""
+def _built(cls, data: dict, sets: Optional[list[str]], prefix: str = "", source: Optional[str] = None, **flags):
+    """`data` with the flags (None: not given), then `--set`, applied under `prefix` and validated once; a
+    config outside RunConfig (serving, RFT/MOPD, the world) is made the same way."""
     try:
-        return build(cls, data, {k: v for k, v in flags.items() if v is not None} | parse_sets(sets),
-                     source=cls.__name__)
+        overrides = {k: v for k, v in flags.items() if v is not None} | parse_sets(sets)
+        return build(cls, data, {prefix + k: v for k, v in overrides.items()}, source=source or cls.__name__)
     except ConfigError as e:
         _fail(e)
 

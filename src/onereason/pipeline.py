@@ -106,7 +106,7 @@ def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None
     c.bench.sasrec.epochs = max(1, round(c.bench.sasrec.epochs * factor))
     c.bench.tiger.epochs = max(1, round(c.bench.tiger.epochs * factor))
     c.bench.lcrec_epochs *= factor
-    return RunConfig.model_validate(c.model_dump())
+    return c  # every assignment above was validated (validate_assignment)
 
 
 def run_data(config: DataConfig, run_dir: Path) -> dict:

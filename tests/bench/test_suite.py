@@ -128,13 +128,13 @@ def test_lcrec_data_drops_every_trace():
 
 
 @pytest.fixture()
-def fact_server(free_port):
+def fact_server():
     """A loopback endpoint whose 'judge' treats every word of a text as one fact."""
     import re
-    import threading
 
-    import uvicorn
     from fastapi import FastAPI
+
+    from onereason.serve.smoke import serving
 
     app = FastAPI()
 
@@ -150,14 +150,8 @@ def fact_server(free_port):
                                  "caption_facts_correct": len(said & set(facts))})
         return {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{free_port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield f"{url}/v1"
 
 
 def test_information_point_f1_through_an_endpoint(fact_server, tiny_run, tmp_path):

@@ -5,15 +5,11 @@ import asyncio
 import json
 import re
 import shutil
-import socket
-import threading
-import time
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from onereason.corpus.relational_layer import transition_counts
@@ -21,6 +17,7 @@ from onereason.reasoning.chat_client import ChatClient, EndpointError
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, LLMJudge, candidate_pairs, describe, random_pairs
 from onereason.reasoning.sft_data import JudgeConfig, SftDataConfig, build
+from onereason.serve.smoke import serving
 from onereason.train.sft import check_samples
 from onereason.itemic.sid import load_sid_tokens
 
@@ -71,12 +68,6 @@ def test_random_pairs_are_distinct_same_domain_and_skip_the_excluded(tiny_run):
     assert len(r1) == 100 and labels["unrelated"] > 0, labels
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def judge_server(tiny_run):
     """An OpenAI-compatible chat-completions server on loopback. Model 'grounded' answers with the
@@ -113,16 +104,8 @@ def judge_server(tiny_run):
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": answer}}]}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", calls, judge, items
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, timeout=20) as url:
+        yield f"{url}/v1", calls, judge, items
 
 
 def test_llm_judge_round_trip_and_disk_cache(judge_server, tmp_path):

@@ -3,9 +3,6 @@ written into the trace and the trie, hostile inputs, and our own chat client ove
 
 from __future__ import annotations
 
-import threading
-import time
-from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +10,7 @@ from fastapi.testclient import TestClient
 from onereason.reasoning.chat_client import ChatClient
 from onereason.serve.app import create_app
 from onereason.serve.engine import Constraint, Engine, ServeConfig
+from onereason.serve.smoke import serving
 from onereason.serve.store import SqliteStore
 from onereason.serve.worker import refresh, register_users
 
@@ -133,39 +131,22 @@ def test_bad_domain_interest_events_and_key(client, engine):
     assert "onereason_slow_queue_length" in metrics and 'onereason_batch_size_bucket{le="1.0",path="fast"}' in metrics
 
 
-@contextmanager
-def serving(app, port: int):
-    """The app under uvicorn on loopback for the block: its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path, free_port):
+def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path):
     cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}")
-    with serving(create_app(tiny_run[0], cfg, engine), free_port) as url:
+    with serving(create_app(tiny_run[0], cfg, engine)) as url:
         client = ChatClient(f"{url}/v1", model="served", retries=0, max_tokens=8)
         text = client.complete([{"role": "user", "content": "Describe the item."}], parse=str)
         assert isinstance(text, str)
         assert len(engine.tok.encode(text, add_special_tokens=False)) <= 8
 
 
-def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engine, tiny_run, tmp_path, free_port):
+def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engine, tiny_run, tmp_path):
     """The `openai` package against a live server: /v1/models, a plain completion, and `stream=True`
     whose pieces join to the same answer (greedy, same prompt) with a finish reason, usage and [DONE]."""
     from openai import OpenAI
 
     cfg = ServeConfig(worker="off", chat_max_tokens=24, store=f"sqlite:///{tmp_path / 'o.sqlite'}")
-    with serving(create_app(tiny_run[0], cfg, engine), free_port) as url:
+    with serving(create_app(tiny_run[0], cfg, engine)) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         assert [m.id for m in client.models.list()] == [engine.model_name]
         ask = dict(model=engine.model_name, messages=[{"role": "user", "content": "Describe the item. /no_think"}],

@@ -9,7 +9,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import uvicorn
@@ -18,21 +20,17 @@ from onereason.serve.app import create_app
 from onereason.serve.engine import Engine, ServeConfig
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def run(run_dir: Path, config: ServeConfig | None = None, k: int = 5, timeout: float = 300.0) -> dict:
-    """POST /recommend (mode "slow": a trace is sampled, then the items) for the run's most active user,
-    then GET /explain for the cached trace; returns both answers and the request's wall time."""
-    config = config or ServeConfig(worker="off")
-    engine = Engine(run_dir, config)
-    user = max(sorted(engine.base), key=lambda u: len(engine.base[u]))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, config, engine), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+@contextmanager
+def serving(app, timeout: float = 300.0) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port for the block (a thread of this process): its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -41,15 +39,25 @@ def run(run_dir: Path, config: ServeConfig | None = None, k: int = 5, timeout: f
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"serve: the service on 127.0.0.1:{port} did not start")
             time.sleep(0.05)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
-            t0 = time.perf_counter()
-            answer = client.post("/recommend", json={"user_id": user, "k": k, "mode": "slow"})
-            seconds = time.perf_counter() - t0
-            answer.raise_for_status()
-            explain = client.get(f"/explain/{user}")
-            explain.raise_for_status()
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def run(run_dir: Path, config: ServeConfig | None = None, k: int = 5, timeout: float = 300.0) -> dict:
+    """POST /recommend (mode "slow": a trace is sampled, then the items) for the run's most active user,
+    then GET /explain for the cached trace; returns both answers and the request's wall time."""
+    config = config or ServeConfig(worker="off")
+    engine = Engine(run_dir, config)
+    user = max(sorted(engine.base), key=lambda u: len(engine.base[u]))
+    with serving(create_app(run_dir, config, engine), timeout) as url, \
+            httpx.Client(base_url=url, timeout=timeout) as client:
+        t0 = time.perf_counter()
+        answer = client.post("/recommend", json={"user_id": user, "k": k, "mode": "slow"})
+        seconds = time.perf_counter() - t0
+        answer.raise_for_status()
+        explain = client.get(f"/explain/{user}")
+        explain.raise_for_status()
     return {"request": {"user_id": user, "k": k, "mode": "slow"}, "seconds": seconds, "answer": answer.json(),
             "explain": explain.json(), "model": engine.model_name}
