@@ -48,17 +48,17 @@ def tiny_config(ratings: Path, movies: Path):
         columns={"user_id": "userId", "item_id": "movieId", "categories": "genres"})]))
     cfg.itemic.levels, cfg.itemic.codebook_size, cfg.itemic.vocab_size = 2, 16, 400
     cfg.next_item.model = "tiny"
-    cfg.next_item.max_items = 30
+    cfg.next_item.max_items = 20
     cfg.next_item.loop.epochs, cfg.next_item.loop.lr, cfg.next_item.loop.batch_tokens = 6, 1e-2, 2048
     cfg.next_item.loop.checkpoint_every = 20
-    cfg.corpus.max_items = 30
+    cfg.corpus.max_items, cfg.corpus.long_items = 20, 40
     p = cfg.pretrain
     p.model, p.checkpoint_every = "tiny", 5
     for stage, tokens in (("text", 16_000), ("warmup", 8_000), ("full", 24_000), ("long", 8_000)):
         s = getattr(p, stage)
         s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
     p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
-    cfg.eval.decoding.beams, cfg.eval.batch_size = 10, 16
+    cfg.eval.decoding.beams, cfg.eval.batch_size, cfg.eval.max_items, p.report.max_items = 10, 16, 20, 20
     d = cfg.sft.data
     d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user, d.max_items = 100, 100, 100, 3, 20
     cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
@@ -72,7 +72,7 @@ def tiny_config(ratings: Path, movies: Path):
     v.sample.max_users, v.batch_size, v.max_items = 12, 16, 20
     v.decoding = {"beams": 8, "ks": [4, 8], "trace_tokens": 32}
     cfg.bench = cfg.bench.model_validate(TINY_BENCH)
-    return cfg
+    return cfg.model_validate(cfg.model_dump())  # the whole run checked, as a config file would be
 
 
 TINY_BENCH = dict(sample={"max_users": 12}, decoding={"beams": 10, "ks": [1, 4, 5, 10], "trace_tokens": 32},

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from onereason import rundir
 from onereason.bench import evaluate
@@ -86,6 +86,19 @@ class RunConfig(Config):
     bench: BenchConfig = BenchConfig()
     skip: list[str] = Field(default_factory=list, description="stages `run` leaves out, e.g. sft-eval and rl-eval "
                             "(the bench scores the same models); their commands still run them")
+
+    @model_validator(mode="after")
+    def _prompts_fit_training(self) -> "RunConfig":
+        """A prompt never holds more history than a User-layer window: the model never saw longer ones."""
+        window = self.corpus.max_items
+        for key, n in (("pretrain.report.max_items", self.pretrain.report.max_items), ("eval.max_items", self.eval.max_items),
+                       ("sft.data.max_items", self.sft.data.max_items), ("sft_eval.max_items", self.sft_eval.max_items),
+                       ("rl.max_items", self.rl.max_items), ("rl_eval.max_items", self.rl_eval.max_items),
+                       ("bench.max_items", self.bench.max_items)):
+            if n > window:
+                raise ValueError(f"{key}={n} is more than corpus.max_items={window}: a prompt would hold more "
+                                 "history than any training window")
+        return self
 
 
 def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None = None) -> RunConfig:

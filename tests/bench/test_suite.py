@@ -45,15 +45,25 @@ def test_every_tier_and_baseline_is_reported(bench):
     assert r["baselines"]["SASRec"]["grid"][0]["lr"] == 1e-2
     assert r["ratios"] == report.ratios(r)  # the arithmetic itself is tested on hand-made results below
     best = r["ratios"]["all"]["best"]
-    assert r["methods"][best]["kind"] == "ours"
+    assert r["methods"][best]["kind"] == "ours" and r["selection"]["split"] == "valid"
+    assert best == max(r["selection"]["ndcg@10"], key=r["selection"]["ndcg@10"].get)
+    assert set(r["selection"]["ndcg@10"]) == {n for n, m in r["methods"].items() if m["kind"] == "ours"}
 
 
-def _results(ours: dict[str, float], baselines: dict[str, float | None]) -> dict:
-    """A results dict in the bench's shape: NDCG@10 per method, one domain."""
+def _results(ours: dict[str, float], baselines: dict[str, float | None], valid: dict[str, float] | None = None) -> dict:
+    """A results dict in the bench's shape: NDCG@10 per method, one domain; `valid`: the selection's NDCG@10."""
     methods = {n: {"kind": "ours", "metrics": {"all": {"ndcg@10": v}, "d": {"ndcg@10": v / 2}}} for n, v in ours.items()}
     methods |= {n: {"kind": "baseline", "metrics": {"all": {"ndcg@10": v}, "d": {"ndcg@10": v / 2}}}
                 for n, v in baselines.items() if v is not None}
-    return {"methods": methods, "domains": ["d"]}
+    return {"methods": methods, "domains": ["d"], "selection": {"ndcg@10": ours if valid is None else valid}}
+
+
+def test_our_best_is_chosen_on_the_selection_sample_not_on_test():
+    r = _results({"SFT non-thinking": 0.06, "RL thinking": 0.09}, {"SASRec": 0.03},
+                 valid={"SFT non-thinking": 0.08, "RL thinking": 0.07})
+    got = report.ratios(r)
+    assert got["all"]["best"] == got["d"]["best"] == "SFT non-thinking"  # best on valid, though worse on test
+    assert got["all"]["ndcg@10"] == 0.06 and got["all"]["SASRec"] == pytest.approx(2.0)
 
 
 def test_ratios_are_our_best_over_each_baseline_and_absent_for_a_zero_baseline():
@@ -112,18 +122,18 @@ def test_unknown_baseline_is_a_clear_error(tiny_run):
 
 
 def test_lcrec_data_drops_every_trace():
-    think_user = chat_prompt(r3_user(" <a><b>", "movies", "", 3), True)
+    think_user = chat_prompt(r3_user(" <a><b>", "movies", 3), True)
     rows = pd.DataFrame([
         {"sample_id": "R3-u-1", "task": "R3", "think": True, "user": think_user,
          "assistant": chat_response("<x><y>", "Persona: p\nInterests: 1. i.\nTransition: t")},
-        {"sample_id": "R3-u-2", "task": "R3", "think": False, "user": chat_prompt(r3_user(" <a>", "movies", "", None), False),
+        {"sample_id": "R3-u-2", "task": "R3", "think": False, "user": chat_prompt(r3_user(" <a>", "movies", None), False),
          "assistant": chat_response("<z>")},
         {"sample_id": "R1-0", "task": "R1", "think": False, "user": "u", "assistant": "complement: x."},
         {"sample_id": "R0-0", "task": "R0", "think": False, "user": chat_prompt("What is the title of <a>?", False),
          "assistant": chat_response("A")}])
     out = without_reasoning(rows)
     assert list(out["sample_id"]) == ["R3-u-1", "R3-u-2", "R0-0"]
-    assert out.iloc[0]["user"] == chat_prompt(r3_user(" <a><b>", "movies", "", None), False)
+    assert out.iloc[0]["user"] == chat_prompt(r3_user(" <a><b>", "movies", None), False)
     assert out.iloc[0]["assistant"] == chat_response("<x><y>") and not out["think"].any()
 
 

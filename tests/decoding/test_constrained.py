@@ -59,7 +59,7 @@ def test_batched_matches_reference_on_trained_model(tiny_run):
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     p = eval_prompts(inter, "test", 30)
     text = HistoryText(sid, tok)
-    prompts = [text.prompt(h, "movies", now) for h, now in zip(p.histories[:6], p.times[:6])]
+    prompts = [text.prompt(h, "movies") for h in p.histories[:6]]
     fast = recommend(model, prompts, ["movies"] * 6, sid, tok.pad_token_id, k=8, batch_size=4)
     for p, rec in zip(prompts, fast):
         ref = reference_beam_search(model, p, "movies", sid, num_beams=8)

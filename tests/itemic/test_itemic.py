@@ -6,7 +6,7 @@ import pytest
 
 from onereason.itemic.embed import embed_texts
 from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size,
-                                       residual_kmeans, resolve_collisions)
+                                       residual_kmeans, resolve_collisions, unique_codes)
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.itemic.tokenizer import build_tokenizer
 
@@ -30,6 +30,17 @@ def test_overflowing_prefix_gets_an_extra_level():
     codes[:] = 0
     fixed = resolve_collisions(codes, cents[-1], res[-1])
     assert fixed.shape[1] == 3 and collision_rate(fixed) == 0.0
+
+
+def test_a_sized_codebook_grows_until_no_item_needs_an_extra_level():
+    """Like office at K = 32: one tight cluster of 60 items shares a prefix that K codes cannot number."""
+    rng = np.random.default_rng(0)
+    emb = np.concatenate([rng.normal(size=(140, 8)), 5 + 0.01 * rng.normal(size=(60, 8))]).astype(np.float32)
+    overflowing, _, k = unique_codes(emb, levels=2, k=8, grow=False)
+    assert k == 8 and overflowing.shape[1] == 3  # what a fixed K gives
+    codes, raw, k = unique_codes(emb, levels=2, k=8)
+    assert codes.shape == (200, 2) and k > 8 and collision_rate(codes) == 0.0
+    assert raw.shape == (200, 2) and raw.max() < k
 
 
 def test_codebook_stats_hand_case():

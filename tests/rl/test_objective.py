@@ -101,7 +101,7 @@ class _Sid:
 
 
 def test_rft_keeps_only_well_formed_hits():
-    prompts = [RlPrompt("u-1", "d", [], ["y"], 0), RlPrompt("u-2", "d", [], ["q"], 0)]
+    prompts = [RlPrompt("u-1", "d", [], ["y"]), RlPrompt("u-2", "d", [], ["q"])]
     hit = Trajectory(0, [50, 51, 60, 61, 9, 1], 2, 2, ["x", "y"], [[2, 3], [4, 3]])
     miss = Trajectory(1, [52, 60, 9, 1], 1, 1, ["x"], [[2, 3]])
     bad = Trajectory(0, [50, 51, 62, 9, 1], 2, 1, ["y"], [[4, 3]], format_ok=False)

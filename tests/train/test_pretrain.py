@@ -61,7 +61,7 @@ def test_text_init_puts_code_rows_at_the_mean_title_embedding(tiny_run):
 def test_logs_loss_per_layer_and_reports_every_stage(tiny_run):
     run_dir, _ = tiny_run
     log = [json.loads(l) for l in (run_dir / "pretrain/full/train_log.jsonl").read_text().splitlines()]
-    assert {f"loss/{n}" for n in LAYERS} <= set(log[-1]) and {"lr", "tokens_per_s"} <= set(log[-1])
+    assert {f"loss/{n}" for n in LAYERS} <= set().union(*log) and {"lr", "tokens_per_s"} <= set(log[-1])
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
     assert list((run_dir / "pretrain/full/tensorboard").glob("events.out.tfevents.*"))
     report = json.loads((run_dir / "pretrain/report.json").read_text())
@@ -71,7 +71,8 @@ def test_logs_loss_per_layer_and_reports_every_stage(tiny_run):
         assert 0 <= m["r0_stated"]["title_to_sid_acc"] <= 1 and m["perplexity"] > 1
         assert 0 <= m["next_item"]["recall@10"] <= 1
     assert report["long"]["context"] == 256 and report["full"]["context"] == 128
-    assert abs(sum(report["full"]["tokens_per_layer"].values()) - 24_000) <= len(LAYERS)  # last documents cut to fit
+    window = int(pd.read_parquet(run_dir / "corpus/user.parquet")["ids"].map(len).max())
+    assert 0 <= sum(report["full"]["tokens_per_layer"].values()) - 24_000 < len(LAYERS) + window  # windows stay whole
     assert (run_dir / "pretrain/loss.png").stat().st_size > 10_000
     assert "| held-out text perplexity |" in (run_dir / "pretrain/report.md").read_text()
 

@@ -28,7 +28,7 @@ def recommend_next(model, tok, sid, p: EvalPrompts, beams: int, batch_size: int 
     """Constrained beam search for every prompt, in the target's domain: (recommendations, domains)."""
     text = HistoryText(sid, tok)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-    prompts = [text.prompt(h, d, now) for h, d, now in zip(p.histories, domains, p.times)]
+    prompts = [text.prompt(h, d) for h, d in zip(p.histories, domains)]
     return recommend(model, prompts, domains, sid, tok.pad_token_id, k=beams, num_beams=beams,
                      batch_size=batch_size, progress=progress), domains
 
@@ -49,7 +49,7 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
     """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
     or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
     text = HistoryText(sid, tok)
-    prompts = r3_prompts(p.histories, domains, p.times, hypotheses if thinking else None, text, tok)
+    prompts = r3_prompts(p.histories, domains, hypotheses if thinking else None, text, tok)
     traces = None
     if thinking:
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, trace_tokens,

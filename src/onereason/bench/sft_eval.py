@@ -115,7 +115,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                                                              progress)[0]]}
     del pre
     model = load_model(run_dir / "sft" / "model")
-    plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, p.times, None, text, tok)]
+    plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, None, text, tok)]
     lists["SFT non-thinking"], plain_prompts = answers(model, plain)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
 
@@ -129,7 +129,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     extra, samples = {}, []
     if config.oracle:
         n = max(config.hypotheses)
-        prompts = r3_prompts(p.histories, domains, p.times, n, text, tok)
+        prompts = r3_prompts(p.histories, domains, n, text, tok)
         oracle = [teacher.trace(h, t[0], n) for h, t in zip(p.histories, p.truths)]
         traces = tok([f"\n{o}\n" for o in oracle], add_special_tokens=False)["input_ids"]
         name = f"oracle trace n={n} (knows the target's interest)"
@@ -137,7 +137,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         extra[name] = {**delta_ll(think_prompts), **interest_hits(oracle, truth_names, names)}
     hist = [{e.item for e in h} for h in p.histories]
     for n in config.hypotheses:
-        prompts = r3_prompts(p.histories, domains, p.times, n, text, tok)
+        prompts = r3_prompts(p.histories, domains, n, text, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
                                  config.decoding.trace_tokens, config.decoding.temperature, batch_size=config.batch_size,
                                  seed=config.sample.seed, progress=progress)

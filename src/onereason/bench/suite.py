@@ -69,6 +69,8 @@ class BenchConfig(Config):
     """What the bench measures and how much it spends; every size is per run."""
 
     sample: EvalSample = EvalSample(max_users=500)  # shared by all methods; its seed also seeds the baselines
+    select: EvalSample = Field(EvalSample(split="valid", max_users=200), description="where \"our best\" "
+                               "method (model and mode) is chosen by NDCG@10 before its test numbers are read")
     users_per_domain: int | None = Field(None, ge=1, description="instead: a seeded sample of this many users per "
                                          "domain (a mix's small domains get enough users)")
     decoding: Decoding = Decoding(beams=64)  # race merges the first half of two lists
@@ -279,22 +281,33 @@ def r2_baselines(interests: Interests, v: EvalPrompts, window: list[list[str]], 
             "most frequent interests": _prf_table(frequent, window, interests, sid)}
 
 
-def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
-            thinking: bool = True) -> dict:
-    """Non-thinking lists for a chat model; with `thinking` also the thinking and race lists and the
-    traces' delta_ll and citations."""
-    args = (cfg.decoding.beams, cfg.hypotheses, cfg.decoding.trace_tokens, cfg.decoding.temperature, cfg.batch_size, cfg.sample.seed, progress)
+def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
+               thinking: bool = True) -> tuple[dict[str, list[list[str]]], tuple | None]:
+    """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race), and the
+    (non-thinking prompts, thinking prompts, traces) the reasoning statistics read."""
+    args = (cfg.decoding.beams, cfg.hypotheses, cfg.decoding.trace_tokens, cfg.decoding.temperature, cfg.batch_size,
+            cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
-        return {"lists": {"non-thinking": plain}}
+        return {"non-thinking": plain}, None
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
     half = cfg.decoding.beams // 2
     race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
+    return {"non-thinking": plain, "thinking": think, "race": race}, (plain_prompts, think_prompts, traces)
+
+
+def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
+            thinking: bool = True) -> dict:
+    """`mode_lists`, and with `thinking` the traces' delta_ll and citations."""
+    lists, used = mode_lists(model, tok, sid, p, domains, cfg, progress, thinking)
+    if used is None:
+        return {"lists": lists}
+    (plain_prompts, think_prompts, traces), think = used, lists["thinking"]
     targets = [sid.ids(t[0])[1:] for t in p.truths]
     ll = [target_logprob(model, q, targets, tok.pad_token_id, cfg.batch_size) for q in (think_prompts, plain_prompts)]
     decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
     stats = trace_stats(traces, decoded, [{e.item for e in h} for h in p.histories], sid)
-    return {"lists": {"non-thinking": plain, "thinking": think, "race": race},
+    return {"lists": lists,
             "reasoning": {"delta_ll": float(np.mean(ll[0] - ll[1])), "delta_ll_positive_share": float(np.mean(ll[0] > ll[1])),
                           "cited_items_per_trace": stats["cited_items"] / len(traces),
                           "history_citation_rate": stats["cited_in_history"],
@@ -302,6 +315,13 @@ def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfi
                           "trace_tokens_mean": stats["trace_tokens_mean"]},
             "traces": [{"user_id": u, "target": t[0], "trace": d, "items": i[:5]}
                        for u, t, d, i in list(zip(p.users, p.truths, decoded, think))[:10]]}
+
+
+def select_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalPrompts, list[str]]:
+    """The users "our best" is chosen on, and their target domains."""
+    s = config.select
+    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
+    return p, [sid.codec.item_domain[t[0]] for t in p.truths]
 
 
 def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalPrompts, list[str]]:
@@ -334,6 +354,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     items = pd.read_parquet(run_dir / rundir.ITEMS)
     tok, sid = load_sid_tokens(run_dir)
     p, domains = bench_users(inter, sid, config)
+    sel, sel_domains = select_users(inter, sid, config)
     ks = config.decoding.cutoffs()
     sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks"}),  # the parts' cache keys
                 **config.model_dump(include={"hypotheses", "max_items"})}
@@ -357,7 +378,8 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     results: dict = {"run": run_dir.name, "split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams,
                      "ks": ks, "domains": sorted(set(domains)), "config": config.model_dump(),
                      "protocol": "full ranking over all items of the target's domain; history items not removed",
-                     "methods": {}, "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
+                     "methods": {}, "selection": {"split": config.select.split, "users": len(sel.users), "ndcg@10": {}},
+                     "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
     relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, items, inter, sid, config))
     j = config.judge
@@ -368,6 +390,14 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         model = functools.cache(lambda d=model_dir: load_model(run_dir / d).eval())
         chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
         key = {"model": model_dir, **sampling}
+        if ours:  # the same lists on the selection sample: "our best" is chosen there
+            sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
+            chosen = parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
+                model(), tok, sid, sel, sel_domains, config, progress)[0] if chat else {"non-thinking": [
+                    r.items for r in recommend_next(model(), tok, sid, sel, config.decoding.beams, config.batch_size,
+                                                    progress)[0]]}})
+            for mode, lists in chosen["lists"].items():
+                results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, sel.truths, [10])["all"]["ndcg@10"]
         if chat:
             r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, p, domains, config, progress, ours))
             for mode, lists in r3["lists"].items():

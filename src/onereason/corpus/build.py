@@ -2,8 +2,10 @@
 
     token.parquet  item.parquet  relational.parquet  user.parquet  user_long.parquet
 
-Each shard has one row per document (domain, text, ids). `user` holds windows of at most
-`max_items` items; `user_long` whole training sequences, for the long-sequence stage. Only
+Each shard has one row per document (domain, text, ids; the User layer adds `first`, the token
+where its loss starts). `user` holds windows of at most `max_items` items anchored at each user's
+newest item (`corpus/user_layer.windows`); `user_long` windows of `long_items`, for the
+long-sequence stage. Only
 the train split of interactions feeds any layer. stats.json reports documents and tokens per
 layer and domain; heldout_items.json lists the items whose SID ↔ title statements are held
 out for the R0 perception check.
@@ -23,7 +25,7 @@ from onereason.config import Config
 from onereason.corpus.item_layer import item_documents
 from onereason.corpus.relational_layer import relational_documents
 from onereason.corpus.token_layer import token_documents
-from onereason.corpus.user_layer import HistoryText, training_sequences
+from onereason.corpus.user_layer import HistoryText, training_sequences, window_stats
 from onereason.data.schema import write_parquet
 from onereason.itemic.sid import load_sid_tokens
 from onereason.rundir import write_text
@@ -35,7 +37,10 @@ class CorpusConfig(Config):
     """What goes into each layer."""
 
     heldout_items: float = Field(0.05, ge=0, lt=1, description="share of items kept out of SID ↔ title statements")
-    max_items: int = Field(50, ge=2, description="items per User-layer window")
+    max_items: int = Field(50, ge=2, description="items per User-layer window (and at most per prompt)")
+    stride: int | None = Field(None, ge=1, description="items between the ends of a user's successive windows; "
+                               "None: max_items // 2, so every target sees at least half a window of context")
+    long_items: int = Field(250, ge=2, description="items per window of the long-sequence stage")
     per_category: int = Field(5, ge=1, description="items named per 'items in category X include' statement")
     min_transition_count: int = Field(2, ge=1, description="transitions seen fewer times are not stated")
     partners: int = Field(2, ge=0, description="same-category / same-brand partners sampled per item")
@@ -50,9 +55,9 @@ def _shard(docs: list[tuple[str, str]], tok) -> pd.DataFrame:
     return pd.DataFrame({"domain": [d for d, _ in docs], "text": texts, "ids": ids})
 
 
-def _user_shard(seqs: list[tuple[str, list[int]]], tok) -> pd.DataFrame:
-    return pd.DataFrame({"domain": [d for d, _ in seqs], "text": "",
-                         "ids": [[*ids, tok.eos_token_id] for _, ids in seqs]})
+def _user_shard(seqs: list[tuple[str, list[int], int]], tok) -> pd.DataFrame:
+    return pd.DataFrame({"domain": [d for d, _, _ in seqs], "text": "",
+                         "ids": [[*ids, tok.eos_token_id] for _, ids, _ in seqs], "first": [f for _, _, f in seqs]})
 
 
 def run(config: CorpusConfig, run_dir: Path) -> dict:
@@ -70,11 +75,13 @@ def run(config: CorpusConfig, run_dir: Path) -> dict:
         "item": _shard(item_documents(items, sid.codec, set(heldout), config.per_category, config.seed), tok),
         "relational": _shard(relational_documents(items, inter, sid.codec, config.min_transition_count,
                                                   config.partners, config.seed), tok),
-        "user": _user_shard(training_sequences(inter, text, config.max_items), tok),
-        "user_long": _user_shard(training_sequences(inter, text, 10**9), tok),
+        "user": _user_shard(training_sequences(inter, text, config.max_items, config.stride), tok),
+        "user_long": _user_shard(training_sequences(inter, text, config.long_items), tok),
     }
     out = run_dir / "corpus"
-    stats: dict = {"layers": {}, "heldout_items": len(heldout)}
+    stats: dict = {"layers": {}, "heldout_items": len(heldout), "max_tokens_per_item": text.max_item_tokens,
+                   "user_windows": window_stats(inter, config.max_items, config.stride),
+                   "user_long_windows": window_stats(inter, config.long_items)}
     for name, df in shards.items():
         write_parquet(df, out / f"{name}.parquet")
         lengths = df["ids"].map(len)

@@ -1,9 +1,12 @@
-"""The User layer: a user's behaviour sequence as item tokens, with time gaps and ratings as
-short text marks where the data has them.
+"""The User layer: a user's behaviour sequence as item tokens, each item followed by one mark
+token for its time gap and one for its rating where the data has them and the tokenizer carries
+the marks.
 
 One sequence per user predicts every next item in one causal pass (docs/design.md §6). Only
 `train`-split interactions enter training sequences; a prompt for evaluation holds the
-history before its target. Training text and prompts are rendered by the same `HistoryText`.
+history before its target and nothing of the target (no request-time gap: an item's gap comes
+after the item, so what the model reads before predicting item j never holds item j's time).
+Training text and prompts are rendered by the same `HistoryText`.
 """
 
 from __future__ import annotations
@@ -15,94 +18,125 @@ import numpy as np
 import pandas as pd
 
 from onereason.data.histories import Event, items_of, user_histories
+from onereason.itemic.marks import MARKS, REAL_TIME, gap_token, mark_vocab, rating_token
 from onereason.itemic.sid import SidTokens
-
-# Datasets without real times (amazon-scientific) store positions 0, 1, 2, ...; a Unix time
-# after 1973 is the sign of a real clock.
-REAL_TIME = 10**8
-
-
-def gap_text(seconds: float) -> str:
-    """Coarse, readable time gap: ' +0d', ' +3d', ' +2w', ' +5mo', ' +1y'."""
-    days = max(0.0, seconds) / 86400
-    if days < 7:
-        return f" +{int(days)}d"
-    if days < 60:
-        return f" +{int(days // 7)}w"
-    if days < 730:
-        return f" +{int(days // 30)}mo"
-    return f" +{int(days // 365)}y"
 
 
 class HistoryText:
-    """Renders events as `[gap] SID [rating]` per item: as token ids (`<bos>` first) for the User
+    """Renders events as `SID [gap] [rating]` per item: as token ids (`<bos>` first) for the User
     layer and prompts, or as text for chat-format SFT samples. Both come from `pieces`.
 
-    The gap (time since the previous event) appears only for real clocks, the rating only
-    where one exists. A prompt adds the gap to the request time and the target domain's
-    begin token, so generation continues exactly where a training sequence would."""
+    A mark is one special token. The gap (time since the previous event) is written only for real
+    clocks and the rating only where one exists, and each only when the run's tokenizer has that
+    mark (`itemic.marks` chooses them), so an item costs at most begin + L codes + end + 2 tokens.
+    A prompt ends with the target domain's begin token, so generation continues exactly where a
+    training sequence would."""
 
     def __init__(self, sid: SidTokens, tokenizer):
         self.sid, self.tok = sid, tokenizer
-        self._cache: dict[str, list[int]] = {}
+        vocab = tokenizer.get_vocab()
+        self.marks = [m for m in MARKS if all(t in vocab for t in mark_vocab([m]))]
+        self.mark_id = {t: vocab[t] for t in mark_vocab(self.marks)}
+        self.mark_ids = np.array(list(self.mark_id.values()), dtype=np.int64)
 
-    def _text(self, s: str) -> list[int]:
-        if s not in self._cache:
-            self._cache[s] = self.tok.encode(s, add_special_tokens=False)
-        return self._cache[s]
+    @property
+    def max_item_tokens(self) -> int:
+        """Tokens one history item costs at most."""
+        return self.sid.length + len(self.marks)
 
     def pieces(self, events: list[Event]) -> list[str | Event]:
-        """Text marks and events (items) in order."""
+        """Events (items) and their mark tokens, in order."""
         out: list[str | Event] = []
         for j, e in enumerate(events):
-            if j and e.timestamp > REAL_TIME:
-                out.append(gap_text(e.timestamp - events[j - 1].timestamp))
             out.append(e)
-            if not math.isnan(e.rating):
-                out.append(f" rated {e.rating:g}")
+            if "gap" in self.marks and j and e.timestamp > REAL_TIME:
+                out.append(gap_token(e.timestamp - events[j - 1].timestamp))
+            if "rating" in self.marks and not math.isnan(e.rating):
+                out.append(rating_token(e.rating))
         return out
 
     def ids(self, events: list[Event]) -> list[int]:
         out = [self.tok.bos_token_id]
         for p in self.pieces(events):
-            out += self._text(p) if isinstance(p, str) else self.sid.ids(p.item)
+            out += [self.mark_id[p]] if isinstance(p, str) else self.sid.ids(p.item)
         return out
 
     def text(self, events: list[Event]) -> str:
         return "".join(p if isinstance(p, str) else self.sid.codec.item_text(p.item) for p in self.pieces(events))
 
-    def prompt(self, events: list[Event], domain: str, now: int | None = None) -> list[int]:
-        """History, the gap to `now` (the request time, when the clock is real), the begin token."""
-        out = self.ids(events)
-        if now is not None and events and now > REAL_TIME:
-            out += self._text(gap_text(now - events[-1].timestamp))
-        return out + [self.sid.begin_id[domain]]
+    def prompt(self, events: list[Event], domain: str) -> list[int]:
+        """The history, then the begin token of the domain to recommend in."""
+        return self.ids(events) + [self.sid.begin_id[domain]]
 
 
-def training_sequences(inter: pd.DataFrame, text: HistoryText, max_items: int,
-                       splits: tuple[str, ...] = ("train",)) -> list[tuple[str, list[int]]]:
-    """(domain, token ids) of every training user's sequence, cut into windows of at most
-    `max_items` items (long MovieLens histories). Windows of one item teach nothing."""
+def windows(n: int, max_items: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first target) windows over a sequence of n items, anchored at the newest item:
+    the last window ends at item n, each earlier one `stride` items before, the first starts at 0.
+    A window's targets are the items no later window trains, so every item past the first is a
+    target exactly once, with at least `max_items - stride` earlier items as context (or all it has;
+    the first item is predicted from `<bos>` alone)."""
+    out = []
+    end = n
+    while True:
+        start = max(0, end - max_items)
+        first = start if start == 0 else end - stride
+        out.append((start, end, first))
+        if start == 0:
+            return out[::-1]
+        end -= stride
+
+
+def training_sequences(inter: pd.DataFrame, text: HistoryText, max_items: int, stride: int | None = None,
+                       splits: tuple[str, ...] = ("train",)) -> list[tuple[str, list[int], int]]:
+    """(domain, token ids, first target token) of every training user's windows (`windows`):
+    at most `max_items` items each, never cut inside an item. The loss starts at the first
+    target item's first token (`target_mask`); windows of one item teach nothing."""
+    stride = stride or max(1, max_items // 2)
     out = []
     for events in user_histories(inter, splits).values():
-        for start in range(0, len(events), max_items):
-            window = events[start:start + max_items]
-            if len(window) >= 2:
-                out.append((text.sid.codec.item_domain[window[0].item], text.ids(window)))
+        for start, end, first in windows(len(events), max_items, stride):
+            if end - start < 2:
+                continue
+            window = events[start:end]
+            ids = text.ids(window)
+            context = len(text.ids(window[:first - start]))
+            out.append((text.sid.codec.item_domain[window[0].item], ids, context))
     return out
+
+
+def window_stats(inter: pd.DataFrame, max_items: int, stride: int | None = None) -> dict:
+    """What one pass over the windows trains: windows, targets (= train items) and the mean
+    number of earlier items a target sees."""
+    stride = stride or max(1, max_items // 2)
+    n_windows = targets = context = 0
+    for events in user_histories(inter, ("train",)).values():
+        for start, end, first in windows(len(events), max_items, stride):
+            if end - start >= 2:
+                n_windows += 1
+                targets += end - first
+                context += sum(range(first - start, end - start))
+    return {"windows": n_windows, "targets": targets, "mean_context_items": context / max(targets, 1)}
+
+
+def target_mask(ids: np.ndarray, first: int, mark_ids: np.ndarray) -> np.ndarray:
+    """Which tokens of a document are loss targets: from `first` on (a User-layer window's first
+    target item; 1 elsewhere), never mark tokens (gap and rating marks are read, not predicted: the
+    gradient goes to what names the next item)."""
+    mask = np.arange(len(ids)) >= max(1, first)
+    return mask & ~np.isin(ids, mark_ids)
 
 
 @dataclass
 class EvalPrompts:
-    """Users with a target in the split: their history before it, the targets, the request time."""
+    """Users with a target in the split: their history before it and the targets (nothing of the
+    target, its time included, reaches a prompt)."""
 
     users: list[str]
     histories: list[list[Event]]
     truths: list[list[str]]
-    times: list[int]
 
     def subset(self, keep: list[int]) -> "EvalPrompts":
-        return EvalPrompts(*([xs[i] for i in keep] for xs in (self.users, self.histories, self.truths, self.times)))
+        return EvalPrompts(*([xs[i] for i in keep] for xs in (self.users, self.histories, self.truths)))
 
     def only(self, users: list[str]) -> "EvalPrompts":
         """These users, in this order (a shared sample across methods); a user without a target is an error."""
@@ -119,8 +153,7 @@ def eval_prompts(inter: pd.DataFrame, target_split: str, max_items: int) -> Eval
     hist = user_histories(inter, history_splits)
     targets = user_histories(inter, (target_split,))
     users = [u for u in targets if hist.get(u)]
-    return EvalPrompts(users, [hist[u][-max_items:] for u in users], [items_of(targets[u]) for u in users],
-                       [targets[u][0].timestamp for u in users])
+    return EvalPrompts(users, [hist[u][-max_items:] for u in users], [items_of(targets[u]) for u in users])
 
 
 def batches_by_length(lengths: np.ndarray, max_tokens: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,8 @@ from onereason.config import Config
 from onereason.data.schema import write_parquet
 from onereason.itemic.cooccurrence import cooccurrence_embeddings
 from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
-from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size,
-                                       residual_kmeans, resolve_collisions)
+from onereason.itemic.marks import mark_vocab
+from onereason.itemic.rqkmeans import codebook_stats, collision_rate, default_codebook_size, unique_codes
 from onereason.itemic.sid import SidCodec
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.rundir import atomic_path, write_text
@@ -28,13 +29,17 @@ class ItemicConfig(Config):
     embed_max_tokens: int | None = Field(None, ge=8, description="cut item text to this many word pieces before "
                                          "embedding (None: the model's limit); 64 is about 3x faster on CPU")
     levels: int = Field(3, ge=1, le=8, description="codes per item (L)")
-    codebook_size: int | None = Field(None, ge=2, description="codes per level (K); None: sized for the data")
+    codebook_size: int | None = Field(None, ge=2, description="codes per level (K); None: sized for the data, "
+                                      "doubled until no item needs an extra level (up to 256)")
     seed: int = 0
     vocab_size: int = Field(4096, ge=300, description="BPE vocabulary trained on item text")
     base_tokenizer: Path | None = Field(None, description="extend this HF tokenizer dir instead of training one")
     collab_weight: float = Field(0.0, ge=0, description="weight of co-occurrence vectors concatenated to the "
                                  "text embedding before clustering (0: text only)")
     collab_dim: int = Field(64, ge=2)
+    marks: list[Literal["gap", "rating"]] = Field(
+        ["rating"], description="one-token marks written after each history item where the data has them: "
+        "the time-gap bucket since the previous event, the rating (docs/design.md §2)")
 
 
 def run(config: ItemicConfig, run_dir: Path) -> dict:
@@ -47,9 +52,8 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         collab = cooccurrence_embeddings(inter, items["item_id"].tolist(), config.collab_dim, seed=config.seed)
         emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
-    raw, centroids, residuals = residual_kmeans(emb, config.levels, k, seed=config.seed)
+    codes, raw, k = unique_codes(emb, config.levels, k, config.seed, grow=config.codebook_size is None)
     before = collision_rate(raw)
-    codes = resolve_collisions(raw, centroids[-1], residuals[-1])
     sid_map = pd.DataFrame({"item_id": items["item_id"], "domain": items["domain"]})
     for level in range(codes.shape[1]):
         sid_map[f"code_{level}"] = codes[:, level]
@@ -62,7 +66,8 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     if general.exists():  # held-out documents stay out of the tokenizer too
         g = pd.read_parquet(general)
         texts = texts + g.loc[g["split"] == "train", "text"].tolist()
-    tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab(), config.base_tokenizer,
+    tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab() + mark_vocab(config.marks),
+                          config.base_tokenizer,
                           config.vocab_size)
     tok.save_pretrained(str(run_dir / "tokenizer"))
     stats = {

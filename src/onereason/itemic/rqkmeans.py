@@ -9,11 +9,15 @@ import faiss
 import numpy as np
 
 
+MAX_CODEBOOK = 256
+
+
 def default_codebook_size(n_items: int, levels: int) -> int:
     """A power of two near 2·N^(1/L), capped at 256: enough room for few collisions on small data
-    without so many codes that each is seen too rarely to learn."""
+    without so many codes that each is seen too rarely to learn (`itemic.build` doubles it where a
+    prefix still overflows)."""
     k = 2 * n_items ** (1.0 / levels)
-    return int(min(256, max(8, 2 ** math.ceil(math.log2(k)))))
+    return int(min(MAX_CODEBOOK, max(8, 2 ** math.ceil(math.log2(k)))))
 
 
 def residual_kmeans(emb: np.ndarray, levels: int, k: int, seed: int = 0, niter: int = 25
@@ -73,6 +77,19 @@ def resolve_collisions(codes: np.ndarray, last_centroids: np.ndarray, last_resid
         codes = np.concatenate([codes, extra], axis=1)
     assert len(np.unique(codes, axis=0)) == len(codes)
     return codes
+
+
+def unique_codes(emb: np.ndarray, levels: int, k: int, seed: int = 0, grow: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(unique codes, raw codes, K): residual k-means, then collision resolution. With `grow`, K
+    doubles (up to 256) while a shared prefix holds more items than K, so no item needs an extra
+    level (an extra level costs every item one more token)."""
+    while True:
+        raw, centroids, residuals = residual_kmeans(emb, levels, k, seed=seed)
+        codes = resolve_collisions(raw, centroids[-1], residuals[-1])
+        if not grow or codes.shape[1] == levels or k >= MAX_CODEBOOK:
+            return codes, raw, k
+        k = min(MAX_CODEBOOK, 2 * k)
 
 
 def codebook_stats(codes: np.ndarray, k: int) -> list[dict]:

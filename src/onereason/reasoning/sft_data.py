@@ -27,7 +27,7 @@ from onereason import rundir
 from onereason.chat import chat_prompt, chat_response
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
-from onereason.corpus.user_layer import REAL_TIME, HistoryText, gap_text
+from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import Event, user_histories
 from onereason.data.schema import write_parquet
 from onereason.itemic.sid import load_sid_tokens
@@ -97,9 +97,9 @@ class SftDataConfig(Config):
         return v
 
 
-def r3_user(history_text: str, domain: str, gap: str, n: int | None) -> str:
+def r3_user(history_text: str, domain: str, n: int | None) -> str:
     ask = f"Recommend the next {domain} item."
-    return f"History:{history_text}{gap}\n{ask}" + (f" Expand {n} interests." if n else "")
+    return f"History:{history_text}\n{ask}" + (f" Expand {n} interests." if n else "")
 
 
 def title_user(sid_text: str) -> str:
@@ -122,14 +122,10 @@ def r2_user(history_text: str, n: int) -> str:
     return f"History:{history_text}\nWhich interests will this user explore next? Name up to {n}."
 
 
-def request_gap(events: list[Event], now: int) -> str:
-    return gap_text(now - events[-1].timestamp) if now > REAL_TIME and events else ""
-
-
-def r3_prompts(histories: list[list[Event]], domains: list[str], times: list[int], n: int | None,
-               text: HistoryText, tok) -> list[list[int]]:
+def r3_prompts(histories: list[list[Event]], domains: list[str], n: int | None, text: HistoryText, tok
+               ) -> list[list[int]]:
     """R3 chat prompts as token ids, up to the opening `<think>`: thinking with n hypotheses, or not (None)."""
-    users = [r3_user(text.text(h), d, request_gap(h, now), n) for h, d, now in zip(histories, domains, times)]
+    users = [r3_user(text.text(h), d, n) for h, d in zip(histories, domains)]
     return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
 
 
@@ -252,8 +248,8 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         if trace is not None:
             check_trace(trace, [e.item for e in events], codec, target.item, f"R3-{u}-{t}")
         domain = codec.item_domain[target.item]
-        add("R3", domain, f"{u}-{t}", r3_user(text.text(events), domain, request_gap(events, target.timestamp),
-                                            n if think else None), codec.item_text(target.item), trace, think)
+        add("R3", domain, f"{u}-{t}", r3_user(text.text(events), domain, n if think else None),
+            codec.item_text(target.item), trace, think)
 
     df = pd.DataFrame(rows)
     write_parquet(df, run_dir / rundir.SFT_DATA)

@@ -21,7 +21,6 @@ class RlPrompt:
     domain: str  # the domain of the next item: the item beam starts with its begin token
     history: list[Event]
     window: list[str]
-    time: int
 
 
 class PromptPool:
@@ -44,8 +43,7 @@ class PromptPool:
         h = self.hists[u]
         nxt = h[t]
         return RlPrompt(f"{u}-{t}", self.item_domain[nxt.item], h[:t][-self.max_items:],
-                        [e.item for e in h[t:t + self.window] if self.item_domain[e.item] == self.item_domain[nxt.item]],
-                        nxt.timestamp)
+                        [e.item for e in h[t:t + self.window] if self.item_domain[e.item] == self.item_domain[nxt.item]])
 
     def sample(self, n: int, seed: int, step: int) -> list[RlPrompt]:
         idx = np.random.default_rng([seed, step]).choice(len(self.cuts), size=min(n, len(self.cuts)), replace=False)

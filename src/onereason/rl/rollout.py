@@ -70,7 +70,7 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     sid = text.sid
     nl = tok.encode("\n\n", add_special_tokens=False)
     end_think = tok.convert_tokens_to_ids(END_THINK)
-    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], [p.time for p in prompts],
+    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts],
                       hypotheses if thinking else None, text, tok)
     g = g if thinking else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]

@@ -121,10 +121,9 @@ class Engine:
         return self.interests.names[self.interests.of[item]]
 
     # ---- slow path ----------------------------------------------------------------------------
-    def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0,
-              times: list[int] | None = None) -> list[str]:
+    def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0) -> list[str]:
         """One sampled reasoning trace per history (text between the think tags)."""
-        prompts = self._prompts(histories, domains, True, times)
+        prompts = self._prompts(histories, domains, True)
         traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.config.max_items:]] for h in histories],
                                  self.sid, self.tok, self.config.trace_tokens, self.config.temperature,
                                  batch_size=max(len(prompts), 1), seed=seed)
@@ -132,12 +131,12 @@ class Engine:
 
     # ---- fast path ----------------------------------------------------------------------------
     def rank(self, histories: list[list[Event]], domains: list[str], traces: list[str | None], k: int,
-             constraints: list[Constraint] | None = None, times: list[int] | None = None) -> list[Recommendation]:
+             constraints: list[Constraint] | None = None) -> list[Recommendation]:
         """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
         constraints = constraints or [Constraint()] * len(histories)
         prompts = []
-        for j, (h, d, t) in enumerate(zip(histories, domains, traces)):
-            q = self._prompts([h], [d], t is not None, [times[j]] if times else None)[0]
+        for h, d, t in zip(histories, domains, traces):
+            q = self._prompts([h], [d], t is not None)[0]
             body = q + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None else q + self.nl
             prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
         tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
@@ -146,12 +145,10 @@ class Engine:
         return recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
                          batch_size=len(prompts), tries=tries)
 
-    def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool,
-                 times: list[int] | None = None) -> list[list[int]]:
-        """R3 prompts over the latest items; the request time defaults to the last event's (no gap)."""
+    def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool) -> list[list[int]]:
+        """R3 prompts over the latest items."""
         cut = [h[-self.config.max_items:] for h in histories]
-        times = times or [h[-1].timestamp if h else 0 for h in cut]
-        return r3_prompts(cut, domains, times, self.config.hypotheses if thinking else None, self.text, self.tok)
+        return r3_prompts(cut, domains, self.config.hypotheses if thinking else None, self.text, self.tok)
 
     # ---- intervention -------------------------------------------------------------------------
     def allowed_trie(self, domain: str, c: Constraint) -> dict:

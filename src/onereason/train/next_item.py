@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
 from onereason.config import Config
-from onereason.corpus.user_layer import HistoryText, training_sequences
+from onereason.corpus.user_layer import HistoryText, target_mask, training_sequences
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import build_model, count_parameters
 from onereason.rundir import write_text
@@ -34,8 +35,9 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
                          f"baseline in a run of its own holding a copy of config.json, data/, itemic/ and tokenizer/")
     tok, sid = load_sid_tokens(run_dir)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    seqs = [ids for _, ids in training_sequences(inter, HistoryText(sid, tok), config.max_items)]
-    samples = [Sample(ids, [0] + [1] * (len(ids) - 1)) for ids in seqs]  # predict every next token
+    text = HistoryText(sid, tok)
+    seqs = [(ids, first) for _, ids, first in training_sequences(inter, text, config.max_items)]
+    samples = [Sample(ids, target_mask(np.asarray(ids), first, text.mark_ids)) for ids, first in seqs]
     model = build_model(config.model, len(tok), seed=config.loop.seed)
     out = run_dir / "train"
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
     save_model(model, tok, run_dir / "model")
     plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], f"next-item training ({config.model})")
-    stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(s) for s in seqs)),
+    stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(ids) for ids, _ in seqs)),
                   "parameters": count_parameters(model)})
     write_text(out / "summary.json", json.dumps(stats, indent=2))
     return stats

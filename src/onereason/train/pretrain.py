@@ -30,6 +30,7 @@ from onereason import rundir
 from onereason.config import Config
 from onereason.corpus.build import LAYERS, load_layer
 from onereason.corpus.mixture import Packed, build_rows, check_mixture
+from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import PRESETS, build_model, count_parameters
 from onereason.rundir import write_text
@@ -154,6 +155,11 @@ def check_stage(config: PretrainConfig, stage: str, layers: dict[str, pd.DataFra
     if sc.context < item_len + 2:
         raise ValueError(f"pretrain.{stage}.context={sc.context} is shorter than one item ({item_len} tokens) "
                          "plus <bos> and <eos>")
+    longest = int(layers["user"]["ids"].map(len).max()) if len(layers["user"]) else 0
+    if longest > sc.context:
+        key = "long_items" if stage == "long" else "max_items"
+        raise ValueError(f"pretrain.{stage}.context={sc.context} is shorter than the longest User-layer window "
+                         f"({longest} tokens): lower corpus.{key} or raise the context (a window is never cut)")
     if sc.batch_tokens < sc.context:
         raise ValueError(f"pretrain.{stage}.batch_tokens={sc.batch_tokens} is smaller than one row "
                          f"(context={sc.context})")
@@ -178,10 +184,9 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
         if not rows_path.exists():
             build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, sc.tokens, sc.context,
                        tok.pad_token_id, seed=config.seed + STAGES.index(stage),
-                       longest_first=stage == "long").save(rows_path)
+                       longest_first=stage == "long", untargeted=HistoryText(sid, tok).mark_ids).save(rows_path)
     rows = Packed.load(rows_path)
-    mask = (rows.layers >= 0) & (rows.positions > 0)  # a document's first token has nothing to predict from
-    samples = [Sample(*row) for row in zip(rows.ids, mask, rows.positions, rows.layers)]  # numpy views
+    samples = [Sample(*row) for row in zip(rows.ids, rows.targets, rows.positions, rows.layers)]  # numpy views
 
     model = _previous_model(config, run_dir, stage, len(tok))
     model.config.max_position_embeddings = max(model.config.max_position_embeddings, sc.context)

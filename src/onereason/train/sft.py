@@ -71,7 +71,8 @@ def with_text(samples: list[Sample], run_dir: Path, share: float, context: int, 
     if share <= 0:
         return samples
     chat = sum(len(s.ids) for s in samples)
-    docs = draw(load_layer(run_dir, "token"), int(chat * share / (1 - share)), {}, np.random.default_rng(seed))
+    docs = [d for d, _ in draw(load_layer(run_dir, "token"), int(chat * share / (1 - share)), {},
+                               np.random.default_rng(seed))]
     g = GROUPS.index("text")
     pieces = [d[i:i + context] for d in docs for i in range(0, len(d), context) if len(d) - i > 1]
     return samples + [Sample(p, [1] * len(p), groups=[g] * len(p)) for p in pieces]
