@@ -57,6 +57,7 @@ def tiny_config(ratings: Path, movies: Path):
     for stage, tokens in (("text", 16_000), ("warmup", 8_000), ("full", 24_000), ("long", 8_000)):
         s = getattr(p, stage)
         s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
+    p.full.user_epochs, p.full.selections, p.report.select_users = None, 2, 20  # tokens, and early stopping at 2 points
     p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
     cfg.eval.decoding.beams, cfg.eval.batch_size, cfg.eval.max_items, p.report.max_items = 10, 16, 20, 20
     d = cfg.sft.data

@@ -113,6 +113,8 @@ def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None
     for s in pretrain.STAGES:
         stage = getattr(c.pretrain, s)
         stage.tokens = max(1, round(stage.tokens * pretrain_factor))
+        if stage.user_epochs is not None:
+            stage.user_epochs *= pretrain_factor
     c.next_item.loop.epochs *= factor
     c.sft.loop.epochs *= factor
     c.rl.steps = max(1, round(c.rl.steps * factor))

@@ -48,6 +48,20 @@ def test_every_tier_and_baseline_is_reported(bench):
     assert r["methods"][best]["kind"] == "ours" and r["selection"]["split"] == "valid"
     assert best == max(r["selection"]["ndcg@10"], key=r["selection"]["ndcg@10"].get)
     assert set(r["selection"]["ndcg@10"]) == {n for n, m in r["methods"].items() if m["kind"] == "ours"}
+    assert r["paired"]["best"] == best  # our best minus each baseline, per user
+    assert set(r["paired"]["vs"]) == {n for n, m in r["methods"].items() if m["kind"] == "baseline"}
+    for b, x in r["paired"]["vs"].items():
+        mean, lo, hi = x["ndcg@10"]
+        assert lo <= mean <= hi
+        assert mean == pytest.approx(r["methods"][best]["metrics"]["all"]["ndcg@10"] - r["methods"][b]["metrics"]["all"]["ndcg@10"])
+    assert "minus each baseline, paired per user" in (run_dir / "report" / "report.md").read_text()
+
+
+def test_excluded_history_is_the_whole_history_before_the_target():
+    inter = pd.DataFrame({"user_id": ["u"] * 4 + ["v"] * 2, "item_id": list("abcdxy"), "timestamp": [1, 2, 3, 4, 1, 2],
+                          "split": ["train", "train", "valid", "test", "train", "test"], "rating": float("nan")})
+    assert suite.seen_items(inter, "test", ["u", "v"]) == [{"a", "b", "c"}, {"x"}]
+    assert suite.seen_items(inter, "valid", ["u"]) == [{"a", "b"}]
 
 
 def _results(ours: dict[str, float], baselines: dict[str, float | None], valid: dict[str, float] | None = None) -> dict:

@@ -74,3 +74,25 @@ def test_sample_longer_than_batch_is_a_clear_error(tmp_path):
     long = [Sample(list(range(2, 42)), [1] * 40)]
     with pytest.raises(ValueError, match="batch_tokens=32 is shorter than the longest sample"):
         train(build_model("tiny", 48), long, PAD, LoopConfig(batch_tokens=32), tmp_path)
+
+
+def test_early_stopping_returns_the_weights_that_scored_best(tmp_path):
+    """Scored 4 times; the second scoring is the best, so its weights (not the last) come back."""
+    cfg = LoopConfig(epochs=2, lr=1e-2, batch_tokens=128, checkpoint_every=100, log_every=100)
+    seen: list[dict] = []
+
+    def score(model):
+        seen.append(_params(model))
+        return [0.1, 0.5, 0.3, 0.2][len(seen) - 1]
+
+    model, stats = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
+                         score=score, selections=4)
+    scores = stats["selection"]["scores"]
+    assert [x["score"] for x in scores] == [0.1, 0.5, 0.3, 0.2] and scores[-1]["step"] == stats["steps"]
+    assert stats["selection"]["step"] == scores[1]["step"] < stats["steps"]
+    got = _params(model)
+    assert all(torch.equal(got[k], seen[1][k]) for k in got) and not all(torch.equal(got[k], seen[3][k]) for k in got)
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == scores[1]["step"]
+    _, again = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
+                     score=score, selections=4)  # finished: nothing re-trained, the choice kept
+    assert again["selection"]["step"] == scores[1]["step"] and len(seen) == 4

@@ -75,6 +75,17 @@ def test_logs_loss_per_layer_and_reports_every_stage(tiny_run):
     assert 0 <= sum(report["full"]["tokens_per_layer"].values()) - 24_000 < len(LAYERS) + window  # windows stay whole
     assert (run_dir / "pretrain/loss.png").stat().st_size > 10_000
     assert "| held-out text perplexity |" in (run_dir / "pretrain/report.md").read_text()
+    chosen = json.loads((run_dir / "pretrain/full/summary.json").read_text())["selection"]  # early stopping on valid
+    assert len(chosen["scores"]) == 2 and chosen["score"] == max(x["score"] for x in chosen["scores"])
+    assert report["full"]["user_epochs"] > 0
+
+
+def test_a_budget_in_user_epochs_follows_the_data():
+    full = pretrain.PretrainConfig().full
+    user = pd.DataFrame({"ids": [[1] * 70, [1] * 30]})  # 100 User-layer tokens
+    assert full.user_epochs == 16 and pretrain.stage_tokens(full, user) == round(16 * 100 / 0.7)
+    assert pretrain.stage_tokens(full, pd.concat([user, user])) == round(16 * 200 / 0.7)  # twice the data, twice the tokens
+    assert pretrain.stage_tokens(full.replace(user_epochs=None), user) == full.tokens
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -83,6 +94,10 @@ def test_logs_loss_per_layer_and_reports_every_stage(tiny_run):
     (lambda c: setattr(c, "full", c.full.model_construct(**{**c.full.model_dump(), "context": 4})),
      r"pretrain.full.context=4 is shorter than one item \(\d+ tokens\)"),
     (lambda c: c.full.domain_weights.update(books=1.0), "pretrain.full.domain_weights: unknown domain 'books'"),
+    (lambda c: setattr(c, "full", c.full.replace(context=64)),
+     r"pretrain.full.context=64 is shorter than the longest User-layer window \(\d+ tokens\): lower corpus.max_items"),
+    (lambda c: setattr(c, "full", c.full.replace(user_epochs=2.0, mixture={"token": 1.0})),
+     "pretrain.full.user_epochs=2.0 but the mixture has no User layer"),
 ])
 def test_bad_stage_config_fails_before_training(tiny_run, edit, message):
     run_dir, _ = tiny_run

@@ -31,6 +31,10 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _interval(x: list[float]) -> str:
+    return f"{x[0]:+.4f} [{x[1]:+.4f}, {x[2]:+.4f}]"
+
+
 def _table(head: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
             *["| " + " | ".join(_f(v) for v in r) + " |" for r in rows], ""]
@@ -79,6 +83,10 @@ def markdown_text(r: dict) -> str:
                   f"{sel['split']} users.", "",
                   *_table([f"our method ({sel['split']})", "NDCG@10"], sorted(sel["ndcg@10"].items(), key=lambda x: -x[1])),
                   *_ratio_table("group", r["ratios"].items())]
+    if r.get("paired"):
+        lines += [f"### {r['paired']['best']} minus each baseline, paired per user (mean [95% bootstrap interval])", "",
+                  *_table(["baseline", "NDCG@10", "Recall@10"],
+                          [[b, *[_interval(x[c]) for c in ("ndcg@10", "recall@10")]] for b, x in r["paired"]["vs"].items()])]
     if r["reasoning"]:
         lines += ["## Thinking vs non-thinking", "",
                   "delta_ll = log p(target | prompt + trace) − log p(target | non-thinking prompt), mean over users.", ""]

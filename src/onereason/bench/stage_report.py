@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,10 +125,23 @@ def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = Fals
     return out
 
 
+def valid_ndcg(run_dir: Path, cfg: ReportConfig) -> Callable[[torch.nn.Module], float]:
+    """NDCG@10 on a seeded sample of `select_users` valid users: what picks a stage's best weights."""
+    tok, sid = load_sid_tokens(run_dir)
+    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", cfg.max_items, cfg.select_users, cfg.seed)
+
+    def score(model: torch.nn.Module) -> float:
+        model.eval()
+        recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size)
+        return evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]["ndcg@10"]
+    return score
+
+
 def train_and_report(config: pretrain.PretrainConfig, run_dir: Path, stage: str, progress: bool = True) -> dict:
     """Stage `pretrain <stage>`: train it (train/pretrain.py), measure it, update pretrain/report.*."""
     stats = pretrain.run(config, run_dir, stage, progress=progress,
-                         measure=lambda model: stage_metrics(model, run_dir, config.report, progress=progress))
+                         measure=lambda model: stage_metrics(model, run_dir, config.report, progress=progress),
+                         score=valid_ndcg(run_dir, config.report) if getattr(config, stage).selections else None)
     if PartialState().is_main_process:  # under `accelerate launch` one process writes the report
         write_report(run_dir, list(pretrain.STAGES), list(LAYERS))
     return stats

@@ -48,9 +48,10 @@ from onereason.chat import IM_END, answer_turn
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
+from onereason.data.histories import user_histories
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
-from onereason.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.chat_client import ChatClient
@@ -74,6 +75,8 @@ class BenchConfig(Config):
     users_per_domain: int | None = Field(None, ge=1, description="instead: a seeded sample of this many users per "
                                          "domain (a mix's small domains get enough users)")
     decoding: Decoding = Decoding(beams=64)  # race merges the first half of two lists
+    exclude_history: bool = Field(False, description="drop items of the user's whole history from every method's "
+                                  "list before scoring (default: kept, as RecBole does)")
     hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
     max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(16, ge=1)
@@ -356,6 +359,12 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     p, domains = bench_users(inter, sid, config)
     sel, sel_domains = select_users(inter, sid, config)
     ks = config.decoding.cutoffs()
+    seen = seen_items(inter, config.sample.split, p.users) if config.exclude_history else None
+    scored: dict[str, list[list[str]]] = {}  # each method's lists as scored: what the paired intervals resample
+
+    def score(method: str, lists: list[list[str]]) -> dict:
+        scored[method] = [[x for x in c if x not in s] for c, s in zip(lists, seen)] if seen else lists
+        return evaluate_lists(scored[method], p.truths, ks, domains)
     sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks"}),  # the parts' cache keys
                 **config.model_dump(include={"hypotheses", "max_items"})}
     if config.users_per_domain:  # only when set, so parts cached before this option existed stay valid
@@ -377,7 +386,8 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
     results: dict = {"run": run_dir.name, "split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams,
                      "ks": ks, "domains": sorted(set(domains)), "config": config.model_dump(),
-                     "protocol": "full ranking over all items of the target's domain; history items not removed",
+                     "protocol": "full ranking over all items of the target's domain; history items "
+                                 + ("removed from every list" if config.exclude_history else "not removed"),
                      "methods": {}, "selection": {"split": config.select.split, "users": len(sel.users), "ndcg@10": {}},
                      "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
@@ -403,7 +413,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
             for mode, lists in r3["lists"].items():
                 if ours or mode == "non-thinking":
                     results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
-                                                            "metrics": evaluate_lists(lists, p.truths, ks, domains)}
+                                                            "metrics": score(f"{name} {mode}", lists)}
             if ours:
                 results["reasoning"][name] = r3["reasoning"]
                 results["traces"][name] = r3["traces"]
@@ -411,7 +421,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
             r3 = parts.get(f"r3/{name}", key, lambda: {"lists": [r.items for r in recommend_next(
                 model(), tok, sid, p, config.decoding.beams, config.batch_size, progress)[0]]})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
-                                                          "metrics": evaluate_lists(r3["lists"], p.truths, ks, domains)}
+                                                          "metrics": score(f"{name} non-thinking", r3["lists"])}
         r0_key = {"model": model_dir, "items": r0_sets, "seed": config.sample.seed, "captions": 1,
                   "judge": config.judge.model_dump() if config.judge else None}
         if chat:
@@ -443,7 +453,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     if "MostPopular" in config.baselines:
         pop = most_popular(inter, max(ks))
         results["methods"]["MostPopular"] = {"model": "MostPopular", "mode": "-", "kind": "baseline",
-                                             "metrics": evaluate_lists([pop.get(d, []) for d in domains], p.truths, ks, domains)}
+                                             "metrics": score("MostPopular", [pop.get(d, []) for d in domains])}
         results["baselines"]["MostPopular"] = {"grid": []}  # nothing to tune
     trained = {"SASRec": (config.sasrec, config.sasrec_lr,
                           lambda c: sasrec.train_and_evaluate(inter, c, ks, progress, p.users)),
@@ -458,15 +468,33 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
             grid.append(parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
         lists = [best["lists"][u] for u in p.users]
-        results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline",
-                                    "metrics": evaluate_lists(lists, p.truths, ks, domains)}
+        results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline", "metrics": score(name, lists)}
         results["baselines"][name] = {"chosen_lr": best["config"]["lr"], "best_epoch": best["best_epoch"],
                                       "grid": [{"lr": g["config"]["lr"], "valid_ndcg@10": g["valid_ndcg@10"],
                                                 "best_epoch": g["best_epoch"], "seconds": g["seconds"]} for g in grid],
                                       "epoch_budget": base.epochs}
     results["ratios"] = report.ratios(results)
+    results["paired"] = paired_over_baselines(results, scored, p.truths, config.sample.seed)
     report.write(results, out)
     return results
+
+
+def seen_items(inter: pd.DataFrame, split: str, users: list[str]) -> list[set[str]]:
+    """Each user's whole history before the split's target (train, plus valid for test)."""
+    hist = user_histories(inter, ("train",) if split == "valid" else ("train", "valid"))
+    return [{e.item for e in hist.get(u, [])} for u in users]
+
+
+def paired_over_baselines(results: dict, scored: dict[str, list[list[str]]], truths: list[list[str]], seed: int
+                          ) -> dict:
+    """Our best (chosen on the selection sample) minus each baseline, per user on the same users:
+    mean and 95% paired bootstrap interval of NDCG@10 and Recall@10."""
+    best = results["ratios"].get("all", {}).get("best")
+    if best is None:
+        return {}
+    return {"best": best, "vs": {b: {c: paired_bootstrap(per_sample(c, scored[best], truths), per_sample(c, lists, truths),
+                                                          seed=seed) for c in ("ndcg@10", "recall@10")}
+                                 for b, lists in scored.items() if results["methods"][b]["kind"] == "baseline"}}
 
 
 def _flat_perception(r: dict) -> dict:

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from onereason.config import Config
 from onereason.corpus.user_layer import batches_by_length
-from onereason.rundir import save_figure, write_text
+from onereason.rundir import atomic_path, save_figure, write_text
 
 
 class LoopConfig(Config):
@@ -133,11 +133,14 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
 
 def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopConfig, out_dir: Path,
           accelerator: Accelerator | None = None, progress: bool = True,
-          group_names: list[str] | None = None) -> tuple[torch.nn.Module, dict]:
+          group_names: list[str] | None = None, score: Callable[[torch.nn.Module], float] | None = None,
+          selections: int = 0) -> tuple[torch.nn.Module, dict]:
     """Train `model` on `samples`; checkpoints in out_dir/checkpoints, log in out_dir/train_log.jsonl
     and out_dir/tensorboard. Resumes from the latest checkpoint there. `group_names` name the
-    sample groups whose loss is logged separately. Returns the trained (unwrapped) model and
-    summary numbers."""
+    sample groups whose loss is logged separately. With `score` (higher is better, e.g. valid
+    NDCG@10) and `selections` > 0, the model is scored that many times, evenly spaced, the last at
+    the end, and the best-scoring weights are what comes back (early stopping on valid; the best
+    weights wait in out_dir/best). Returns the trained (unwrapped) model and summary numbers."""
     if not samples:
         raise ValueError("training: no samples (every user has fewer than two training items?)")
     # cpu=True on a CPU machine: without it accelerate ignores a multi-process launch (each
@@ -174,6 +177,11 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     board = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start + 1) if accelerator.is_main_process else None
     model.train()
     mine = batches[accelerator.process_index::accelerator.num_processes][:total]
+    best_dir = out_dir / "best"
+    saved = json.loads((best_dir / "best.json").read_text())["scores"] if (best_dir / "best.json").exists() else []
+    kept = [x for x in saved if x["step"] <= start]  # a resumed run replays (and re-scores) the steps after
+    chosen = {"scores": kept, **(max(kept, key=lambda x: x["score"]) if kept else {})}
+    score_every = max(1, total // selections) if score is not None and selections > 0 else 0
     bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
     t0, tokens, losses, mean = time.perf_counter(), 0, [], float("nan")
     group_stats = torch.zeros(len(names), 2, device=accelerator.device)
@@ -208,6 +216,10 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
                 with open(log_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
             losses, group_stats = [], torch.zeros_like(group_stats)
+        if score_every and ((step + 1) % score_every == 0 and total - (step + 1) >= score_every // 2
+                            or step + 1 == total):
+            chosen = _select(accelerator.unwrap_model(model), score, step + 1, chosen, best_dir, accelerator)
+            model.train()
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_checkpoint(accelerator, ckpt_dir, step + 1, cfg.keep_checkpoints)
     bar.close()
@@ -216,10 +228,31 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     elapsed = time.perf_counter() - t0
     if total > start:
         save_checkpoint(accelerator, ckpt_dir, total, cfg.keep_checkpoints)
-    return accelerator.unwrap_model(model), {
-        "steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
-        "final_loss": mean,
-        "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
+    model = accelerator.unwrap_model(model)
+    stats = {"steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
+             "final_loss": mean, "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
+    if chosen["scores"]:
+        if chosen["step"] != total:
+            model.load_state_dict(torch.load(best_dir / "model.pt", map_location="cpu"))
+        stats["selection"] = chosen
+    return model, stats
+
+
+def _select(model: torch.nn.Module, score: Callable[[torch.nn.Module], float], step: int, chosen: dict,
+            best_dir: Path, accelerator: Accelerator) -> dict:
+    """Score the model; if it is the best so far, keep its weights (written by rename) and the step."""
+    value = float(score(model))
+    chosen = {**chosen, "scores": chosen["scores"] + [{"step": step, "score": value}]}
+    if value > chosen.get("score", -math.inf):
+        chosen.update(step=step, score=value)
+        if accelerator.is_main_process:
+            best_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(best_dir / "model.pt") as tmp:
+                torch.save(model.state_dict(), tmp)
+    if accelerator.is_main_process:
+        write_text(best_dir / "best.json", json.dumps(chosen))
+    accelerator.wait_for_everyone()
+    return chosen
 
 
 def save_model(model: PreTrainedModel, tok, out: Path) -> None:

@@ -46,6 +46,8 @@ class ReportConfig(Config):
     users: int = Field(1000, ge=1, description="valid-split users for next-item recall")
     beams: int = Field(20, ge=10)
     max_items: int = Field(50, ge=1)
+    select_users: int = Field(500, ge=1, description="valid users whose NDCG@10 picks a stage's best weights "
+                              "(stages with `selections`)")
     ppl_context: int = Field(512, ge=16)
     batch_size: int = Field(32, ge=1)
     seed: int = 0
@@ -54,7 +56,11 @@ class ReportConfig(Config):
 class StageConfig(Config):
     """One stage: its budget in tokens, context, optimizer and layer mixture."""
 
-    tokens: int = Field(..., ge=1, description="tokens drawn from the layers (the budget)")
+    tokens: int = Field(..., ge=1, description="tokens drawn from the layers (the budget), unless user_epochs is set")
+    user_epochs: float | None = Field(None, gt=0, description="instead: passes over the User layer, so the budget "
+                                      "follows the data (tokens = user_epochs × User-layer tokens ÷ its mixture share)")
+    selections: int = Field(0, ge=0, description="times valid NDCG@10 is measured during the stage (evenly, the "
+                            "last at the end); the best-scoring weights are kept (0: the last)")
     context: int = Field(512, ge=8, description="packed row length")
     lr: float = Field(3e-3, gt=0)
     batch_tokens: int = Field(4096, ge=8, description="tokens per optimizer step (rows × context)")
@@ -75,8 +81,10 @@ class PretrainConfig(Config):
     # Budgets: 1.4x the first ones (0.4M / 3.7M / 0.32M), the best of 0.5x / 1x / 1.4x / 2x on valid on
     # amazon-scientific (bench/LOG.md, 2026-12-02); the User-layer-only model peaks at 1x.
     warmup: StageConfig = StageConfig(tokens=560_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
-    full: StageConfig = StageConfig(tokens=5_180_000, mixture={"token": 0.1, "item": 0.15, "relational": 0.05,
-                                                               "user": 0.7})
+    # full: 16 User-layer epochs, what 1.4x gave amazon-scientific (15.8), as epochs so that ml-100k (3.1 epochs
+    # at the same tokens) and office get theirs; early stopping on valid NDCG@10 at 8 points.
+    full: StageConfig = StageConfig(tokens=5_180_000, user_epochs=16, selections=8,
+                                    mixture={"token": 0.1, "item": 0.15, "relational": 0.05, "user": 0.7})
     # long re-warms after the full stage's cosine reached 0: at 1e-3 that undid next-item at every budget (bench/LOG.md)
     long: StageConfig = StageConfig(tokens=448_000, context=2048, lr=1e-4, batch_tokens=8192,
                                     mixture={"token": 0.1, "item": 0.1, "user": 0.8})
@@ -160,15 +168,28 @@ def check_stage(config: PretrainConfig, stage: str, layers: dict[str, pd.DataFra
         key = "long_items" if stage == "long" else "max_items"
         raise ValueError(f"pretrain.{stage}.context={sc.context} is shorter than the longest User-layer window "
                          f"({longest} tokens): lower corpus.{key} or raise the context (a window is never cut)")
+    if sc.user_epochs is not None and sc.mixture.get("user", 0) <= 0:
+        raise ValueError(f"pretrain.{stage}.user_epochs={sc.user_epochs} but the mixture has no User layer")
     if sc.batch_tokens < sc.context:
         raise ValueError(f"pretrain.{stage}.batch_tokens={sc.batch_tokens} is smaller than one row "
                          f"(context={sc.context})")
 
 
+def stage_tokens(sc: StageConfig, user_layer: pd.DataFrame) -> int:
+    """A stage's budget: its tokens, or `user_epochs` passes over the User layer with the other layers
+    in their mixture shares."""
+    if sc.user_epochs is None:
+        return sc.tokens
+    share = sc.mixture.get("user", 0.0) / sum(sc.mixture.values())
+    return max(1, round(sc.user_epochs * int(user_layer["ids"].map(len).sum()) / share))
+
+
 def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True,
-        measure: Callable[[PreTrainedModel], dict] | None = None) -> dict:
+        measure: Callable[[PreTrainedModel], dict] | None = None,
+        score: Callable[[PreTrainedModel], float] | None = None) -> dict:
     """Train one stage from the previous one, save its model and its summary with `measure(model)` (the
-    bench's stage metrics, passed in so that training does not depend on evaluation)."""
+    bench's stage metrics, passed in so that training does not depend on evaluation). A stage with
+    `selections` keeps the weights with the best `score(model)` (valid NDCG@10, also passed in)."""
     tok, sid = load_sid_tokens(run_dir)
     layers = {n: load_layer(run_dir, "user_long" if (n == "user" and stage == "long") else n) for n in LAYERS}
     check_stage(config, stage, layers, sid.length)
@@ -182,7 +203,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     rows_path = out / "rows.npz"  # the packed budget, fixed once: a resumed run replays the same rows
     with state.main_process_first():
         if not rows_path.exists():
-            build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, sc.tokens, sc.context,
+            build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, stage_tokens(sc, layers["user"]), sc.context,
                        tok.pad_token_id, seed=config.seed + STAGES.index(stage),
                        longest_first=stage == "long", untargeted=HistoryText(sid, tok).mark_ids).save(rows_path)
     rows = Packed.load(rows_path)
@@ -197,7 +218,8 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     loop = LoopConfig(epochs=1.0, lr=sc.lr, batch_tokens=sc.batch_tokens, warmup_ratio=sc.warmup_ratio,
                       weight_decay=0.0 if stage == "warmup" else 0.01, checkpoint_every=config.checkpoint_every,
                       log_every=config.log_every, seed=config.seed)
-    model, stats = train(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(LAYERS))
+    model, stats = train(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(LAYERS),
+                         score=score, selections=sc.selections)
     for p in model.parameters():
         p.requires_grad_(True)
     if not state.is_main_process:
@@ -208,8 +230,10 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     summary = out / "summary.json"
     if stats["resumed_from"] == stats["steps"] and summary.exists():  # nothing left to train: keep its timing
         stats.update({k: json.loads(summary.read_text())[k] for k in ("seconds", "tokens", "tokens_per_s")})
-    stats.update({"stage": stage, "rows": len(samples), "context": sc.context,
-                  "tokens_per_layer": rows.tokens_per_layer(list(LAYERS)), "parameters": count_parameters(model)})
+    per_layer = rows.tokens_per_layer(list(LAYERS))
+    stats.update({"stage": stage, "rows": len(samples), "context": sc.context, "tokens_per_layer": per_layer,
+                  "user_epochs": per_layer["user"] / max(1, int(layers["user"]["ids"].map(len).sum())),
+                  "parameters": count_parameters(model)})
     stats["metrics"] = measure(model) if measure else {}
     write_text(summary, json.dumps(stats, indent=2))
     return stats
