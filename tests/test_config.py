@@ -117,3 +117,14 @@ def test_every_command_that_builds_a_config_takes_set():
     assert len(seen) >= 20
     assert [p for p, has in seen if not has and p not in no_config] == []
     assert [p for p, has in seen if has and p in no_config] == []
+
+
+def test_a_prompt_longer_than_a_training_window_or_a_stride_past_the_window_is_refused():
+    with pytest.raises(ValueError, match=r"eval.max_items=60 is more than corpus.max_items=50"):
+        RunConfig.model_validate({"eval": {"max_items": 60}})
+    with pytest.raises(ValueError, match=r"bench.max_items=30 is more than corpus.max_items=20"):
+        RunConfig.model_validate({"corpus": {"max_items": 20}, "eval": {"max_items": 20}, "bench": {"max_items": 30},
+                                  **{k: {"max_items": 20} for k in ("sft_eval", "rl", "rl_eval")},
+                                  "sft": {"data": {"max_items": 20}}, "pretrain": {"report": {"max_items": 20}}})
+    with pytest.raises(ValueError, match=r"corpus.stride=60 is more than corpus.max_items=50"):
+        RunConfig.model_validate({"corpus": {"stride": 60}})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from onereason import rundir
 from onereason.config import Config
@@ -41,6 +41,13 @@ class CorpusConfig(Config):
     stride: int | None = Field(None, ge=1, description="items between the ends of a user's successive windows; "
                                "None: max_items // 2, so every target sees at least half a window of context")
     long_items: int = Field(250, ge=2, description="items per window of the long-sequence stage")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> "CorpusConfig":
+        if self.stride is not None and self.stride > self.max_items:
+            raise ValueError(f"corpus.stride={self.stride} is more than corpus.max_items={self.max_items}: "
+                             "items between windows would never be targets")
+        return self
     per_category: int = Field(5, ge=1, description="items named per 'items in category X include' statement")
     min_transition_count: int = Field(2, ge=1, description="transitions seen fewer times are not stated")
     partners: int = Field(2, ge=0, description="same-category / same-brand partners sampled per item")

@@ -72,9 +72,9 @@ class HistoryText:
 def windows(n: int, max_items: int, stride: int) -> list[tuple[int, int, int]]:
     """(start, end, first target) windows over a sequence of n items, anchored at the newest item:
     the last window ends at item n, each earlier one `stride` items before, the first starts at 0.
-    A window's targets are the items no later window trains, so every item past the first is a
-    target exactly once, with at least `max_items - stride` earlier items as context (or all it has;
-    the first item is predicted from `<bos>` alone)."""
+    A window's targets are the items no later window trains, so every item is a target exactly
+    once, with at least `max_items - stride` earlier items as context (or all it has; the first item
+    is predicted from `<bos>` alone). Needs stride ≤ max_items."""
     out = []
     end = n
     while True:
