@@ -82,10 +82,9 @@ def test_logs_loss_per_layer_and_reports_every_stage(tiny_run):
 
 def test_a_budget_in_user_epochs_follows_the_data():
     full = pretrain.PretrainConfig().full
-    user = pd.DataFrame({"ids": [[1] * 70, [1] * 30]})  # 100 User-layer tokens
-    assert full.user_epochs == 16 and pretrain.stage_tokens(full, user) == round(16 * 100 / 0.7)
-    assert pretrain.stage_tokens(full, pd.concat([user, user])) == round(16 * 200 / 0.7)  # twice the data, twice the tokens
-    assert pretrain.stage_tokens(full.replace(user_epochs=None), user) == full.tokens
+    assert full.user_epochs == 16 and pretrain.stage_tokens(full, 100) == round(16 * 100 / 0.7)
+    assert pretrain.stage_tokens(full, 200) == round(16 * 200 / 0.7)  # twice the data, twice the tokens
+    assert pretrain.stage_tokens(full.replace(user_epochs=None), 100) == full.tokens
 
 
 @pytest.mark.parametrize("edit, message", [

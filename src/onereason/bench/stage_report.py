@@ -29,6 +29,7 @@ from onereason import rundir
 from onereason.bench.lists import recommend_next, sample_prompts
 from onereason.corpus.build import LAYERS
 from onereason.corpus.item_layer import sid_to_title, title_to_sid
+from onereason.corpus.user_layer import EvalPrompts
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
@@ -116,13 +117,17 @@ def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = Fals
     out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
            "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
            "perplexity": heldout_perplexity(model, tok, run_dir, cfg.ppl_context)}
-    inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    p = sample_prompts(inter, "valid", cfg.max_items, cfg.users, cfg.seed)
+    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", cfg.max_items, cfg.users, cfg.seed)
+    out["next_item"] = {"split": "valid", "users": len(p.users), "beams": cfg.beams,
+                        **next_item_at_10(model, tok, sid, p, cfg, progress)}
+    return out
+
+
+def next_item_at_10(model, tok, sid, p: EvalPrompts, cfg: ReportConfig, progress: bool = False) -> dict[str, float]:
+    """Recall@10 and NDCG@10 of the model's beam on these prompts."""
     recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size, progress)
     res = evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]
-    out["next_item"] = {"split": "valid", "users": len(p.users), "beams": cfg.beams,
-                        "recall@10": res["recall@10"], "ndcg@10": res["ndcg@10"]}
-    return out
+    return {"recall@10": res["recall@10"], "ndcg@10": res["ndcg@10"]}
 
 
 def valid_ndcg(run_dir: Path, cfg: ReportConfig) -> Callable[[torch.nn.Module], float]:
@@ -132,8 +137,7 @@ def valid_ndcg(run_dir: Path, cfg: ReportConfig) -> Callable[[torch.nn.Module], 
 
     def score(model: torch.nn.Module) -> float:
         model.eval()
-        recs, domains = recommend_next(model, tok, sid, p, cfg.beams, cfg.batch_size)
-        return evaluate_lists([r.items for r in recs], p.truths, [10], domains)["all"]["ndcg@10"]
+        return next_item_at_10(model, tok, sid, p, cfg)["ndcg@10"]
     return score
 
 

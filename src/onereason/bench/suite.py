@@ -299,6 +299,11 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     return {"non-thinking": plain, "thinking": think, "race": race}, (plain_prompts, think_prompts, traces)
 
 
+def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress: bool) -> list[list[str]]:
+    """A pre-training-format model's beam for each prompt."""
+    return [r.items for r in recommend_next(model, tok, sid, p, cfg.decoding.beams, cfg.batch_size, progress)[0]]
+
+
 def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
             thinking: bool = True) -> dict:
     """`mode_lists`, and with `thinking` the traces' delta_ll and citations."""
@@ -403,9 +408,8 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
             chosen = parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
-                model(), tok, sid, sel, sel_domains, config, progress)[0] if chat else {"non-thinking": [
-                    r.items for r in recommend_next(model(), tok, sid, sel, config.decoding.beams, config.batch_size,
-                                                    progress)[0]]}})
+                model(), tok, sid, sel, sel_domains, config, progress)[0] if chat else {
+                    "non-thinking": next_item_lists(model(), tok, sid, sel, config, progress)}})
             for mode, lists in chosen["lists"].items():
                 results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, sel.truths, [10])["all"]["ndcg@10"]
         if chat:
@@ -418,8 +422,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                 results["reasoning"][name] = r3["reasoning"]
                 results["traces"][name] = r3["traces"]
         else:
-            r3 = parts.get(f"r3/{name}", key, lambda: {"lists": [r.items for r in recommend_next(
-                model(), tok, sid, p, config.decoding.beams, config.batch_size, progress)[0]]})
+            r3 = parts.get(f"r3/{name}", key, lambda: {"lists": next_item_lists(model(), tok, sid, p, config, progress)})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
                                                           "metrics": score(f"{name} non-thinking", r3["lists"])}
         r0_key = {"model": model_dir, "items": r0_sets, "seed": config.sample.seed, "captions": 1,

@@ -69,12 +69,13 @@ class HistoryText:
         return self.ids(events) + [self.sid.begin_id[domain]]
 
 
-def windows(n: int, max_items: int, stride: int) -> list[tuple[int, int, int]]:
+def windows(n: int, max_items: int, stride: int | None = None) -> list[tuple[int, int, int]]:
     """(start, end, first target) windows over a sequence of n items, anchored at the newest item:
     the last window ends at item n, each earlier one `stride` items before, the first starts at 0.
     A window's targets are the items no later window trains, so every item is a target exactly
     once, with at least `max_items - stride` earlier items as context (or all it has; the first item
-    is predicted from `<bos>` alone). Needs stride ≤ max_items."""
+    is predicted from `<bos>` alone). Needs stride ≤ max_items; None: half a window."""
+    stride = stride or max(1, max_items // 2)
     out = []
     end = n
     while True:
@@ -91,7 +92,6 @@ def training_sequences(inter: pd.DataFrame, text: HistoryText, max_items: int, s
     """(domain, token ids, first target token) of every training user's windows (`windows`):
     at most `max_items` items each, never cut inside an item. The loss starts at the first
     target item's first token (`target_mask`); windows of one item teach nothing."""
-    stride = stride or max(1, max_items // 2)
     out = []
     for events in user_histories(inter, splits).values():
         for start, end, first in windows(len(events), max_items, stride):
@@ -107,7 +107,6 @@ def training_sequences(inter: pd.DataFrame, text: HistoryText, max_items: int, s
 def window_stats(inter: pd.DataFrame, max_items: int, stride: int | None = None) -> dict:
     """What one pass over the windows trains: windows, targets (= train items) and the mean
     number of earlier items a target sees."""
-    stride = stride or max(1, max_items // 2)
     n_windows = targets = context = 0
     for events in user_histories(inter, ("train",)).values():
         for start, end, first in windows(len(events), max_items, stride):

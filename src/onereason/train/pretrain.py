@@ -175,13 +175,13 @@ def check_stage(config: PretrainConfig, stage: str, layers: dict[str, pd.DataFra
                          f"(context={sc.context})")
 
 
-def stage_tokens(sc: StageConfig, user_layer: pd.DataFrame) -> int:
-    """A stage's budget: its tokens, or `user_epochs` passes over the User layer with the other layers
-    in their mixture shares."""
+def stage_tokens(sc: StageConfig, user_tokens: int) -> int:
+    """A stage's budget: its tokens, or `user_epochs` passes over the User layer (`user_tokens` per
+    pass) with the other layers in their mixture shares."""
     if sc.user_epochs is None:
         return sc.tokens
     share = sc.mixture.get("user", 0.0) / sum(sc.mixture.values())
-    return max(1, round(sc.user_epochs * int(user_layer["ids"].map(len).sum()) / share))
+    return max(1, round(sc.user_epochs * user_tokens / share))
 
 
 def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True,
@@ -194,6 +194,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     layers = {n: load_layer(run_dir, "user_long" if (n == "user" and stage == "long") else n) for n in LAYERS}
     check_stage(config, stage, layers, sid.length)
     sc: StageConfig = getattr(config, stage)
+    user_tokens = int(layers["user"]["ids"].map(len).sum())
     out = run_dir / "pretrain" / stage
     out.mkdir(parents=True, exist_ok=True)
 
@@ -203,7 +204,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
     rows_path = out / "rows.npz"  # the packed budget, fixed once: a resumed run replays the same rows
     with state.main_process_first():
         if not rows_path.exists():
-            build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, stage_tokens(sc, layers["user"]), sc.context,
+            build_rows(layers, list(LAYERS), sc.mixture, sc.domain_weights, stage_tokens(sc, user_tokens), sc.context,
                        tok.pad_token_id, seed=config.seed + STAGES.index(stage),
                        longest_first=stage == "long", untargeted=HistoryText(sid, tok).mark_ids).save(rows_path)
     rows = Packed.load(rows_path)
@@ -232,7 +233,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
         stats.update({k: json.loads(summary.read_text())[k] for k in ("seconds", "tokens", "tokens_per_s")})
     per_layer = rows.tokens_per_layer(list(LAYERS))
     stats.update({"stage": stage, "rows": len(samples), "context": sc.context, "tokens_per_layer": per_layer,
-                  "user_epochs": per_layer["user"] / max(1, int(layers["user"]["ids"].map(len).sum())),
+                  "user_epochs": per_layer["user"] / max(1, user_tokens),
                   "parameters": count_parameters(model)})
     stats["metrics"] = measure(model) if measure else {}
     write_text(summary, json.dumps(stats, indent=2))
