@@ -65,6 +65,22 @@ def test_run_dir_refuses_a_different_config(tiny_run, ml_slice):
         prepare_run_dir(cfg, run_dir)
 
 
+def test_run_dir_saved_before_a_key_was_added_is_the_same_config(tmp_path, ml_slice):
+    """A key added to the code since the run was saved, at its default, changes nothing; a key the code no
+    longer knows is a change."""
+    from conftest import tiny_config
+
+    cfg = tiny_config(*ml_slice)
+    saved = json.loads(cfg.model_dump_json())
+    del saved["pretrain"]["full"]["dropout"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    prepare_run_dir(cfg, tmp_path)
+    saved["pretrain"]["full"]["retired_key"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different pretrain config"):
+        prepare_run_dir(cfg, tmp_path)
+
+
 def test_cli_data_stats_prints_counts(monkeypatch):
     monkeypatch.setattr("onereason.cli.console", Console(width=200))
     result = CliRunner().invoke(app, ["data", "stats", "-d", "ml-100k"])

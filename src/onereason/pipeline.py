@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from onereason import rundir
 from onereason.bench import evaluate
@@ -152,6 +152,10 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -
         shutil.rmtree(run_dir)
     if saved.exists():
         old = json.loads(saved.read_text())
+        try:  # read as this code reads it: a key added since, at its default, is no change
+            old = json.loads(type(config).model_validate(old).model_dump_json())
+        except ValidationError:
+            pass  # a key since removed or renamed: compared as written, so it shows as changed
         new = json.loads(config.model_dump_json())
         changed = [k for k in ("data", "itemic", "corpus", "pretrain", "next_item", "sft") if old.get(k) != new.get(k)]
         if changed:

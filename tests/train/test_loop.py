@@ -96,3 +96,13 @@ def test_early_stopping_returns_the_weights_that_scored_best(tmp_path):
     _, again = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
                      score=score, selections=4)  # finished: nothing re-trained, the choice kept
     assert again["selection"]["step"] == scores[1]["step"] and len(seen) == 4
+
+
+def test_dropout_changes_training_and_leaves_no_hooks(tmp_path):
+    cfg = LoopConfig(epochs=1, lr=1e-2, batch_tokens=128, checkpoint_every=100, log_every=100)
+    plain, _ = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path / "a", progress=False)
+    dropped, _ = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg.model_copy(update={"dropout": 0.3}),
+                       tmp_path / "b", progress=False)
+    a, b = _params(plain), _params(dropped)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(m._forward_hooks for m in dropped.modules())

@@ -29,6 +29,7 @@ from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from onereason.config import Config
 from onereason.corpus.user_layer import batches_by_length
+from onereason.model.backbone import add_dropout
 from onereason.rundir import atomic_path, save_figure, write_text
 
 
@@ -38,6 +39,8 @@ class LoopConfig(Config):
     epochs: float = Field(20.0, gt=0, description="passes over the samples (fractions allowed)")
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = 0.01
+    dropout: float = Field(0.0, ge=0, lt=1, description="embedding and residual-branch dropout while training "
+                           "(nothing of it is saved with the model)")
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     batch_tokens: int = Field(4096, ge=16, description="padded tokens per batch (4096 beat 8192 and 2048 on valid)")
     grad_clip: float = 1.0
@@ -159,6 +162,7 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(optim, int(cfg.warmup_ratio * total), total)
+    hooks = add_dropout(model, cfg.dropout)
     model, optim, sched = accelerator.prepare(model, optim, sched)
 
     ckpt_dir = out_dir / "checkpoints"
@@ -229,6 +233,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     if total > start:
         save_checkpoint(accelerator, ckpt_dir, total, cfg.keep_checkpoints)
     model = accelerator.unwrap_model(model)
+    for h in hooks:
+        h.remove()
     stats = {"steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
              "final_loss": mean, "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
     if chosen["scores"]:

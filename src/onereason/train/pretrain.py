@@ -65,6 +65,8 @@ class StageConfig(Config):
     lr: float = Field(3e-3, gt=0)
     batch_tokens: int = Field(4096, ge=8, description="tokens per optimizer step (rows × context)")
     warmup_ratio: float = Field(0.05, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1, description="training-time dropout (see LoopConfig.dropout)")
     mixture: dict[str, float] = Field(..., description=f"weight per layer ({', '.join(LAYERS)})")
     domain_weights: dict[str, float] = Field(default_factory=dict,
                                              description="factor per domain ('general' = general text); default 1")
@@ -80,7 +82,8 @@ class PretrainConfig(Config):
     text: StageConfig = StageConfig(tokens=1_200_000, mixture={"token": 1.0})
     # Budgets: 1.4x the first ones (0.4M / 3.7M / 0.32M), the best of 0.5x / 1x / 1.4x / 2x on valid on
     # amazon-scientific (bench/LOG.md, 2026-12-02); the User-layer-only model peaks at 1x.
-    warmup: StageConfig = StageConfig(tokens=560_000, lr=1e-2, mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
+    warmup: StageConfig = StageConfig(tokens=560_000, lr=1e-2, weight_decay=0.0,
+                                      mixture={"item": 0.5, "relational": 0.2, "user": 0.3})
     # full: 16 User-layer epochs, what 1.4x gave amazon-scientific (15.8), as epochs so that ml-100k (3.1 epochs
     # at the same tokens) and office get theirs; early stopping on valid NDCG@10 at 8 points.
     full: StageConfig = StageConfig(tokens=5_180_000, user_epochs=16, selections=8,
@@ -217,7 +220,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
             init_item_rows_from_text(model, tok, sid, pd.read_parquet(run_dir / rundir.ITEMS))
         freeze_all_but_rows(model, item_token_ids(tok, sid))
     loop = LoopConfig(epochs=1.0, lr=sc.lr, batch_tokens=sc.batch_tokens, warmup_ratio=sc.warmup_ratio,
-                      weight_decay=0.0 if stage == "warmup" else 0.01, checkpoint_every=config.checkpoint_every,
+                      weight_decay=sc.weight_decay, dropout=sc.dropout, checkpoint_every=config.checkpoint_every,
                       log_every=config.log_every, seed=config.seed)
     model, stats = train(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(LAYERS),
                          score=score, selections=sc.selections)
