@@ -26,7 +26,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.lists import sample_prompts
-from onereason.bench.suite import greedy_answers, relations, sft_relation_pairs
+from onereason.bench.r0_r2 import greedy_answers, relations, sft_relation_pairs
 from onereason.chat import answer_turn
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth

@@ -81,6 +81,22 @@ def test_run_dir_saved_before_a_key_was_added_is_the_same_config(tmp_path, ml_sl
         prepare_run_dir(cfg, tmp_path)
 
 
+def test_identity_codes_run_through_pretraining_and_eval(ml_slice, tmp_path):
+    """With `itemic.identity` an item is its semantic codes plus a code of its own: every stage up to eval
+    reads the longer SID, and every recommended item is a catalog item."""
+    from conftest import tiny_config
+    from onereason import pipeline
+    from onereason.itemic.sid import load_sid_tokens
+
+    cfg = tiny_config(*ml_slice)
+    cfg.itemic.levels, cfg.itemic.identity = 1, True
+    pipeline.run(cfg, tmp_path / "run", progress=False, log=lambda *_: None, until="eval")
+    tok, sid = load_sid_tokens(tmp_path / "run")
+    assert sid.length == 1 + 2 + 1 and sid.codec.level_sizes[-1] == len(sid.codec.item_ids)
+    recs = [json.loads(line) for line in (tmp_path / "run" / "eval" / "recommendations.jsonl").open()]
+    assert recs and all(set(r["items"]) <= set(sid.codec.item_ids) for r in recs)
+
+
 def test_cli_data_stats_prints_counts(monkeypatch):
     monkeypatch.setattr("onereason.cli.console", Console(width=200))
     result = CliRunner().invoke(app, ["data", "stats", "-d", "ml-100k"])

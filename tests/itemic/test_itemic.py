@@ -89,6 +89,39 @@ def test_codec_rejects_shared_sids():
         SidCodec(df)
 
 
+def test_identity_level_tells_apart_items_that_share_their_semantic_codes():
+    df = pd.DataFrame({"item_id": ["a", "b", "c"], "domain": ["x"] * 3, "code_0": [1, 1, 0], "code_1": [2, 2, 3],
+                       "identity": [0, 1, 2]})
+    codec = SidCodec(df)
+    assert codec.levels == 3 and codec.level_sizes == [4, 4, 3]
+    assert codec.code_vocab()[-3:] == ["<s_c_0>", "<s_c_1>", "<s_c_2>"] and len(codec.code_vocab()) == 11
+    assert codec.item_text("b") == "<|x_begin|><s_a_1><s_b_2><s_c_1><|x_end|>"
+    tok = build_tokenizer(["some item text for the tokenizer"] * 5, codec.code_vocab(), codec.special_vocab(),
+                          vocab_size=300)
+    sid = SidTokens(codec, tok)
+    assert [sid.decode(sid.ids(i)) for i in "abc"] == ["a", "b", "c"]
+    prefix = tuple(sid.ids("a")[:3])
+    assert sorted(sid.allowed(prefix)) == sorted([sid.ids("a")[3], sid.ids("b")[3]])  # the shared prefix branches
+
+
+def test_itemic_stage_with_identity_codes(tmp_path, monkeypatch):
+    import onereason.itemic.build as build
+    from onereason import rundir
+
+    n = 40
+    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(n)], "domain": "x", "title": [f"item {j}" for j in range(n)],
+                          "description": [f"item {j}" for j in range(n)]})
+    (tmp_path / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(tmp_path / rundir.ITEMS)
+    monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: np.random.default_rng(0).normal(
+        size=(len(texts), 8)).astype(np.float32))
+    stats = build.run(build.ItemicConfig(levels=2, codebook_size=4, identity=True, vocab_size=300), tmp_path)
+    sid_map = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")
+    assert sid_map["identity"].tolist() == list(range(n)) and stats["levels"] == 3
+    assert stats["collision_rate_before"] > 0 and stats["collision_rate_after"] == 0 and not stats["extra_level_added"]
+    assert sid_map[["code_0", "code_1"]].max().max() < 4  # semantic codes as clustered, none reassigned
+
+
 def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEREASON_CACHE", str(tmp_path))
     texts = ["stainless steel hex bolts", "zinc plated hex bolts and nuts", "romantic comedy film"]

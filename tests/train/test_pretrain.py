@@ -54,7 +54,7 @@ def test_text_init_puts_code_rows_at_the_mean_title_embedding(tiny_run):
     titles = dict(zip(items["item_id"], items["title"]))
     members = [i for i, c in zip(sid.codec.item_ids, sid.codec.codes[:, 0]) if c == sid.codec.codes[0, 0]]
     want = torch.stack([emb[tok.encode(titles[i], add_special_tokens=False)].mean(0) for i in members]).mean(0)
-    got = model.get_input_embeddings().weight[int(sid.code_ids[0, sid.codec.codes[0, 0]])]
+    got = model.get_input_embeddings().weight[int(sid.code_ids[0][sid.codec.codes[0, 0]])]
     assert torch.allclose(got, want, atol=1e-6)
 
 

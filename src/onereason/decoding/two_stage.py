@@ -10,6 +10,7 @@ trie-constrained beam search (`recommend`), as the reference benchmark does.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -33,7 +34,7 @@ class CitationLogitsProcessor(LogitsProcessor):
     def __init__(self, sid: SidTokens, prompt_len: int, tries: list[dict], banned: list[int]):
         self.sid, self.prompt_len, self.tries = sid, prompt_len, tries
         self.banned = torch.tensor(sorted(set(banned) | set(sid.begin_id.values()) | set(sid.end_id.values())
-                                          | set(sid.code_ids.reshape(-1).tolist())))
+                                          | set(np.concatenate(sid.code_ids).tolist())))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = scores.clone()

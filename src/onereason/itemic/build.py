@@ -16,7 +16,8 @@ from onereason.data.schema import write_parquet
 from onereason.itemic.cooccurrence import cooccurrence_embeddings
 from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
 from onereason.itemic.marks import mark_vocab
-from onereason.itemic.rqkmeans import codebook_stats, collision_rate, default_codebook_size, unique_codes
+from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size, residual_kmeans,
+                                       unique_codes)
 from onereason.itemic.sid import SidCodec
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.rundir import atomic_path, write_text
@@ -34,6 +35,9 @@ class ItemicConfig(Config):
     seed: int = 0
     vocab_size: int = Field(4096, ge=300, description="BPE vocabulary trained on item text")
     base_tokenizer: Path | None = Field(None, description="extend this HF tokenizer dir instead of training one")
+    identity: bool = Field(False, description="end each SID with a code of the item's own (one token per item, "
+                           "an ID embedding behind the `levels` semantic codes, which may then be shared); "
+                           "docs/design.md §1")
     collab_weight: float = Field(0.0, ge=0, description="weight of co-occurrence vectors concatenated to the "
                                  "text embedding before clustering (0: text only)")
     collab_dim: int = Field(64, ge=2)
@@ -52,11 +56,17 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         collab = cooccurrence_embeddings(inter, items["item_id"].tolist(), config.collab_dim, seed=config.seed)
         emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
-    codes, raw, k = unique_codes(emb, config.levels, k, config.seed, grow=config.codebook_size is None)
+    if config.identity:  # the identity code tells items apart: semantic codes stay as clustered
+        raw = residual_kmeans(emb, config.levels, k, seed=config.seed)[0]
+        codes = np.column_stack([raw, np.arange(len(items))])
+    else:
+        codes, raw, k = unique_codes(emb, config.levels, k, config.seed, grow=config.codebook_size is None)
     before = collision_rate(raw)
     sid_map = pd.DataFrame({"item_id": items["item_id"], "domain": items["domain"]})
-    for level in range(codes.shape[1]):
+    for level in range(raw.shape[1] if config.identity else codes.shape[1]):
         sid_map[f"code_{level}"] = codes[:, level]
+    if config.identity:
+        sid_map["identity"] = codes[:, -1]
     out = run_dir / "itemic"
     write_parquet(sid_map, out / "sid_map.parquet")
     with atomic_path(run_dir / rundir.EMBEDDINGS) as tmp:  # what was clustered (text, plus co-occurrence if enabled)
@@ -73,7 +83,7 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     stats = {
         "items": len(items), "levels": int(codes.shape[1]), "codebook_size": k,
         "collision_rate_before": before, "collision_rate_after": collision_rate(codes),
-        "extra_level_added": bool(codes.shape[1] > config.levels),
+        "extra_level_added": bool(codes.shape[1] > config.levels + config.identity), "identity": config.identity,
         "per_level": codebook_stats(codes, k), "vocab_size": len(tok),
         "config": json.loads(config.model_dump_json()),
     }

@@ -22,16 +22,22 @@ def domain_tokens(domain: str) -> tuple[str, str]:
 
 
 class SidCodec:
-    """Maps items to SIDs and back. Built from sid_map.parquet (item_id, domain, code_0..code_{L-1})."""
+    """Maps items to SIDs and back. Built from sid_map.parquet (item_id, domain, code_0..code_{L-1}, and
+    optionally `identity`: a last code of the item's own, one token per item behind the semantic prefix)."""
 
     def __init__(self, sid_map: pd.DataFrame):
         code_cols = sorted((c for c in sid_map.columns if c.startswith("code_")), key=lambda c: int(c[5:]))
         self.sid_map = sid_map.reset_index(drop=True)
-        self.levels = len(code_cols)
         self.item_ids: list[str] = self.sid_map["item_id"].tolist()
         self.domains: list[str] = sorted(self.sid_map["domain"].unique())
-        self.codes = self.sid_map[code_cols].to_numpy(np.int64)
-        self.codebook_size = int(self.codes.max()) + 1
+        semantic = self.sid_map[code_cols].to_numpy(np.int64)
+        self.codebook_size = int(semantic.max()) + 1
+        self.level_sizes = [self.codebook_size] * semantic.shape[1]  # codes per level, identity's = items
+        self.codes = semantic
+        if "identity" in self.sid_map:
+            self.codes = np.column_stack([semantic, self.sid_map["identity"].to_numpy(np.int64)])
+            self.level_sizes.append(int(self.codes[:, -1].max()) + 1)
+        self.levels = self.codes.shape[1]
         self.index = {item: i for i, item in enumerate(self.item_ids)}
         self.item_domain = dict(zip(self.item_ids, self.sid_map["domain"]))
         self.by_codes = {tuple(c): item for item, c in zip(self.item_ids, self.codes.tolist())}
@@ -44,7 +50,7 @@ class SidCodec:
 
     def code_vocab(self) -> list[str]:
         """Every code token of every level, in a fixed order."""
-        return [code_token(l, c) for l in range(self.levels) for c in range(self.codebook_size)]
+        return [code_token(l, c) for l, size in enumerate(self.level_sizes) for c in range(size)]
 
     def special_vocab(self) -> list[str]:
         return [SID_BEGIN, SID_END] + [t for d in self.domains for t in domain_tokens(d)]
@@ -86,13 +92,13 @@ class SidTokens:
         missing = [t for t in codec.code_vocab() + codec.special_vocab() if t not in vocab]
         if missing:
             raise ValueError(f"tokenizer lacks {len(missing)} item tokens, e.g. {missing[0]!r}")
-        self.code_ids = np.array([[vocab[code_token(l, c)] for c in range(codec.codebook_size)]
-                                  for l in range(codec.levels)])  # [L, K]
+        self.code_ids = [np.array([vocab[code_token(l, c)] for c in range(size)])
+                         for l, size in enumerate(codec.level_sizes)]  # per level [K_l]
         self.begin_id = {d: vocab[domain_tokens(d)[0]] for d in codec.domains}
         self.end_id = {d: vocab[domain_tokens(d)[1]] for d in codec.domains}
         self.item_tokens = np.array(
             [[self.begin_id[codec.item_domain[item]]]
-             + [self.code_ids[l, c] for l, c in enumerate(codec.codes[i])]
+             + [self.code_ids[l][c] for l, c in enumerate(codec.codes[i])]
              + [self.end_id[codec.item_domain[item]]] for i, item in enumerate(codec.item_ids)])  # [N, L+2]
         self.by_tokens = {tuple(row): codec.item_ids[i] for i, row in enumerate(self.item_tokens.tolist())}
         self.trie = build_trie(self.item_tokens.tolist())

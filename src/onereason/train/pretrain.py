@@ -122,7 +122,7 @@ def init_item_rows_from_text(model: PreTrainedModel, tok, sid, items: pd.DataFra
         for code in codes[:, level].unique().tolist():
             vec = item_vec[codes[:, level] == code].mean(0)
             for w in heads:
-                w[int(sid.code_ids[level, code])] = vec
+                w[int(sid.code_ids[level][code])] = vec
     doms = np.array([sid.codec.item_domain[i] for i in sid.codec.item_ids])
     for d in sid.codec.domains:
         vec = item_vec[torch.from_numpy(doms == d)].mean(0)
