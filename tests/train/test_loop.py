@@ -106,3 +106,22 @@ def test_dropout_changes_training_and_leaves_no_hooks(tmp_path):
     a, b = _params(plain), _params(dropped)
     assert not all(torch.equal(a[k], b[k]) for k in a)
     assert not any(m._forward_hooks for m in dropped.modules())
+
+
+def test_patience_stops_training_and_a_rerun_does_not_train_on(tmp_path):
+    """Scored at 8 points; the second is best, so with patience 2 training stops at the fourth scoring."""
+    cfg = LoopConfig(epochs=2, lr=1e-2, batch_tokens=128, checkpoint_every=100, log_every=100)
+    seen: list[float] = []
+
+    def score(model):
+        seen.append([0.1, 0.5, 0.3, 0.2, 0.9, 0.9, 0.9, 0.9][len(seen)])
+        return seen[-1]
+
+    model, stats = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
+                         score=score, selections=8, patience=2)
+    steps = [x["step"] for x in stats["selection"]["scores"]]
+    assert len(seen) == 4 and stats["steps"] == steps[-1] < stats["planned_steps"]
+    assert stats["selection"]["step"] == steps[1]
+    _, again = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
+                     score=score, selections=8, patience=2)
+    assert len(seen) == 4 and again["steps"] == stats["steps"] and again["selection"]["step"] == steps[1]

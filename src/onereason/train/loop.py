@@ -137,13 +137,15 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
 def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopConfig, out_dir: Path,
           accelerator: Accelerator | None = None, progress: bool = True,
           group_names: list[str] | None = None, score: Callable[[torch.nn.Module], float] | None = None,
-          selections: int = 0) -> tuple[torch.nn.Module, dict]:
+          selections: int = 0, patience: int | None = None) -> tuple[torch.nn.Module, dict]:
     """Train `model` on `samples`; checkpoints in out_dir/checkpoints, log in out_dir/train_log.jsonl
     and out_dir/tensorboard. Resumes from the latest checkpoint there. `group_names` name the
     sample groups whose loss is logged separately. With `score` (higher is better, e.g. valid
     NDCG@10) and `selections` > 0, the model is scored that many times, evenly spaced, the last at
     the end, and the best-scoring weights are what comes back (early stopping on valid; the best
-    weights wait in out_dir/best). Returns the trained (unwrapped) model and summary numbers."""
+    weights wait in out_dir/best). With `patience`, training stops once that many scorings in a row
+    were not the best (a re-run does not train on). Returns the trained (unwrapped) model and summary
+    numbers."""
     if not samples:
         raise ValueError("training: no samples (every user has fewer than two training items?)")
     # cpu=True on a CPU machine: without it accelerate ignores a multi-process launch (each
@@ -189,7 +191,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and accelerator.is_main_process))
     t0, tokens, losses, mean = time.perf_counter(), 0, [], float("nan")
     group_stats = torch.zeros(len(names), 2, device=accelerator.device)
-    for step in range(start, total):
+    end = start if _out_of_patience(chosen["scores"], patience) else total
+    for step in range(start, end):
         batch = collate([samples[i] for i in mine[step]], pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         labels, groups = batch.pop("labels"), batch.pop("groups")
@@ -224,24 +227,36 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
                             or step + 1 == total):
             chosen = _select(accelerator.unwrap_model(model), score, step + 1, chosen, best_dir, accelerator)
             model.train()
+            if _out_of_patience(chosen["scores"], patience):
+                end = step + 1
+                break
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_checkpoint(accelerator, ckpt_dir, step + 1, cfg.keep_checkpoints)
     bar.close()
     if board is not None:
         board.close()
     elapsed = time.perf_counter() - t0
-    if total > start:
-        save_checkpoint(accelerator, ckpt_dir, total, cfg.keep_checkpoints)
+    if end > start:
+        save_checkpoint(accelerator, ckpt_dir, end, cfg.keep_checkpoints)
     model = accelerator.unwrap_model(model)
     for h in hooks:
         h.remove()
-    stats = {"steps": total, "resumed_from": start, "seconds": elapsed, "tokens": tokens * accelerator.num_processes,
+    stats = {"steps": end, "planned_steps": total, "resumed_from": start, "seconds": elapsed,
+             "tokens": tokens * accelerator.num_processes,
              "final_loss": mean, "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
     if chosen["scores"]:
-        if chosen["step"] != total:
+        if chosen["step"] != end:
             model.load_state_dict(torch.load(best_dir / "model.pt", map_location="cpu"))
         stats["selection"] = chosen
     return model, stats
+
+
+def _out_of_patience(scores: list[dict], patience: int | None) -> bool:
+    """The last `patience` scorings all came after the best one."""
+    if not patience or not scores:
+        return False
+    best = max(range(len(scores)), key=lambda i: scores[i]["score"])
+    return len(scores) - 1 - best >= patience
 
 
 def _select(model: torch.nn.Module, score: Callable[[torch.nn.Module], float], step: int, chosen: dict,
