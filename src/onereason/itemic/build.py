@@ -57,21 +57,21 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
         emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
     if config.identity:  # the identity code tells items apart: semantic codes stay as clustered
-        raw = residual_kmeans(emb, config.levels, k, seed=config.seed)[0]
-        codes = np.column_stack([raw, np.arange(len(items))])
+        semantic = raw = residual_kmeans(emb, config.levels, k, seed=config.seed)[0]
     else:
-        codes, raw, k = unique_codes(emb, config.levels, k, config.seed, grow=config.codebook_size is None)
+        semantic, raw, k = unique_codes(emb, config.levels, k, config.seed, grow=config.codebook_size is None)
     before = collision_rate(raw)
     sid_map = pd.DataFrame({"item_id": items["item_id"], "domain": items["domain"]})
-    for level in range(raw.shape[1] if config.identity else codes.shape[1]):
-        sid_map[f"code_{level}"] = codes[:, level]
+    for level in range(semantic.shape[1]):
+        sid_map[f"code_{level}"] = semantic[:, level]
     if config.identity:
-        sid_map["identity"] = codes[:, -1]
+        sid_map["identity"] = np.arange(len(items))
     out = run_dir / "itemic"
     write_parquet(sid_map, out / "sid_map.parquet")
     with atomic_path(run_dir / rundir.EMBEDDINGS) as tmp:  # what was clustered (text, plus co-occurrence if enabled)
         np.save(tmp, emb)
     codec = SidCodec(sid_map)
+    codes = codec.codes  # with the identity code, when there is one
     general = run_dir / rundir.GENERAL_TEXT
     if general.exists():  # held-out documents stay out of the tokenizer too
         g = pd.read_parquet(general)
