@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from onereason.protocol import Decoding
 from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
 
@@ -32,7 +33,7 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(dir=a.run_dir, prefix=".bench_rl_"))
         try:
             cfg = GrpoConfig(out=out.name, mode=mode, steps=a.steps, prompts_per_step=a.prompts, group=a.group,
-                             candidates=a.candidates)
+                             decoding=Decoding(beams=a.candidates, temperature=1.0, top_p=1.0))
             s = grpo.run(cfg, a.run_dir, progress=False)
         finally:
             shutil.rmtree(out, ignore_errors=True)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from onereason.bench.lists import merge_race, sample_prompts
 from onereason.metrics import evaluate_lists
+from onereason.protocol import Decoding
 from onereason.serve.engine import Constraint, Engine, ServeConfig
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    engine = Engine(a.run_dir, ServeConfig(model=a.model, beams=a.k))
+    engine = Engine(a.run_dir, ServeConfig(model=a.model, decoding=Decoding(beams=a.k)))
     inter = pd.read_parquet(a.run_dir / "data" / "interactions.parquet")
     p = sample_prompts(inter, "test", engine.config.max_items, a.users, a.seed)
     keep = [j for j, h in enumerate(p.histories) if len(h) >= 2]  # a stale trace needs an earlier history

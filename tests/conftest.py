@@ -67,7 +67,8 @@ def tiny_config(ratings: Path, movies: Path):
     e.sample.max_users, e.decoding.beams, e.decoding.trace_tokens = 24, 10, 96
     e.hypotheses, e.batch_size, e.max_items = [1, 3], 16, 20
     r = cfg.rl
-    r.steps, r.prompts_per_step, r.group, r.candidates, r.trace_tokens, r.max_items = 2, 4, 2, 4, 32, 20
+    r.steps, r.prompts_per_step, r.group, r.max_items = 2, 4, 2, 20
+    r.decoding.beams, r.decoding.trace_tokens = 4, 32
     r.policy.micro_batch = 4
     v = cfg.rl_eval
     v.sample.max_users, v.batch_size, v.max_items = 12, 16, 20

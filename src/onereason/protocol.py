@@ -1,6 +1,7 @@
 """What every evaluation stage shares, declared once: which users it scores (`EvalSample`) and how
 candidates are decoded (`Decoding`). `eval`, `sft-eval`, `rl-eval` and the bench each hold one of each,
-with their own defaults; `onereason run --max-users N` sets the four samples' size at once."""
+with their own defaults; `onereason run --max-users N` sets the four samples' size at once. GRPO, RFT,
+MOPD and the service decode with a `Decoding` too (their beam is the items per trace)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Decoding(Config):
     ks: list[int] = Field(list(KS), description="cut-offs; those above `beams` are skipped")
     trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
     temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus cut of trace sampling (1: none)")
 
     def cutoffs(self) -> list[int]:
         """The cut-offs the beam can fill."""

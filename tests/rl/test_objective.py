@@ -6,13 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
-from onereason.rl.grpo import group_advantages, grpo_targets
+from onereason.rl.grpo import GrpoConfig, group_advantages, grpo_targets
 from onereason.rl.prompts import RlPrompt
 from onereason.rl.reward import RewardConfig, item_hits, set_reward
 from onereason.rl.rollout import Trajectory
 from onereason.rl.trainer import PolicyConfig, policy_loss, token_kinds
-from onereason.rl.unify import mopd_advantages, rft_samples
+from onereason.rl.unify import MopdConfig, mopd_advantages, rft_samples
 
 RATIOS = [1.5, 0.7, 1.15, 0.85]  # two reasoning tokens, then two item tokens
 ADV = [1.0, -1.0, 1.0, -1.0]
@@ -117,3 +118,13 @@ def test_mopd_advantage_sign():
     adv = mopd_advantages(student, teacher, clip=5.0)
     # student likes token 0 more than the teacher: push down; token 1 less: push up; equal: 0; clipped at c
     assert adv.tolist() == [-1.0, 2.0, 0.0, 5.0]
+
+
+@pytest.mark.parametrize("cls, extra", [(GrpoConfig, {}), (MopdConfig, {"experts": {"a": "m"}})])
+def test_rollout_configs_refuse_greedy_traces_and_the_old_keys(cls, extra):
+    """A group of greedy traces is one trace repeated; the beam is `decoding.beams`, not `candidates`."""
+    with pytest.raises(ValidationError, match="temperature"):
+        cls.model_validate({**extra, "decoding": {"temperature": 0}})
+    with pytest.raises(ValidationError, match="candidates"):
+        cls.model_validate({**extra, "candidates": 8})
+    assert cls.model_validate({**extra, "decoding": {"beams": 8}}).decoding.temperature == 1.0  # the declared default

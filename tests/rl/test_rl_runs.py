@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from onereason.bench import rl_eval
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
+from onereason.protocol import Decoding
 from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
 from onereason.rl.prompts import PromptPool
@@ -24,7 +25,8 @@ from onereason.rl.unify import MopdConfig, RftConfig, run_mopd, run_rft
 
 
 def _tiny(**kw) -> GrpoConfig:
-    base = {"steps": 2, "prompts_per_step": 4, "group": 2, "candidates": 4, "trace_tokens": 48, "max_items": 20,
+    base = {"steps": 2, "prompts_per_step": 4, "group": 2, "decoding": {"beams": 4, "trace_tokens": 48, "temperature": 1.0},
+            "max_items": 20,
             "policy": {"micro_batch": 4, "lr": 1e-3, "checkpoint_every": 1}}
     return GrpoConfig.model_validate({**base, **kw})
 
@@ -39,7 +41,7 @@ def test_token_logprobs_equal_a_plain_forward(tiny_run):
     tok, sid = load_sid_tokens(run_dir)
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model")).eval()
     prompts = _pool(run_dir).sample(3, seed=0, step=0)
-    trajs = two_stage(HFBackend(model, sid, tok, trace_tokens=32), prompts, HistoryText(sid, tok), tok, True, 1, 3)
+    trajs = two_stage(HFBackend(model, sid, tok, Decoding(trace_tokens=32, temperature=1.0, top_p=1.0)), prompts, HistoryText(sid, tok), tok, True, 1, 3)
     with torch.no_grad():
         got = token_logprobs(model, trajs, tok.pad_token_id)
         want = []
@@ -62,7 +64,7 @@ def test_a_grpo_update_raises_the_advantage_weighted_logprob(tiny_run, tmp_path)
     tok, sid = load_sid_tokens(run_dir)
     trainer = PolicyTrainer(run_dir / "sft" / "model", tmp_path / "rl",
                             PolicyConfig(lr=1e-5, warmup_steps=0, inner_epochs=1, kl_beta=0.0, micro_batch=8), 1)
-    trajs = two_stage(HFBackend(trainer.policy, sid, tok, trace_tokens=32), _pool(run_dir).sample(4, 0, 0),
+    trajs = two_stage(HFBackend(trainer.policy, sid, tok, Decoding(trace_tokens=32, temperature=1.0, top_p=1.0)), _pool(run_dir).sample(4, 0, 0),
                       HistoryText(sid, tok), tok, True, 2, 4)
     for i, t in enumerate(trajs):
         t.reward, t.components = float(i % 2), {"hit": float(i % 2)}
@@ -123,12 +125,14 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     # every item is a candidate, so every trajectory hits whatever the model learned; the tiny model rarely
     # writes a well-formed trace, so the format filter is off here
     n_items = len(load_sid_tokens(run_dir)[1].codec.item_ids)
-    rft = run_rft(RftConfig(experts=experts, prompts_per_domain=16, group=2, candidates=n_items, trace_tokens=48,
+    rft = run_rft(RftConfig(experts=experts, prompts_per_domain=16, group=2,
+                            decoding={"beams": n_items, "trace_tokens": 48, "temperature": 1.0, "top_p": 1.0},
                             require_format=False,
                             max_items=20, loop={"epochs": 1, "batch_tokens": 4096, "lr": 1e-4}), run_dir, progress=False)
     movies = rft["domains"]["movies"]
     assert movies["kept"] == movies["hits"] == movies["trajectories"] == rft["samples"] > 0
-    mopd = run_mopd(MopdConfig(experts=experts, steps=2, prompts_per_step=4, trace_tokens=48, max_items=20,
+    mopd = run_mopd(MopdConfig(experts=experts, steps=2, prompts_per_step=4, max_items=20,
+                               decoding={"beams": 4, "trace_tokens": 48, "temperature": 1.0, "top_p": 1.0},
                                policy={"micro_batch": 4}), run_dir, progress=False)
     assert mopd["steps"] == 2 and math.isfinite(mopd["reverse_kl_last"])
     with pytest.raises(ValueError, match="unknown domain"):

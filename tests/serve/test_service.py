@@ -17,12 +17,12 @@ from onereason.serve.worker import refresh, register_users
 
 @pytest.fixture(scope="module")
 def engine(tiny_run) -> Engine:
-    return Engine(tiny_run[0], ServeConfig(trace_tokens=48, beams=8))
+    return Engine(tiny_run[0], ServeConfig(decoding={"trace_tokens": 48, "beams": 8}))
 
 
 @pytest.fixture(scope="module")
 def client(engine, tiny_run, tmp_path_factory):
-    cfg = ServeConfig(worker="off", api_key="secret", trace_tokens=48, beams=8)
+    cfg = ServeConfig(worker="off", api_key="secret", decoding={"trace_tokens": 48, "beams": 8})
     store = SqliteStore(tmp_path_factory.mktemp("serve") / "cache.sqlite")
     with TestClient(create_app(tiny_run[0], cfg, engine, store), headers={"X-API-Key": "secret"}) as c:
         yield c

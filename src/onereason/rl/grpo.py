@@ -24,17 +24,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from onereason import rundir
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
+from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
-from onereason.rl.rollout import HFBackend, Trajectory, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, sampled, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer
 from onereason.rundir import write_text
 from onereason.train.loop import plot_log, save_model
@@ -49,12 +50,10 @@ class GrpoConfig(Config):
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)
     group: int = Field(4, ge=1, description="G: traces per prompt")
-    candidates: int = Field(16, ge=1, description="M: items per trace (beam width)")
     hypotheses: int = Field(3, ge=1, le=5)
     window: int = Field(3, ge=1, description="next items of the user that count as ground truth")
-    trace_tokens: int = Field(160, ge=8)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
+                               description="rollouts: beams = M items per trace; a sampled (non-zero) temperature")
     item_advantage: bool = Field(True, description="item tokens learn from the per-item hit signal")
     scale_by_std: bool = Field(False, description="divide advantages by the group's std (original GRPO)")
     nonhit_weight: float = Field(0.5, ge=0, le=1, description="1.0 switches the down-weighting off")
@@ -62,6 +61,8 @@ class GrpoConfig(Config):
     policy: PolicyConfig = PolicyConfig()
     max_items: int = Field(50, ge=1)
     seed: int = 0
+
+    _sampled = field_validator("decoding")(sampled)
 
 
 def group_advantages(values: np.ndarray, groups: np.ndarray, scale_by_std: bool = True) -> np.ndarray:
@@ -124,7 +125,7 @@ def rollout_step(backend, pool_prompts: list[RlPrompt], thinking: list[bool], te
         idx = [i for i, k in enumerate(thinking) if k == mode]
         if not idx:
             continue
-        part = two_stage(backend, [pool_prompts[i] for i in idx], text, tok, mode, cfg.group, cfg.candidates,
+        part = two_stage(backend, [pool_prompts[i] for i in idx], text, tok, mode, cfg.group, cfg.decoding.beams,
                          cfg.hypotheses, seed)
         for t in part:
             t.prompt = idx[t.prompt]
@@ -146,7 +147,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
     pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, cfg.domains)
     group_of = Interests.load(run_dir / rundir.INTERESTS).of
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
-    backend = HFBackend(trainer.policy, sid, tok, cfg.trace_tokens, cfg.temperature, cfg.top_p)
+    backend = HFBackend(trainer.policy, sid, tok, cfg.decoding)
     bar = tqdm(total=cfg.steps, initial=trainer.start, desc=f"grpo {cfg.mode}", disable=not progress)
     for step in range(trainer.start, cfg.steps):
         t0 = time.perf_counter()

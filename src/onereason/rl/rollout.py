@@ -17,6 +17,7 @@ from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import SidTokens
+from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import r3_prompts
 from onereason.reasoning.traces import TraceError, check_trace
 from onereason.rl.prompts import RlPrompt
@@ -48,15 +49,21 @@ class RolloutBackend(Protocol):
         """M distinct valid items per prefix (which ends with the domain's begin token)."""
 
 
+def sampled(decoding: Decoding) -> Decoding:
+    """A rollout config's decoding, refused when greedy: a group of greedy traces are all one trace."""
+    if decoding.temperature <= 0:
+        raise ValueError(f"decoding.temperature={decoding.temperature}: rollouts sample traces, it must be > 0")
+    return decoding
+
+
 class HFBackend:
-    def __init__(self, model, sid: SidTokens, tok, trace_tokens: int = 160, temperature: float = 1.0,
-                 top_p: float = 1.0, batch_size: int = 32):
-        self.model, self.sid, self.tok = model, sid, tok
-        self.trace_tokens, self.temperature, self.top_p, self.batch_size = trace_tokens, temperature, top_p, batch_size
+    def __init__(self, model, sid: SidTokens, tok, decoding: Decoding, batch_size: int = 32):
+        self.model, self.sid, self.tok, self.decoding, self.batch_size = model, sid, tok, decoding, batch_size
 
     def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int) -> list[list[int]]:
-        return generate_traces(self.model, prompts, histories, self.sid, self.tok, self.trace_tokens,
-                               self.temperature, self.top_p, self.batch_size, seed)
+        d = self.decoding
+        return generate_traces(self.model, prompts, histories, self.sid, self.tok, d.trace_tokens, d.temperature,
+                               d.top_p, self.batch_size, seed)
 
     def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
         recs = recommend(self.model, prefixes, domains, self.sid, self.tok.pad_token_id, k=m, num_beams=m,

@@ -28,11 +28,12 @@ from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
+from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
 from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
-from onereason.rl.rollout import HFBackend, Trajectory, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, sampled, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
@@ -43,14 +44,15 @@ class UnifyConfig(Config):
     init: str = Field("sft/model", description="the model that becomes the unified one")
     out: str = "rl/unified"
     group: int = Field(4, ge=1, description="traces per prompt")
-    candidates: int = Field(16, ge=1, description="items per trace")
     hypotheses: int = Field(3, ge=1, le=5)
     window: int = Field(3, ge=1)
-    trace_tokens: int = Field(160, ge=8)
-    temperature: float = Field(1.0, gt=0)
+    decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
+                               description="rollouts: beams = items per trace; a sampled (non-zero) temperature")
     max_items: int = Field(50, ge=1)
     reward: RewardConfig = RewardConfig()
     seed: int = 0
+
+    _sampled = field_validator("decoding")(sampled)
 
     @field_validator("experts")
     @classmethod
@@ -72,7 +74,7 @@ class MopdConfig(UnifyConfig):
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)
     group: int = Field(2, ge=1)
-    candidates: int = Field(4, ge=1)
+    decoding: Decoding = Decoding(beams=4, temperature=1.0, top_p=1.0)
     adv_clip: float = Field(5.0, gt=0, description="c in A_t = −clip(log π_s − log π_t, −c, c)")
     policy: PolicyConfig = PolicyConfig()
 
@@ -121,10 +123,10 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
         expert = load_model(run_dir / expert_dir)
         pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, [d])
         prompts = [p for p in pool.sample(cfg.prompts_per_domain, cfg.seed, 0) if p.window]
-        backend = HFBackend(expert, sid, tok, cfg.trace_tokens, cfg.temperature)
+        backend = HFBackend(expert, sid, tok, cfg.decoding)
         trajs = []
         for s in tqdm(range(0, len(prompts), 16), desc=f"rft sample {d}", disable=not progress):
-            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.candidates, cfg.hypotheses,
+            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.decoding.beams, cfg.hypotheses,
                              cfg.seed + s)
             for t in part:
                 t.prompt += s
@@ -162,13 +164,13 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     teachers = {d: load_model(run_dir / m).to(trainer.acc.device).eval()
                 for d, m in cfg.experts.items()}
-    backend = HFBackend(trainer.policy, sid, tok, cfg.trace_tokens, cfg.temperature)
+    backend = HFBackend(trainer.policy, sid, tok, cfg.decoding)
     pad = tok.pad_token_id
     bar = tqdm(total=cfg.steps, initial=trainer.start, desc="mopd", disable=not progress)
     for step in range(trainer.start, cfg.steps):
         t0 = time.perf_counter()
         prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
-        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.candidates, cfg.hypotheses,
+        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.decoding.beams, cfg.hypotheses,
                                 cfg.seed * 100_003 + step), prompts, group_of, cfg.reward)
         t1 = time.perf_counter()
         student = trainer.logprobs(trainer.policy, trajs, pad)

@@ -31,6 +31,7 @@ from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.model.backbone import load_model
+from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import PARTS, numbered, numbered_list
 
@@ -41,9 +42,8 @@ class ServeConfig(Config):
     store: str = Field("sqlite", description="sqlite | sqlite:///<path> | redis://host:port/db")
     max_items: int = Field(50, ge=1, description="history items in a prompt (the latest)")
     hypotheses: int = Field(3, ge=1, le=5, description="interests the slow path asks the model to expand")
-    trace_tokens: int = Field(160, ge=8)
-    temperature: float = Field(0.6, ge=0)
-    beams: int = Field(10, ge=1, description="beam width floor (a request's k raises it)")
+    decoding: Decoding = Field(Decoding(beams=10), description="the slow path's trace; beams: the fast path's "
+                               "beam width floor (a request's k raises it)")
     max_batch: int = Field(16, ge=1, description="fast requests decoded together")
     max_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for others")
     worker: str = Field("thread", pattern="^(thread|off)$", description="run the slow-path worker in the server")
@@ -125,8 +125,8 @@ class Engine:
         """One sampled reasoning trace per history (text between the think tags)."""
         prompts = self._prompts(histories, domains, True)
         traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.config.max_items:]] for h in histories],
-                                 self.sid, self.tok, self.config.trace_tokens, self.config.temperature,
-                                 batch_size=max(len(prompts), 1), seed=seed)
+                                 self.sid, self.tok, self.config.decoding.trace_tokens, self.config.decoding.temperature,
+                                 self.config.decoding.top_p, batch_size=max(len(prompts), 1), seed=seed)
         return [self.tok.decode(t[:-1], skip_special_tokens=False).strip() for t in traces]
 
     # ---- fast path ----------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class Engine:
             prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
         tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
                  for d, c in zip(domains, constraints)]
-        beams = max(k, self.config.beams)
+        beams = max(k, self.config.decoding.beams)
         return recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
                          batch_size=len(prompts), tries=tries)
 
