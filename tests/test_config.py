@@ -89,6 +89,17 @@ def test_a_partial_section_keeps_the_defaults_its_parent_declares():
         update={"bench": default.bench})
 
 
+def test_a_renamed_key_in_a_saved_run_is_read_at_its_new_place_and_not_written():
+    """A run saved before `rl.candidates` became `rl.decoding.beams` still loads, with GRPO's declared
+    decoding defaults kept for the keys it does not name; a misspelled key is still refused."""
+    cfg = build(RunConfig, {"rl": {"candidates": 8, "trace_tokens": 40}}, {"rl.top_p": 0.9})
+    assert (cfg.rl.decoding.beams, cfg.rl.decoding.trace_tokens, cfg.rl.decoding.top_p) == (8, 40, 0.9)
+    assert cfg.rl.decoding.temperature == RunConfig().rl.decoding.temperature == 1.0
+    assert "candidates" not in json.loads(cfg.model_dump_json())["rl"]
+    with pytest.raises(ConfigError, match="rl.candidate"):
+        build(RunConfig, {"rl": {"candidate": 8}})
+
+
 def test_overrides_parse_as_json_else_string_and_round_trip():
     assert parse_sets(["a.b=1e-3", "c=false", "d=[1, 2]", "e=thinking"]) == {
         "a.b": 1e-3, "c": False, "d": [1, 2], "e": "thinking"}

@@ -9,7 +9,7 @@ leaves out, as its parent declared them (`{"sft": {"loop": {"epochs": 0.5}}}` ke
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -24,14 +24,24 @@ class Config(BaseModel):
     """Base of every config: unknown keys and invalid assignments are refused."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a key a release renamed → its dotted place now: still read (saved runs, old config files), never written
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
     def _keep_declared_defaults(cls, data: Any) -> Any:
-        """Fill a partial sub-section from the default its parent declares, not from its class's defaults."""
+        """Move renamed keys to their place, then fill a partial sub-section from the default its parent
+        declares, not from its class's defaults."""
         if not isinstance(data, dict):
             return data
         out = dict(data)
+        for old, new in cls.renamed_keys.items():
+            if old in out:
+                *path, leaf = new.split(".")
+                node = {leaf: out.pop(old)}
+                for part in reversed(path):
+                    node = {part: node}
+                out = merge(out, node)
         for name, field in cls.model_fields.items():
             if isinstance(out.get(name), dict) and not field.is_required():
                 default = field.get_default(call_default_factory=True)

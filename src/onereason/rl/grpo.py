@@ -62,6 +62,8 @@ class GrpoConfig(Config):
     max_items: int = Field(50, ge=1)
     seed: int = 0
 
+    renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
+                    "temperature": "decoding.temperature", "top_p": "decoding.top_p"}
     _sampled = field_validator("decoding")(sampled)
 
 

@@ -52,6 +52,8 @@ class UnifyConfig(Config):
     reward: RewardConfig = RewardConfig()
     seed: int = 0
 
+    renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
+                    "temperature": "decoding.temperature"}
     _sampled = field_validator("decoding")(sampled)
 
     @field_validator("experts")

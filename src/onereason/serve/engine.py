@@ -42,6 +42,8 @@ class ServeConfig(Config):
     store: str = Field("sqlite", description="sqlite | sqlite:///<path> | redis://host:port/db")
     max_items: int = Field(50, ge=1, description="history items in a prompt (the latest)")
     hypotheses: int = Field(3, ge=1, le=5, description="interests the slow path asks the model to expand")
+    renamed_keys = {"beams": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
+                    "temperature": "decoding.temperature"}
     decoding: Decoding = Field(Decoding(beams=10), description="the slow path's trace; beams: the fast path's "
                                "beam width floor (a request's k raises it)")
     max_batch: int = Field(16, ge=1, description="fast requests decoded together")
