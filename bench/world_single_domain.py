@@ -25,6 +25,7 @@ from onereason.bench.lists import chat_lists, recommend_next
 from onereason.bench.world import WorldTruth, group_metrics, recall_table
 from onereason.corpus.user_layer import EvalPrompts, eval_prompts
 from onereason.itemic.sid import load_sid_tokens
+from onereason.protocol import Decoding
 
 
 def model_lists(run_dir: Path, p: EvalPrompts, domain: str, args, think: bool) -> dict[str, list[list[str]]]:
@@ -37,8 +38,8 @@ def model_lists(run_dir: Path, p: EvalPrompts, domain: str, args, think: bool) -
     sft = AutoModelForCausalLM.from_pretrained(str(run_dir / "sft" / "model"))
     for thinking in (False, True) if think else (False,):
         name = f"SFT thinking n={args.n}" if thinking else "SFT non-thinking"
-        out[name] = chat_lists(sft, p, [domain] * len(p.users), sid, tok, thinking, args.beams, args.n,
-                               trace_tokens=160, temperature=args.temperature, batch_size=32, progress=True)[0]
+        out[name] = chat_lists(sft, p, [domain] * len(p.users), sid, tok, thinking,
+                               Decoding(beams=args.beams, temperature=args.temperature), args.n, 32, progress=True)[0]
     return out
 
 

@@ -115,11 +115,40 @@ def test_itemic_stage_with_identity_codes(tmp_path, monkeypatch):
     items.to_parquet(tmp_path / rundir.ITEMS)
     monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: np.random.default_rng(0).normal(
         size=(len(texts), 8)).astype(np.float32))
-    stats = build.run(build.ItemicConfig(levels=2, codebook_size=4, identity=True, vocab_size=300), tmp_path)
+    stats = build.run(build.ItemicConfig(levels=2, codebook_size=4, identity=True, vocab_size=300, collab_weight=0),
+                      tmp_path)
     sid_map = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")
     assert sid_map["identity"].tolist() == list(range(n)) and stats["levels"] == 3
     assert stats["collision_rate_before"] > 0 and stats["collision_rate_after"] == 0 and not stats["extra_level_added"]
     assert sid_map[["code_0", "code_1"]].max().max() < 4  # semantic codes as clustered, none reassigned
+
+
+def test_itemic_stage_clusters_text_joined_with_train_cooccurrence_by_default(tmp_path, monkeypatch):
+    """The default SIDs come from [text | co-occurrence]: items users take together share a first code even
+    when their text says nothing (random text vectors here)."""
+    import onereason.itemic.build as build
+    from onereason import rundir
+
+    n = 32
+    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(n)], "domain": "x", "title": [f"item {j}" for j in range(n)],
+                          "description": [f"item {j}" for j in range(n)]})
+    (tmp_path / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(tmp_path / rundir.ITEMS)
+    rows = []
+    for u in range(64):  # two groups of items, each user stays inside one group
+        group = range(0, 16) if u % 2 else range(16, 32)
+        for t, j in enumerate(np.random.default_rng(u).choice(list(group), 6, replace=False)):
+            rows.append({"user_id": f"u{u}", "item_id": f"i{j}", "timestamp": t, "domain": "x", "rating": np.nan,
+                         "split": "train"})
+    pd.DataFrame(rows).to_parquet(tmp_path / rundir.INTERACTIONS)
+    monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: 0.1 * np.random.default_rng(0).normal(
+        size=(len(texts), 8)).astype(np.float32))
+    config = build.ItemicConfig(levels=2, codebook_size=2, vocab_size=300)
+    assert config.collab_weight == 1.0
+    build.run(config, tmp_path)
+    assert np.load(tmp_path / rundir.EMBEDDINGS).shape == (n, 8 + config.collab_dim)
+    first = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")["code_0"].to_numpy()
+    assert len(set(first[:16])) == 1 and len(set(first[16:])) == 1 and first[0] != first[16]
 
 
 def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):

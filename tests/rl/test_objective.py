@@ -122,9 +122,10 @@ def test_mopd_advantage_sign():
 
 @pytest.mark.parametrize("cls, extra", [(GrpoConfig, {}), (MopdConfig, {"experts": {"a": "m"}})])
 def test_rollout_configs_refuse_greedy_traces_and_the_old_keys(cls, extra):
-    """A group of greedy traces is one trace repeated; the beam is `decoding.beams`, not `candidates`."""
+    """A group of greedy traces is one trace repeated; the beam is `decoding.beams` (`candidates` before)."""
     with pytest.raises(ValidationError, match="temperature"):
         cls.model_validate({**extra, "decoding": {"temperature": 0}})
-    with pytest.raises(ValidationError, match="candidates"):
-        cls.model_validate({**extra, "candidates": 8})
+    assert cls.model_validate({**extra, "candidates": 8}).decoding.beams == 8  # the old name is still read
+    with pytest.raises(ValidationError, match="candidate"):
+        cls.model_validate({**extra, "candidate": 8})
     assert cls.model_validate({**extra, "decoding": {"beams": 8}}).decoding.temperature == 1.0  # the declared default

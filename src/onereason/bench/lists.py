@@ -11,6 +11,7 @@ from onereason.chat import END_THINK
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
+from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import r3_prompts
 
 
@@ -43,8 +44,8 @@ def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok,
     return [r.items for r in recs], prompts
 
 
-def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, beams: int, hypotheses: int,
-               trace_tokens: int, temperature: float, batch_size: int, seed: int = 0, progress: bool = False
+def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, decoding: Decoding,
+               hypotheses: int, batch_size: int, seed: int = 0, progress: bool = False
                ) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
     """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
     or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
@@ -52,13 +53,13 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
     prompts = r3_prompts(p.histories, domains, hypotheses if thinking else None, text, tok)
     traces = None
     if thinking:
-        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, trace_tokens,
-                                 temperature, batch_size=batch_size, seed=seed, progress=progress)
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
+                                 decoding.trace_tokens, decoding.temperature, decoding.top_p, batch_size, seed, progress)
         prefixes = [q + x for q, x in zip(prompts, traces)]
     else:
         nl = tok.encode("\n\n", add_special_tokens=False)
         prefixes = [q + nl + [tok.convert_tokens_to_ids(END_THINK)] for q in prompts]
-    items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, beams, batch_size, progress)
+    items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, decoding.beams, batch_size, progress)
     return items, answer_prompts, traces
 
 

@@ -76,8 +76,9 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
 
     def lists(model, users: list[int], thinking: bool, beams: int) -> list[list[str]]:
         sub = p.subset(users)
-        return chat_lists(model, sub, [domains[i] for i in users], sid, tok, thinking, beams, config.hypotheses,
-                          config.decoding.trace_tokens, config.decoding.temperature, config.batch_size, config.sample.seed, progress)[0]
+        return chat_lists(model, sub, [domains[i] for i in users], sid, tok, thinking,
+                          config.decoding.replace(beams=beams), config.hypotheses, config.batch_size, config.sample.seed,
+                          progress)[0]
 
     def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
         if mode != "race":

@@ -139,7 +139,8 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     for n in config.hypotheses:
         prompts = r3_prompts(p.histories, domains, n, text, tok)
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
-                                 config.decoding.trace_tokens, config.decoding.temperature, batch_size=config.batch_size,
+                                 config.decoding.trace_tokens, config.decoding.temperature, config.decoding.top_p,
+                                 batch_size=config.batch_size,
                                  seed=config.sample.seed, progress=progress)
         name = f"SFT thinking n={n}"
         lists[name], think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])

@@ -115,8 +115,7 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
                thinking: bool = True) -> tuple[dict[str, list[list[str]]], tuple | None]:
     """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race), and the
     (non-thinking prompts, thinking prompts, traces) the reasoning statistics read."""
-    args = (cfg.decoding.beams, cfg.hypotheses, cfg.decoding.trace_tokens, cfg.decoding.temperature, cfg.batch_size,
-            cfg.sample.seed, progress)
+    args = (cfg.decoding, cfg.hypotheses, cfg.batch_size, cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
@@ -197,10 +196,13 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     def score(method: str, lists: list[list[str]]) -> dict:
         scored[method] = [[x for x in c if x not in s] for c, s in zip(lists, seen)] if seen else lists
         return evaluate_lists(scored[method], p.truths, ks, domains)
-    sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks"}),  # the parts' cache keys
-                **config.model_dump(include={"hypotheses", "max_items"})}
-    if config.users_per_domain:  # only when set, so parts cached before this option existed stay valid
+    sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p"}),  # the parts'
+                **config.model_dump(include={"hypotheses", "max_items"})}                      # cache keys
+    # keys added later join only when set, so parts cached before they existed stay valid
+    if config.users_per_domain:
         sampling["users_per_domain"] = config.users_per_domain
+    if config.decoding.top_p != Decoding().top_p:
+        sampling["top_p"] = config.decoding.top_p
     models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
     if "LC-Rec-style" in config.baselines:
         lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.sample.seed},

@@ -74,8 +74,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
             save_model(model, tok, out / "model")
         model = load_model(out / "model")
-        lists = chat_lists(model, p, domains, sid, tok, False, VALID_DECODING.beams, 1, VALID_DECODING.trace_tokens,
-                           VALID_DECODING.temperature, 32, VALID.seed, progress)[0]
+        lists = chat_lists(model, p, domains, sid, tok, False, VALID_DECODING, 1, 32, VALID.seed, progress)[0]
         grid.append({"lr": lr, "valid_ndcg@10": evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]})
     best = max(grid, key=lambda g: g["valid_ndcg@10"])
     return {"chosen_lr": best["lr"], "grid": grid, "epochs": epochs, "samples": len(samples),
