@@ -4,12 +4,14 @@ the eval reports every mode."""
 
 import json
 import math
+import re
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
 from onereason.bench import rl_eval
@@ -19,7 +21,7 @@ from onereason.protocol import Decoding
 from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
 from onereason.rl.prompts import PromptPool
-from onereason.rl.rollout import HFBackend, two_stage
+from onereason.rl.rollout import HFBackend, draw_hypotheses, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_logprobs
 from onereason.rl.unify import MopdConfig, RftConfig, run_mopd, run_rft
 
@@ -78,6 +80,53 @@ def test_a_grpo_update_raises_the_advantage_weighted_logprob(tiny_run, tmp_path)
     before = objective()
     trainer.update(trajs, adv, weight, tok.pad_token_id)
     assert objective() > before
+
+
+def test_two_inner_epochs_clip_against_pi_old_and_warm_up_per_rl_step(tiny_run, tmp_path):
+    """With 2 inner epochs the second step's ratios are against π_old (the policy before the step), so a large
+    lr clips some of them; the warm-up advances once per RL step, not once per inner epoch."""
+    run_dir, _ = tiny_run
+    tok, sid = load_sid_tokens(run_dir)
+    cfg = PolicyConfig(lr=3e-2, warmup_steps=4, inner_epochs=2, kl_beta=0.0, micro_batch=8)
+    trainer = PolicyTrainer(run_dir / "sft" / "model", tmp_path / "rl", cfg, 3)
+    trajs = two_stage(HFBackend(trainer.policy, sid, tok, Decoding(trace_tokens=32, temperature=1.0, top_p=1.0)),
+                      _pool(run_dir).sample(4, 0, 0), HistoryText(sid, tok), tok, True, 2, 4)
+    for i, t in enumerate(trajs):
+        t.reward, t.components = float(i % 2), {"hit": float(i % 2)}
+        t.item_rewards = np.array([float((i + j) % 2) for j in range(len(t.items))])
+    adv, weight = grpo.grpo_targets(trajs, item_advantage=True, nonhit_weight=0.5)
+    lrs = []
+    for _ in range(2):
+        row = trainer.update(trajs, adv, weight, tok.pad_token_id)
+        lrs.append(trainer.optim.param_groups[0]["lr"])
+    assert lrs == pytest.approx([cfg.lr * 1 / 4, cfg.lr * 2 / 4])
+    assert row["clip_frac_reasoning"] + row["clip_frac_item"] > 0
+
+
+def test_hypotheses_are_drawn_per_prompt_and_an_old_single_n_still_loads():
+    cfg = GrpoConfig.model_validate({"hypotheses": 3})
+    assert cfg.hypotheses == [3] and GrpoConfig().hypotheses == [1, 2, 3, 4, 5]
+    with pytest.raises(ValidationError, match="1..5"):
+        GrpoConfig.model_validate({"hypotheses": [0, 6]})
+    ns = draw_hypotheses([1, 2, 3, 4, 5], 200, seed=0, step=0)
+    assert set(ns) == {1, 2, 3, 4, 5} and ns == draw_hypotheses([1, 2, 3, 4, 5], 200, seed=0, step=0)
+    assert ns != draw_hypotheses([1, 2, 3, 4, 5], 200, seed=0, step=1)
+
+
+def test_thinking_prompts_ask_for_their_own_n(tiny_run):
+    run_dir, _ = tiny_run
+    tok, sid = load_sid_tokens(run_dir)
+
+    class Recorder(HFBackend):
+        def traces(self, prompts, histories, seed):
+            self.prompts = prompts
+            return [tok.encode("\n", add_special_tokens=False) + [tok.convert_tokens_to_ids("</think>")]
+                    for _ in prompts]
+
+    backend = Recorder(None, sid, tok, Decoding(temperature=1.0))
+    backend.items = lambda prefixes, domains, m: [[] for _ in prefixes]
+    two_stage(backend, _pool(run_dir).sample(3, 0, 0), HistoryText(sid, tok), tok, True, 1, 2, [1, 4, 2])
+    assert [re.findall(r"Expand (\d) interests", tok.decode(p)) for p in backend.prompts] == [["1"], ["4"], ["2"]]
 
 
 def test_bad_input_is_skipped_and_counted(tiny_run, monkeypatch):
@@ -160,3 +209,21 @@ def test_merge_race_alternates_and_dedups():
     assert rl_eval.merge_race(["a", "b", "c"], ["b", "d"], 4) == ["a", "b", "d", "c"]
     with pytest.raises(ValueError, match="NAME=MODEL_DIR:MODE"):
         rl_eval.parse_method("no mode here")
+
+
+def test_mopd_skips_a_step_with_nothing_to_train_and_has_no_pull_to_the_initial_model(tiny_run, monkeypatch):
+    from onereason.rl import unify
+
+    run_dir, _ = tiny_run
+
+    class NoItems(HFBackend):
+        def items(self, prefixes, domains, m):
+            return [[] for _ in prefixes]
+
+    monkeypatch.setattr(unify, "HFBackend", NoItems)
+    cfg = MopdConfig(experts={"movies": "sft/model"}, out="rl/mopd_empty", steps=2, prompts_per_step=4, max_items=20,
+                     decoding={"beams": 4, "trace_tokens": 16}, policy={"micro_batch": 4})
+    assert cfg.policy.kl_beta == 0
+    with pytest.warns(UserWarning, match="no trajectory"):
+        s = run_mopd(cfg, run_dir, progress=False)
+    assert s["steps"] == s["skipped_steps"] == 2 and s["reverse_kl_last"] is None

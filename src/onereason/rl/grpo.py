@@ -35,7 +35,7 @@ from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
-from onereason.rl.rollout import HFBackend, Trajectory, sampled, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, hypothesis_choices, sampled, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer
 from onereason.rundir import write_text
 from onereason.train.loop import plot_log, save_model
@@ -50,7 +50,8 @@ class GrpoConfig(Config):
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)
     group: int = Field(4, ge=1, description="G: traces per prompt")
-    hypotheses: int = Field(3, ge=1, le=5)
+    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
+                                  "for, drawn per prompt (as SFT draws them)")
     window: int = Field(3, ge=1, description="next items of the user that count as ground truth")
     decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
                                description="rollouts: beams = M items per trace; a sampled (non-zero) temperature")
@@ -65,6 +66,7 @@ class GrpoConfig(Config):
     renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
                     "temperature": "decoding.temperature", "top_p": "decoding.top_p"}
     _sampled = field_validator("decoding")(sampled)
+    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
 
 def group_advantages(values: np.ndarray, groups: np.ndarray, scale_by_std: bool = True) -> np.ndarray:
@@ -120,15 +122,16 @@ def rollout_modes(cfg: GrpoConfig, n: int, step: int) -> list[bool]:
 
 
 def rollout_step(backend, pool_prompts: list[RlPrompt], thinking: list[bool], text: HistoryText, tok,
-                 cfg: GrpoConfig, seed: int) -> list[Trajectory]:
+                 cfg: GrpoConfig, seed: int, step: int = 0) -> list[Trajectory]:
     """Two-stage rollouts for the thinking and the non-thinking prompts of a step."""
     trajs: list[Trajectory] = []
+    ns = draw_hypotheses(cfg.hypotheses, len(pool_prompts), cfg.seed, step)
     for mode in (True, False):
         idx = [i for i, k in enumerate(thinking) if k == mode]
         if not idx:
             continue
         part = two_stage(backend, [pool_prompts[i] for i in idx], text, tok, mode, cfg.group, cfg.decoding.beams,
-                         cfg.hypotheses, seed)
+                         [ns[i] for i in idx], seed)
         for t in part:
             t.prompt = idx[t.prompt]
         trajs += part
@@ -161,7 +164,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
                           f"e.g. {empty[0].prompt_id}")
             prompts = [p for p in prompts if p.window]
         thinking = rollout_modes(cfg, len(prompts), step)
-        trajs = rollout_step(backend, prompts, thinking, text, tok, cfg, cfg.seed * 100_003 + step) if prompts else []
+        trajs = rollout_step(backend, prompts, thinking, text, tok, cfg, cfg.seed * 100_003 + step, step) if prompts else []
         n_all = len(trajs)
         no_items = sum(not t.items for t in trajs)
         kept = score(trajs, prompts, group_of, cfg.reward)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from onereason.chat import END_THINK
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
@@ -56,6 +58,14 @@ def sampled(decoding: Decoding) -> Decoding:
     return decoding
 
 
+def hypothesis_choices(v: int | list[int]) -> list[int]:
+    """A config's hypothesis counts: a list within 1..5 (one number, as configs before it held, is a list of one)."""
+    v = [v] if isinstance(v, int) else v
+    if not v or any(not isinstance(n, int) or not 1 <= n <= 5 for n in v):
+        raise ValueError(f"interest hypotheses must be 1..5, got {v}")
+    return v
+
+
 class HFBackend:
     def __init__(self, model, sid: SidTokens, tok, decoding: Decoding, batch_size: int = 32):
         self.model, self.sid, self.tok, self.decoding, self.batch_size = model, sid, tok, decoding, batch_size
@@ -71,14 +81,21 @@ class HFBackend:
         return [r.items for r in recs]
 
 
+def draw_hypotheses(choices: list[int], n: int, seed: int, step: int) -> list[int]:
+    """n per prompt, drawn from `choices` (seeded by step), as SFT draws them: RL trains every n the
+    model will be asked for, not one."""
+    return [int(x) for x in np.random.default_rng([seed, step, 2]).choice(choices, n)]
+
+
 def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryText, tok, thinking: bool,
-              g: int, m: int, hypotheses: int = 3, seed: int = 0) -> list[Trajectory]:
-    """G traces per prompt (1 without thinking), each expanded into M candidate items."""
+              g: int, m: int, hypotheses: int | list[int] = 3, seed: int = 0) -> list[Trajectory]:
+    """G traces per prompt (1 without thinking), each expanded into M candidate items. `hypotheses`: the n
+    every thinking prompt asks for, or one per prompt."""
     sid = text.sid
     nl = tok.encode("\n\n", add_special_tokens=False)
     end_think = tok.convert_tokens_to_ids(END_THINK)
-    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts],
-                      hypotheses if thinking else None, text, tok)
+    ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
+    base = [r3_prompts([p.history], [p.domain], n if thinking else None, text, tok)[0] for p, n in zip(prompts, ns)]
     g = g if thinking else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
     if thinking:

@@ -191,11 +191,11 @@ class PolicyTrainer:
                 self.optim.step()
             else:
                 self.skipped["nonfinite_grad"] += int(not grads_ok)
-            self.sched.step()
             self.optim.zero_grad(set_to_none=True)
             if old is None and len(fresh) == math.ceil(len(trajs) / cfg.micro_batch):
                 old = torch.cat(fresh)  # π_old for the next inner epochs: the policy before any update
             stats["loss"] = total
+        self.sched.step()  # once per RL step: `warmup_steps` counts rollout batches, not inner epochs
         n_item = int(is_item.sum())
         n_reason = n_tokens - n_item if len(adv) else 0
         return {"loss": stats["loss"], "clip_frac_reasoning": stats["clipped_reasoning"] / max(1, n_reason),

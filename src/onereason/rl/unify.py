@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from onereason.reasoning.interests import Interests
 from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
-from onereason.rl.rollout import HFBackend, Trajectory, sampled, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, hypothesis_choices, sampled, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
@@ -44,7 +45,8 @@ class UnifyConfig(Config):
     init: str = Field("sft/model", description="the model that becomes the unified one")
     out: str = "rl/unified"
     group: int = Field(4, ge=1, description="traces per prompt")
-    hypotheses: int = Field(3, ge=1, le=5)
+    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
+                                  "for, drawn per prompt (as SFT draws them)")
     window: int = Field(3, ge=1)
     decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
                                description="rollouts: beams = items per trace; a sampled (non-zero) temperature")
@@ -55,6 +57,7 @@ class UnifyConfig(Config):
     renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
                     "temperature": "decoding.temperature"}
     _sampled = field_validator("decoding")(sampled)
+    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
     @field_validator("experts")
     @classmethod
@@ -78,7 +81,8 @@ class MopdConfig(UnifyConfig):
     group: int = Field(2, ge=1)
     decoding: Decoding = Decoding(beams=4, temperature=1.0, top_p=1.0)
     adv_clip: float = Field(5.0, gt=0, description="c in A_t = −clip(log π_s − log π_t, −c, c)")
-    policy: PolicyConfig = PolicyConfig()
+    # no KL to the initial model: the experts are the target, a pull back toward the SFT model works against them
+    policy: PolicyConfig = PolicyConfig(kl_beta=0.0)
 
 
 def _prepare(cfg: UnifyConfig, run_dir: Path):
@@ -128,7 +132,8 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
         backend = HFBackend(expert, sid, tok, cfg.decoding)
         trajs = []
         for s in tqdm(range(0, len(prompts), 16), desc=f"rft sample {d}", disable=not progress):
-            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.decoding.beams, cfg.hypotheses,
+            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.decoding.beams,
+                             draw_hypotheses(cfg.hypotheses, len(prompts[s:s + 16]), cfg.seed, s),
                              cfg.seed + s)
             for t in part:
                 t.prompt += s
@@ -172,9 +177,16 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     for step in range(trainer.start, cfg.steps):
         t0 = time.perf_counter()
         prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
-        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.decoding.beams, cfg.hypotheses,
-                                cfg.seed * 100_003 + step), prompts, group_of, cfg.reward)
+        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.decoding.beams,
+                                draw_hypotheses(cfg.hypotheses, len(prompts), cfg.seed, step),
+                                cfg.seed * 100_003 + step), prompts, group_of, cfg.reward) if prompts else []
         t1 = time.perf_counter()
+        if not trajs:  # every prompt without ground truth, or every trajectory without items: nothing to learn
+            trainer.skipped["empty_batch"] += 1
+            warnings.warn(f"mopd step {step}: no trajectory to train on, step skipped")
+            trainer.end_step(step, {"trajectories": 0, "generation_s": t1 - t0, "optimization_s": 0.0})
+            bar.update(1)
+            continue
         student = trainer.logprobs(trainer.policy, trajs, pad)
         teacher = torch.zeros_like(student)
         bounds = token_bounds(trajs)
@@ -201,9 +213,11 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     save_model(trainer.policy, tok, out / "model")
     plot_log(out / "train_log.jsonl", out / "mopd.png", ["reverse_kl", "hit", "reward", "trace_tokens"], "MOPD")
     rows = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
-    n = max(1, len(rows) // 5)
-    summary = {"steps": len(rows), "seconds": float(sum(r["generation_s"] + r["optimization_s"] for r in rows)),
-               **{f"{k}_{w}": float(np.mean([r[k] for r in part]))
-                  for k in ("reverse_kl", "hit") for w, part in (("first", rows[:n]), ("last", rows[-n:]))}}
+    seconds = float(sum(r["generation_s"] + r["optimization_s"] for r in rows))
+    trained = [r for r in rows if r["trajectories"]]
+    n = max(1, len(trained) // 5)
+    summary = {"steps": len(rows), "skipped_steps": len(rows) - len(trained), "seconds": seconds,
+               **{f"{k}_{w}": float(np.mean([r[k] for r in part])) if part else None
+                  for k in ("reverse_kl", "hit") for w, part in (("first", trained[:n]), ("last", trained[-n:]))}}
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

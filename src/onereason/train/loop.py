@@ -301,6 +301,8 @@ def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines()]
     keys = [k for k in keys if any(k in r for r in rows)]
+    if not keys:  # nothing was logged for them (e.g. every step skipped): no plot rather than an empty one
+        return
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, k in zip(axes[0], keys):
         xs = [r["step"] for r in rows if k in r]
