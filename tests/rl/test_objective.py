@@ -106,10 +106,13 @@ def test_rft_keeps_only_well_formed_hits():
     hit = Trajectory(0, [50, 51, 60, 61, 9, 1], 2, 2, ["x", "y"], [[2, 3], [4, 3]])
     miss = Trajectory(1, [52, 60, 9, 1], 1, 1, ["x"], [[2, 3]])
     bad = Trajectory(0, [50, 51, 62, 9, 1], 2, 1, ["y"], [[4, 3]], format_ok=False)
-    out = rft_samples([hit, miss, bad], prompts, _Sid(), end_turn=99, nl=[9])
-    assert len(out) == 1
+    plain = Trajectory(0, [50, 51, 9, 70, 9, 1], 2, 0, ["y"], [[4, 3]])  # non-thinking: "\n\n</think>\n\n" <begin>
+    out = rft_samples([hit, miss, bad, plain], prompts, _Sid(), end_turn=99)
+    assert len(out) == 2
     assert list(out[0].ids) == [50, 51, 60, 61, 9, 1, 4, 3, 99]  # prompt, trace, "\n\n", the hit item y, end of turn
     assert list(out[0].mask) == [0, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert list(out[1].ids) == [50, 51, 9, 70, 9, 1, 4, 3, 99]  # the empty think block is answered, as in SFT
+    assert list(out[1].mask) == [0, 0, 1, 1, 1, 1, 1, 1, 1]
 
 
 def test_mopd_advantage_sign():

@@ -114,16 +114,17 @@ def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: f
             torch.tensor(np.concatenate(weight), dtype=torch.float32))
 
 
-def rollout_modes(cfg: GrpoConfig, n: int, step: int) -> list[bool]:
-    """Thinking or not per prompt."""
+def rollout_modes(cfg: Config, n: int, step: int) -> list[bool]:
+    """Thinking or not per prompt (`cfg`: GRPO's, RFT's or MOPD's: its mode and seed)."""
     if cfg.mode != "both":
         return [cfg.mode == "thinking"] * n
     return list(np.random.default_rng([cfg.seed, step, 1]).random(n) < 0.5)
 
 
 def rollout_step(backend, pool_prompts: list[RlPrompt], thinking: list[bool], text: HistoryText, tok,
-                 cfg: GrpoConfig, seed: int, step: int = 0) -> list[Trajectory]:
-    """Two-stage rollouts for the thinking and the non-thinking prompts of a step."""
+                 cfg: Config, seed: int, step: int = 0) -> list[Trajectory]:
+    """Two-stage rollouts for the thinking and the non-thinking prompts of a step (`cfg`: GRPO's, RFT's
+    or MOPD's: group, decoding, hypotheses, seed)."""
     trajs: list[Trajectory] = []
     ns = draw_hypotheses(cfg.hypotheses, len(pool_prompts), cfg.seed, step)
     for mode in (True, False):

@@ -31,10 +31,10 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
-from onereason.rl.grpo import score
+from onereason.rl.grpo import rollout_modes, rollout_step, score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
-from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, hypothesis_choices, sampled, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, hypothesis_choices, sampled
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
@@ -44,7 +44,10 @@ class UnifyConfig(Config):
     experts: dict[str, str] = Field(description="domain → expert model directory, relative to the run directory")
     init: str = Field("sft/model", description="the model that becomes the unified one")
     out: str = "rl/unified"
-    group: int = Field(4, ge=1, description="traces per prompt")
+    mode: str = Field("both", pattern="^(thinking|non-thinking|both)$",
+                      description="rollouts: both (each prompt thinking or not with probability 1/2) trains the "
+                      "unified model's two modes; thinking alone leaves its non-thinking mode untrained")
+    group: int = Field(4, ge=1, description="traces per thinking prompt")
     hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
                                   "for, drawn per prompt (as SFT draws them)")
     window: int = Field(3, ge=1)
@@ -105,24 +108,25 @@ def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:
         raise FileNotFoundError(f"experts: no model at {', '.join(missing)} (run `onereason rl grpo --domain D` first)")
 
 
-def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn: int, nl: list[int],
+def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn: int,
                 require_format: bool = True) -> list[Sample]:
-    """Kept trajectories as SFT samples: prompt (mask 0), trace + "\\n\\n" + first hit item + `<|im_end|>`
-    (mask 1). Kept = a hit in the candidate list and (by default) a well-formed trace."""
+    """Kept trajectories as SFT samples: prompt (mask 0), then the think block as rolled out (the trace, or
+    an empty block without thinking) + "\\n\\n" + first hit item + `<|im_end|>` (mask 1). Kept = a hit in
+    the candidate list and (by default) a well-formed trace."""
     out = []
     for t in trajs:
         hit = next((x for x in t.items if x in set(prompts[t.prompt].window)), None)
         if hit is None or (require_format and not t.format_ok):
             continue
         prompt = t.prefix[:t.n_prompt]
-        answer = t.prefix[t.n_prompt:t.n_prompt + t.trace_len] + nl + sid.ids(hit) + [end_turn]
+        answer = t.prefix[t.n_prompt:-1] + sid.ids(hit) + [end_turn]  # prefix = prompt, block, "\n\n", begin
         out.append(Sample(prompt + answer, [0] * len(prompt) + [1] * len(answer)))
     return out
 
 
 def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
-    nl, end_turn = tok.encode("\n\n", add_special_tokens=False), tok.convert_tokens_to_ids(IM_END)
+    end_turn = tok.convert_tokens_to_ids(IM_END)
     samples, per_domain = [], {}
     t0 = time.perf_counter()
     for d, expert_dir in cfg.experts.items():
@@ -132,14 +136,13 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
         backend = HFBackend(expert, sid, tok, cfg.decoding)
         trajs = []
         for s in tqdm(range(0, len(prompts), 16), desc=f"rft sample {d}", disable=not progress):
-            part = two_stage(backend, prompts[s:s + 16], text, tok, True, cfg.group, cfg.decoding.beams,
-                             draw_hypotheses(cfg.hypotheses, len(prompts[s:s + 16]), cfg.seed, s),
-                             cfg.seed + s)
+            chunk = prompts[s:s + 16]
+            part = rollout_step(backend, chunk, rollout_modes(cfg, len(chunk), s), text, tok, cfg, cfg.seed + s, s)
             for t in part:
                 t.prompt += s
             trajs += part
         trajs = score(trajs, prompts, group_of, cfg.reward)
-        kept = rft_samples(trajs, prompts, sid, end_turn, nl, cfg.require_format)
+        kept = rft_samples(trajs, prompts, sid, end_turn, cfg.require_format)
         hits = sum(t.components["hit"] > 0 for t in trajs)
         per_domain[d] = {"prompts": len(prompts), "trajectories": len(trajs), "hits": hits, "kept": len(kept),
                          "hit_rate": hits / len(trajs) if trajs else None}
@@ -177,9 +180,8 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     for step in range(trainer.start, cfg.steps):
         t0 = time.perf_counter()
         prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
-        trajs = score(two_stage(backend, prompts, text, tok, True, cfg.group, cfg.decoding.beams,
-                                draw_hypotheses(cfg.hypotheses, len(prompts), cfg.seed, step),
-                                cfg.seed * 100_003 + step), prompts, group_of, cfg.reward) if prompts else []
+        trajs = score(rollout_step(backend, prompts, rollout_modes(cfg, len(prompts), step), text, tok, cfg,
+                                   cfg.seed * 100_003 + step, step), prompts, group_of, cfg.reward) if prompts else []
         t1 = time.perf_counter()
         if not trajs:  # every prompt without ground truth, or every trajectory without items: nothing to learn
             trainer.skipped["empty_batch"] += 1
