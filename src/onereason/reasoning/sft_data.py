@@ -60,6 +60,15 @@ class JudgeConfig(Config):
                           concurrency=self.concurrency, cache_dir=cache_dir)
 
 
+def hypothesis_choices(v: int | list[int]) -> list[int]:
+    """A config's interest-hypothesis counts, n drawn from them per prompt: a list within 1..5 (one
+    number, as RL configs once held, is a list of one)."""
+    v = [v] if isinstance(v, int) else v
+    if not v or any(not isinstance(n, int) or not 1 <= n <= 5 for n in v):
+        raise ValueError(f"interest hypotheses must be 1..5, got {v}")
+    return v
+
+
 class SftDataConfig(Config):
     interests_per_domain: int = Field(24, ge=1)
     personas: int = Field(20, ge=1)
@@ -81,12 +90,7 @@ class SftDataConfig(Config):
                          description="who writes R3 traces: the grounded synthesizer or the judge's endpoint")
     seed: int = 0
 
-    @field_validator("hypotheses")
-    @classmethod
-    def _hypotheses(cls, v: list[int]) -> list[int]:
-        if not v or any(not 1 <= n <= 5 for n in v):
-            raise ValueError(f"interest hypotheses must be 1..5, got {v}")
-        return v
+    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
     @field_validator("think_ratio")
     @classmethod

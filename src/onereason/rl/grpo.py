@@ -33,9 +33,10 @@ from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
+from onereason.reasoning.sft_data import hypothesis_choices
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
-from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, hypothesis_choices, sampled, two_stage
+from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, sampled, two_stage
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer
 from onereason.rundir import write_text
 from onereason.train.loop import plot_log, save_model

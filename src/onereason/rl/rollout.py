@@ -58,14 +58,6 @@ def sampled(decoding: Decoding) -> Decoding:
     return decoding
 
 
-def hypothesis_choices(v: int | list[int]) -> list[int]:
-    """A config's hypothesis counts: a list within 1..5 (one number, as configs before it held, is a list of one)."""
-    v = [v] if isinstance(v, int) else v
-    if not v or any(not isinstance(n, int) or not 1 <= n <= 5 for n in v):
-        raise ValueError(f"interest hypotheses must be 1..5, got {v}")
-    return v
-
-
 class HFBackend:
     def __init__(self, model, sid: SidTokens, tok, decoding: Decoding, batch_size: int = 32):
         self.model, self.sid, self.tok, self.decoding, self.batch_size = model, sid, tok, decoding, batch_size

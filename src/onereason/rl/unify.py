@@ -31,10 +31,11 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
+from onereason.reasoning.sft_data import hypothesis_choices
 from onereason.rl.grpo import rollout_modes, rollout_step, score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig
-from onereason.rl.rollout import HFBackend, Trajectory, hypothesis_choices, sampled
+from onereason.rl.rollout import HFBackend, Trajectory, sampled
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
