@@ -18,6 +18,7 @@ from onereason.bench import rl_eval
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.protocol import Decoding
+from onereason.reasoning.sft_data import r3_prompts
 from onereason.rl import grpo
 from onereason.rl.grpo import GrpoConfig
 from onereason.rl.prompts import PromptPool
@@ -125,8 +126,11 @@ def test_thinking_prompts_ask_for_their_own_n(tiny_run):
 
     backend = Recorder(None, sid, tok, Decoding(temperature=1.0))
     backend.items = lambda prefixes, domains, m: [[] for _ in prefixes]
-    two_stage(backend, _pool(run_dir).sample(3, 0, 0), HistoryText(sid, tok), tok, True, 1, 2, [1, 4, 2])
+    prompts = _pool(run_dir).sample(3, 0, 0)
+    two_stage(backend, prompts, HistoryText(sid, tok), tok, True, 1, 2, [1, 4, 2])
     assert [re.findall(r"Expand (\d) interests", tok.decode(p)) for p in backend.prompts] == [["1"], ["4"], ["2"]]
+    alone = [r3_prompts([p.history], [p.domain], n, HistoryText(sid, tok), tok)[0] for p, n in zip(prompts, [1, 4, 2])]
+    assert backend.prompts == alone  # tokenized in one batch, the same ids as one at a time
 
 
 def test_bad_input_is_skipped_and_counted(tiny_run, monkeypatch):

@@ -126,11 +126,13 @@ def r2_user(history_text: str, n: int) -> str:
     return f"History:{history_text}\nWhich interests will this user explore next? Name up to {n}."
 
 
-def r3_prompts(histories: list[list[Event]], domains: list[str], n: int | None, text: HistoryText, tok
-               ) -> list[list[int]]:
-    """R3 chat prompts as token ids, up to the opening `<think>`: thinking with n hypotheses, or not (None)."""
-    users = [r3_user(text.text(h), d, n) for h, d in zip(histories, domains)]
-    return tok([chat_prompt(u, n is not None) for u in users], add_special_tokens=False)["input_ids"]
+def r3_prompts(histories: list[list[Event]], domains: list[str], n: int | None | list[int], text: HistoryText,
+               tok) -> list[list[int]]:
+    """R3 chat prompts as token ids, up to the opening `<think>`: thinking with n hypotheses (one n for all,
+    or one per history), or not (None)."""
+    ns = n if isinstance(n, list) else [n] * len(histories)
+    users = [r3_user(text.text(h), d, k) for h, d, k in zip(histories, domains, ns)]
+    return tok([chat_prompt(u, k is not None) for u, k in zip(users, ns)], add_special_tokens=False)["input_ids"]
 
 
 def clip_words(text: str, n: int) -> str:

@@ -24,50 +24,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from onereason import rundir
-from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
-from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
-from onereason.reasoning.sft_data import hypothesis_choices
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
-from onereason.rl.rollout import HFBackend, Trajectory, draw_hypotheses, sampled, two_stage
+from onereason.rl.rollout import HFBackend, RolloutConfig, Trajectory, rollout_modes, rollout_step
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer
 from onereason.rundir import write_text
 from onereason.train.loop import plot_log, save_model
 
 
-class GrpoConfig(Config):
+class GrpoConfig(RolloutConfig):
     init: str = Field("sft/model", description="starting checkpoint, relative to the run directory")
     out: str = Field("rl/grpo", description="output folder, relative to the run directory")
-    mode: str = Field("thinking", pattern="^(thinking|non-thinking|both)$",
-                      description="both: each prompt is thinking or not with probability 1/2")
     domains: list[str] | None = Field(None, description="train on prompts of these domains only (an expert)")
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)
-    group: int = Field(4, ge=1, description="G: traces per prompt")
-    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
-                                  "for, drawn per prompt (as SFT draws them)")
-    window: int = Field(3, ge=1, description="next items of the user that count as ground truth")
-    decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
-                               description="rollouts: beams = M items per trace; a sampled (non-zero) temperature")
     item_advantage: bool = Field(True, description="item tokens learn from the per-item hit signal")
     scale_by_std: bool = Field(False, description="divide advantages by the group's std (original GRPO)")
     nonhit_weight: float = Field(0.5, ge=0, le=1, description="1.0 switches the down-weighting off")
-    reward: RewardConfig = RewardConfig()
     policy: PolicyConfig = PolicyConfig()
-    max_items: int = Field(50, ge=1)
-    seed: int = 0
-
-    renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
-                    "temperature": "decoding.temperature", "top_p": "decoding.top_p"}
-    _sampled = field_validator("decoding")(sampled)
-    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
 
 def group_advantages(values: np.ndarray, groups: np.ndarray, scale_by_std: bool = True) -> np.ndarray:
@@ -113,31 +94,6 @@ def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: f
         weight.append(np.full(t.trace_len + n_item_tokens, w))
     return (torch.tensor(np.concatenate(adv), dtype=torch.float32),
             torch.tensor(np.concatenate(weight), dtype=torch.float32))
-
-
-def rollout_modes(cfg: Config, n: int, step: int) -> list[bool]:
-    """Thinking or not per prompt (`cfg`: GRPO's, RFT's or MOPD's: its mode and seed)."""
-    if cfg.mode != "both":
-        return [cfg.mode == "thinking"] * n
-    return list(np.random.default_rng([cfg.seed, step, 1]).random(n) < 0.5)
-
-
-def rollout_step(backend, pool_prompts: list[RlPrompt], thinking: list[bool], text: HistoryText, tok,
-                 cfg: Config, seed: int, step: int = 0) -> list[Trajectory]:
-    """Two-stage rollouts for the thinking and the non-thinking prompts of a step (`cfg`: GRPO's, RFT's
-    or MOPD's: group, decoding, hypotheses, seed)."""
-    trajs: list[Trajectory] = []
-    ns = draw_hypotheses(cfg.hypotheses, len(pool_prompts), cfg.seed, step)
-    for mode in (True, False):
-        idx = [i for i, k in enumerate(thinking) if k == mode]
-        if not idx:
-            continue
-        part = two_stage(backend, [pool_prompts[i] for i in idx], text, tok, mode, cfg.group, cfg.decoding.beams,
-                         [ns[i] for i in idx], seed)
-        for t in part:
-            t.prompt = idx[t.prompt]
-        trajs += part
-    return trajs
 
 
 def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None) -> dict:

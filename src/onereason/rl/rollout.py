@@ -4,7 +4,8 @@ Stage 1 samples the traces (temperature, top-p; citations limited to the user's 
 runs the trie-constrained beam search from prompt + trace, so every candidate is a real item of
 the target domain. In non-thinking mode the think block is empty and there is one trajectory
 per prompt (the beam is deterministic). The backend is an interface: `HFBackend` uses
-transformers generate; a vLLM backend plugs in with the same two methods.
+transformers generate; a vLLM backend plugs in with the same two methods. `RolloutConfig` is what
+GRPO, RFT and MOPD share (their configs extend it); `rollout_step` draws each prompt's mode and n.
 """
 
 from __future__ import annotations
@@ -14,15 +15,48 @@ from typing import Protocol
 
 import numpy as np
 
+from pydantic import Field, field_validator
+
 from onereason.chat import END_THINK
+from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import SidTokens
 from onereason.protocol import Decoding
-from onereason.reasoning.sft_data import r3_prompts
+from onereason.reasoning.sft_data import hypothesis_choices, r3_prompts
 from onereason.reasoning.traces import TraceError, check_trace
 from onereason.rl.prompts import RlPrompt
+from onereason.rl.reward import RewardConfig
+
+
+def sampled(decoding: Decoding) -> Decoding:
+    """A rollout config's decoding, refused when greedy: a group of greedy traces are all one trace."""
+    if decoding.temperature <= 0:
+        raise ValueError(f"decoding.temperature={decoding.temperature}: rollouts sample traces, it must be > 0")
+    return decoding
+
+
+class RolloutConfig(Config):
+    """What GRPO, RFT and MOPD roll out with, declared once: the prompts (history items, the next-items
+    window that is the ground truth), the mode, G traces and n hypotheses, the decoding, the reward, the seed."""
+
+    mode: str = Field("thinking", pattern="^(thinking|non-thinking|both)$",
+                      description="both: each prompt is thinking or not with probability 1/2")
+    group: int = Field(4, ge=1, description="G: traces per thinking prompt")
+    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
+                                  "for, drawn per prompt (as SFT draws them)")
+    window: int = Field(3, ge=1, description="next items of the user that count as ground truth")
+    decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
+                               description="rollouts: beams = M items per trace; a sampled (non-zero) temperature")
+    reward: RewardConfig = RewardConfig()
+    max_items: int = Field(50, ge=1, description="history items in a prompt")
+    seed: int = 0
+
+    renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
+                    "temperature": "decoding.temperature", "top_p": "decoding.top_p"}
+    _sampled = field_validator("decoding")(sampled)
+    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
 
 @dataclass
@@ -49,13 +83,6 @@ class RolloutBackend(Protocol):
 
     def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
         """M distinct valid items per prefix (which ends with the domain's begin token)."""
-
-
-def sampled(decoding: Decoding) -> Decoding:
-    """A rollout config's decoding, refused when greedy: a group of greedy traces are all one trace."""
-    if decoding.temperature <= 0:
-        raise ValueError(f"decoding.temperature={decoding.temperature}: rollouts sample traces, it must be > 0")
-    return decoding
 
 
 class HFBackend:
@@ -86,8 +113,8 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     sid = text.sid
     nl = tok.encode("\n\n", add_special_tokens=False)
     end_think = tok.convert_tokens_to_ids(END_THINK)
-    ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
-    base = [r3_prompts([p.history], [p.domain], n if thinking else None, text, tok)[0] for p, n in zip(prompts, ns)]
+    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], hypotheses if thinking else None,
+                      text, tok)
     g = g if thinking else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
     if thinking:
@@ -107,3 +134,28 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
                 traj.format_ok = False
         out.append(traj)
     return out
+
+
+def rollout_modes(cfg: RolloutConfig, n: int, step: int) -> list[bool]:
+    """Thinking or not per prompt, from the mode (both: a seeded coin per prompt)."""
+    if cfg.mode != "both":
+        return [cfg.mode == "thinking"] * n
+    return list(np.random.default_rng([cfg.seed, step, 1]).random(n) < 0.5)
+
+
+def rollout_step(backend, pool_prompts: list[RlPrompt], thinking: list[bool], text: HistoryText, tok,
+                 cfg: RolloutConfig, seed: int, step: int = 0) -> list[Trajectory]:
+    """Two-stage rollouts for the thinking and the non-thinking prompts of a step, each thinking prompt
+    asking for its own drawn n."""
+    trajs: list[Trajectory] = []
+    ns = draw_hypotheses(cfg.hypotheses, len(pool_prompts), cfg.seed, step)
+    for mode in (True, False):
+        idx = [i for i, k in enumerate(thinking) if k == mode]
+        if not idx:
+            continue
+        part = two_stage(backend, [pool_prompts[i] for i in idx], text, tok, mode, cfg.group, cfg.decoding.beams,
+                         [ns[i] for i in idx], seed)
+        for t in part:
+            t.prompt = idx[t.prompt]
+        trajs += part
+    return trajs

@@ -25,43 +25,26 @@ from tqdm.auto import tqdm
 
 from onereason import rundir
 from onereason.chat import IM_END
-from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
-from onereason.reasoning.sft_data import hypothesis_choices
-from onereason.rl.grpo import rollout_modes, rollout_step, score
+from onereason.rl.grpo import score
 from onereason.rl.prompts import PromptPool, RlPrompt
-from onereason.rl.reward import RewardConfig
-from onereason.rl.rollout import HFBackend, Trajectory, sampled
+from onereason.rl.rollout import HFBackend, RolloutConfig, Trajectory, rollout_modes, rollout_step
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
 
-class UnifyConfig(Config):
+class UnifyConfig(RolloutConfig):
     experts: dict[str, str] = Field(description="domain → expert model directory, relative to the run directory")
     init: str = Field("sft/model", description="the model that becomes the unified one")
     out: str = "rl/unified"
     mode: str = Field("both", pattern="^(thinking|non-thinking|both)$",
                       description="rollouts: both (each prompt thinking or not with probability 1/2) trains the "
                       "unified model's two modes; thinking alone leaves its non-thinking mode untrained")
-    group: int = Field(4, ge=1, description="traces per thinking prompt")
-    hypotheses: list[int] = Field([1, 2, 3, 4, 5], description="n interest hypotheses a thinking prompt asks "
-                                  "for, drawn per prompt (as SFT draws them)")
-    window: int = Field(3, ge=1)
-    decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
-                               description="rollouts: beams = items per trace; a sampled (non-zero) temperature")
-    max_items: int = Field(50, ge=1)
-    reward: RewardConfig = RewardConfig()
-    seed: int = 0
-
-    renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
-                    "temperature": "decoding.temperature"}
-    _sampled = field_validator("decoding")(sampled)
-    _hypotheses = field_validator("hypotheses", mode="before")(hypothesis_choices)
 
     @field_validator("experts")
     @classmethod
