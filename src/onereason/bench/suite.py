@@ -26,8 +26,9 @@ import functools
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,54 @@ def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalProm
     return p, [sid.codec.item_domain[t[0]] for t in p.truths]
 
 
+@dataclass
+class Bench:
+    """What every part of one bench run reads: the run, the config, the part cache, the scored users and
+    the selection users, and the results being filled."""
+
+    run_dir: Path
+    config: BenchConfig
+    parts: Parts
+    inter: pd.DataFrame
+    items: pd.DataFrame
+    tok: Any
+    sid: Any
+    p: EvalPrompts  # the users every method is scored on
+    domains: list[str]
+    sel: EvalPrompts  # the users "our best" is chosen on
+    sel_domains: list[str]
+    results: dict
+    progress: bool
+    seen: list[set[str]] | None = None  # each user's history items, when they are removed from every list
+    scored: dict[str, list[list[str]]] = field(default_factory=dict)  # lists as scored: what the intervals resample
+
+    def score(self, method: str, lists: list[list[str]]) -> dict:
+        """A method's metrics on the scored users (its history items removed if asked), its lists kept."""
+        self.scored[method] = [[x for x in c if x not in s] for c, s in zip(lists, self.seen)] if self.seen else lists
+        return evaluate_lists(self.scored[method], self.p.truths, self.config.decoding.cutoffs(), self.domains)
+
+
+def cache_settings(config: BenchConfig) -> dict:
+    """The settings the R3 parts are cached under. Keys added later join only when set, so parts cached
+    before they existed stay valid."""
+    out = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p"}),
+           **config.model_dump(include={"hypotheses", "max_items"})}
+    if config.users_per_domain:
+        out["users_per_domain"] = config.users_per_domain
+    if config.decoding.top_p != Decoding().top_p:
+        out["top_p"] = config.decoding.top_p
+    return out
+
+
+def r0_item_sets(run_dir: Path, sid, config: BenchConfig) -> dict[str, list[str]]:
+    """A seeded sample of the items whose text pre-training held out, and of those it stated."""
+    path = run_dir / rundir.HELDOUT_ITEMS
+    heldout = set(json.loads(path.read_text())) if path.exists() else set()
+    rng = random.Random(config.sample.seed)
+    sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
+    return {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in sets.items() if v}
+
+
 def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Every part (cached), then results.json, report.md, report.html and the plots in runs/<name>/report/."""
     from onereason.bench import report
@@ -183,52 +232,46 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     if unknown:
         raise ValueError(f"bench.baselines: unknown {unknown}; choose from {list(BASELINES)}")
     out = run_dir / "report"
-    parts = Parts(out / "parts", log)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-    items = pd.read_parquet(run_dir / rundir.ITEMS)
     tok, sid = load_sid_tokens(run_dir)
     p, domains = bench_users(inter, sid, config)
     sel, sel_domains = select_users(inter, sid, config)
-    ks = config.decoding.cutoffs()
-    seen = seen_items(inter, config.sample.split, p.users) if config.exclude_history else None
-    scored: dict[str, list[list[str]]] = {}  # each method's lists as scored: what the paired intervals resample
-
-    def score(method: str, lists: list[list[str]]) -> dict:
-        scored[method] = [[x for x in c if x not in s] for c, s in zip(lists, seen)] if seen else lists
-        return evaluate_lists(scored[method], p.truths, ks, domains)
-    sampling = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p"}),  # the parts'
-                **config.model_dump(include={"hypotheses", "max_items"})}                      # cache keys
-    # keys added later join only when set, so parts cached before they existed stay valid
-    if config.users_per_domain:
-        sampling["users_per_domain"] = config.users_per_domain
-    if config.decoding.top_p != Decoding().top_p:
-        sampling["top_p"] = config.decoding.top_p
-    models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
-    if "LC-Rec-style" in config.baselines:
-        lc = parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.sample.seed},
-                       lambda: lcrec.train(run_dir, config.lcrec_lr, config.lcrec_epochs, progress))
-        models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
-    else:
-        lc = None
-    heldout_path = run_dir / rundir.HELDOUT_ITEMS
-    heldout = set(json.loads(heldout_path.read_text())) if heldout_path.exists() else set()
-    rng = random.Random(config.sample.seed)
-    r0_sets = {"held-out": sorted(heldout), "stated": sorted(set(sid.codec.item_ids) - heldout)}
-    r0_sets = {k: sorted(rng.sample(v, min(config.r0_items, len(v)))) for k, v in r0_sets.items() if v}
-    interests_path = run_dir / rundir.INTERESTS
-    interests = Interests.load(interests_path) if interests_path.exists() else None
-    r2_v, r2_window = r2_cases(inter, p.users, config.max_items)
     results: dict = {"run": run_dir.name, "split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams,
-                     "ks": ks, "domains": sorted(set(domains)), "config": config.model_dump(),
+                     "ks": config.decoding.cutoffs(), "domains": sorted(set(domains)), "config": config.model_dump(),
                      "protocol": "full ranking over all items of the target's domain; history items "
                                  + ("removed from every list" if config.exclude_history else "not removed"),
                      "methods": {}, "selection": {"split": config.select.split, "users": len(sel.users), "ndcg@10": {}},
                      "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
-    relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, items, inter, sid, config.r1_pairs, config.sample.seed))
+    b = Bench(run_dir, config, Parts(out / "parts", log), inter, pd.read_parquet(run_dir / rundir.ITEMS), tok, sid,
+              p, domains, sel, sel_domains, results, progress,
+              seen_items(inter, config.sample.split, p.users) if config.exclude_history else None)
+    models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
+    lc = None
+    if "LC-Rec-style" in config.baselines:
+        lc = b.parts.get("train/LC-Rec-style", {"lr": config.lcrec_lr, "epochs": config.lcrec_epochs, "seed": config.sample.seed},
+                         lambda: lcrec.train(run_dir, config.lcrec_lr, config.lcrec_epochs, progress))
+        models["LC-Rec-style"] = lcrec.model_dir(lc["chosen_lr"])
+        results["baselines"]["LC-Rec-style"] = {k: v for k, v in lc.items() if k != "lists"}
+    bench_models(b, models, out)
+    bench_baselines(b)
+    results["ratios"] = report.ratios(results)
+    results["paired"] = paired_over_baselines(results, b.scored, p.truths, config.sample.seed)
+    report.write(results, out)
+    return results
+
+
+def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
+    """Every tier for each model (ours, and LC-Rec-style's R3/R0/perplexity), each part cached."""
+    config, run_dir, tok, sid, results = b.config, b.run_dir, b.tok, b.sid, b.results
+    sampling = cache_settings(config)
+    r0_sets = r0_item_sets(run_dir, sid, config)
+    interests = Interests.load(run_dir / rundir.INTERESTS) if (run_dir / rundir.INTERESTS).exists() else None
+    r2_v, r2_window = r2_cases(b.inter, b.p.users, config.max_items)
+    relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, b.items, b.inter, sid, config.r1_pairs,
+                                                                 config.sample.seed))
     j = config.judge
     judge = j.client(out / "llm_cache") if j and j.base_url else None
-
     for name, model_dir in models.items():
         # loaded only if a part of it is not cached
         model = functools.cache(lambda d=model_dir: load_model(run_dir / d).eval())
@@ -236,79 +279,78 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
         key = {"model": model_dir, **sampling}
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
-            chosen = parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
-                model(), tok, sid, sel, sel_domains, config, progress)[0] if chat else {
-                    "non-thinking": next_item_lists(model(), tok, sid, sel, config, progress)}})
+            chosen = b.parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
+                model(), tok, sid, b.sel, b.sel_domains, config, b.progress)[0] if chat else {
+                    "non-thinking": next_item_lists(model(), tok, sid, b.sel, config, b.progress)}})
             for mode, lists in chosen["lists"].items():
-                results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, sel.truths, [10])["all"]["ndcg@10"]
+                results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, b.sel.truths, [10])["all"]["ndcg@10"]
         if chat:
-            r3 = parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, p, domains, config, progress, ours))
+            r3 = b.parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, b.p, b.domains, config, b.progress, ours))
             for mode, lists in r3["lists"].items():
                 if ours or mode == "non-thinking":
                     results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
-                                                            "metrics": score(f"{name} {mode}", lists)}
+                                                            "metrics": b.score(f"{name} {mode}", lists)}
             if ours:
                 results["reasoning"][name] = r3["reasoning"]
                 results["traces"][name] = r3["traces"]
         else:
-            r3 = parts.get(f"r3/{name}", key, lambda: {"lists": next_item_lists(model(), tok, sid, p, config, progress)})
+            r3 = b.parts.get(f"r3/{name}", key, lambda: {"lists": next_item_lists(model(), tok, sid, b.p, config, b.progress)})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
-                                                          "metrics": score(f"{name} non-thinking", r3["lists"])}
+                                                          "metrics": b.score(f"{name} non-thinking", r3["lists"])}
         r0_key = {"model": model_dir, "items": r0_sets, "seed": config.sample.seed, "captions": 1,
                   "judge": config.judge.model_dump() if config.judge else None}
         if chat:
-            results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
-                g: chat_perception(model(), tok, sid, items.set_index("item_id").loc[its].reset_index(), config.batch_size,
+            results["r0"][name] = b.parts.get(f"r0/{name}", r0_key, lambda: {
+                g: chat_perception(model(), tok, sid, b.items.set_index("item_id").loc[its].reset_index(), config.batch_size,
                                    judge) for g, its in r0_sets.items()})
         else:
-            title_of = dict(zip(items["item_id"], items["title"]))
+            title_of = dict(zip(b.items["item_id"], b.items["title"]))
             rc = ReportConfig(batch_size=config.batch_size)
-            results["r0"][name] = parts.get(f"r0/{name}", r0_key, lambda: {
+            results["r0"][name] = b.parts.get(f"r0/{name}", r0_key, lambda: {
                 g: _flat_perception(perception(model(), tok, sid, title_of, its, rc)) for g, its in r0_sets.items()})
-        results["perplexity"][name] = parts.get(f"ppl/{name}", {"model": model_dir, "context": config.ppl_context},
-                                                lambda: {"perplexity": heldout_perplexity(model(), tok, run_dir,
-                                                                                         config.ppl_context)}
-                                                )["perplexity"]
+        results["perplexity"][name] = b.parts.get(f"ppl/{name}", {"model": model_dir, "context": config.ppl_context},
+                                                  lambda: {"perplexity": heldout_perplexity(model(), tok, run_dir,
+                                                                                           config.ppl_context)}
+                                                  )["perplexity"]
         if chat and ours:
-            results["r1"][name] = parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
-                                                           "seed": config.sample.seed},
-                                            lambda: relations(model(), tok, sid, relation_pairs_once(), config.batch_size))
+            results["r1"][name] = b.parts.get(f"r1/{name}", {"model": model_dir, "pairs": config.r1_pairs,
+                                                             "seed": config.sample.seed},
+                                              lambda: relations(model(), tok, sid, relation_pairs_once(), config.batch_size))
             if interests is not None and r2_window:
-                results["r2"][name] = parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
-                                                lambda: interest_expansion(model(), tok, sid, interests, r2_v, r2_window,
-                                                                           config.r2_interests, config.batch_size))
+                results["r2"][name] = b.parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
+                                                  lambda: interest_expansion(model(), tok, sid, interests, r2_v, r2_window,
+                                                                             config.r2_interests, config.batch_size))
     if interests is not None and r2_window:
         results["r2"].update(r2_baselines(interests, r2_v, r2_window, config.r2_interests, sid))
 
-    if lc is not None:
-        results["baselines"]["LC-Rec-style"] = {k: v for k, v in lc.items() if k != "lists"}
+
+def bench_baselines(b: Bench) -> None:
+    """MostPopular, and SASRec / TIGER-style trained on each lr of their grid, the one best on valid scored."""
+    config, results, ks = b.config, b.results, b.config.decoding.cutoffs()
     if "MostPopular" in config.baselines:
-        pop = most_popular(inter, max(ks))
+        pop = most_popular(b.inter, max(ks))
         results["methods"]["MostPopular"] = {"model": "MostPopular", "mode": "-", "kind": "baseline",
-                                             "metrics": score("MostPopular", [pop.get(d, []) for d in domains])}
+                                             "metrics": b.score("MostPopular", [pop.get(d, []) for d in b.domains])}
         results["baselines"]["MostPopular"] = {"grid": []}  # nothing to tune
     trained = {"SASRec": (config.sasrec, config.sasrec_lr,
-                          lambda c: sasrec.train_and_evaluate(inter, c, ks, progress, p.users)),
+                          lambda c: sasrec.train_and_evaluate(b.inter, c, ks, b.progress, b.p.users)),
                "TIGER-style": (config.tiger, config.tiger_lr,
-                               lambda c: tiger.train_and_evaluate(inter, sid, c, ks, progress, p.users))}
+                               lambda c: tiger.train_and_evaluate(b.inter, b.sid, c, ks, b.progress, b.p.users))}
+    sampling = cache_settings(config)
     for name, (base, lrs, train) in trained.items():
         if name not in config.baselines:
             continue
         grid = []
         for lr in lrs:
             c = base.replace(lr=lr, seed=config.sample.seed)
-            grid.append(parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
+            grid.append(b.parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
-        lists = [best["lists"][u] for u in p.users]
-        results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline", "metrics": score(name, lists)}
+        lists = [best["lists"][u] for u in b.p.users]
+        results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline", "metrics": b.score(name, lists)}
         results["baselines"][name] = {"chosen_lr": best["config"]["lr"], "best_epoch": best["best_epoch"],
                                       "grid": [{"lr": g["config"]["lr"], "valid_ndcg@10": g["valid_ndcg@10"],
                                                 "best_epoch": g["best_epoch"], "seconds": g["seconds"]} for g in grid],
                                       "epoch_budget": base.epochs}
-    results["ratios"] = report.ratios(results)
-    results["paired"] = paired_over_baselines(results, scored, p.truths, config.sample.seed)
-    report.write(results, out)
-    return results
 
 
 def seen_items(inter: pd.DataFrame, split: str, users: list[str]) -> list[set[str]]:
