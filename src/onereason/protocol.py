@@ -12,7 +12,8 @@ from onereason.metrics import KS
 
 
 class EvalSample(Config):
-    """A seeded sample of one split's users (the same seed and size give the same users in every stage)."""
+    """A seeded sample of one split's users. The same seed and size give the same users in every stage, and
+    samples of one seed nest: the 500 users of the bench's default are among the 3,000 of sft-eval's."""
 
     split: str = Field("test", pattern="^(valid|test)$", description="valid (choosing) or test (reporting)")
     max_users: int | None = Field(None, ge=1, description="a seeded sample of the split's users (None: all)")
