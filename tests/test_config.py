@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import onereason
 from onereason.cli import app
-from onereason.config import Config, ConfigError, build, parse_sets
+from onereason.config import Config, ConfigError, build, field_paths, parse_sets
 from onereason.pipeline import RunConfig
 from onereason.train.loop import LoopConfig
 
@@ -139,3 +139,21 @@ def test_a_prompt_longer_than_a_training_window_or_a_stride_past_the_window_is_r
                                   "sft": {"data": {"max_items": 20}}, "pretrain": {"report": {"max_items": 20}}})
     with pytest.raises(ValueError, match=r"corpus.stride=60 is more than corpus.max_items=50"):
         RunConfig.model_validate({"corpus": {"stride": 60}})
+
+
+def test_seed_reseeds_every_stage(tmp_path, monkeypatch):
+    """`onereason run --seed N` is a whole-pipeline replicate: every `seed` the RunConfig holds becomes N."""
+    paths = field_paths(RunConfig(), "seed")
+    assert {"itemic.seed", "corpus.seed", "pretrain.seed", "sft.loop.seed", "rl.seed", "eval.sample.seed",
+            "bench.sample.seed", "bench.select.seed"} <= set(paths)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--name", "x", "--until", "data", "--dataset", "ml-100k", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "runs" / "x" / "config.json").read_text())
+
+    def at(path: str):
+        node = saved
+        for part in path.split("."):
+            node = node[part]
+        return node
+    assert {p: at(p) for p in paths} == {p: 7 for p in paths}

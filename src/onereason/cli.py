@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from onereason.config import ConfigError, build, parse_sets
+from onereason.config import ConfigError, build, field_paths, parse_sets
 from onereason.data.schema import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -100,6 +100,8 @@ def run(
                                                     "--budget"),
     beams: Optional[int] = typer.Option(None, help="beam width = candidates per user"),
     max_users: Optional[int] = typer.Option(None, help="evaluate a sample of users (eval, sft-eval, rl-eval, bench)"),
+    seed: Optional[int] = typer.Option(None, help="every stage's seed (SIDs, corpus, model init, data order, user "
+                                       "samples, rollouts, baselines): a whole-pipeline replicate"),
     overwrite: bool = typer.Option(False, help="delete runs/<name> first"),
     until: str = typer.Option("serve", help="stop after this stage: data, itemic, corpus, pretrain, eval, sft, "
                               "sft-eval, rl, rl-eval, bench or serve"),
@@ -110,8 +112,9 @@ def run(
     from onereason import pipeline
 
     users = {f"{s}.sample.max_users": max_users for s in ("eval", "sft_eval", "rl_eval", "bench")}
+    seeds = {p: seed for p in field_paths(pipeline.RunConfig(), "seed")}
     cfg = _config(config_file, sets=set_, **{"data.datasets": datasets or None, "data.data_dir": data_dir,
-                                             "pretrain.model": model, "eval.decoding.beams": beams, **users})
+                                             "pretrain.model": model, "eval.decoding.beams": beams, **users, **seeds})
     try:
         if budget is not None or pretrain_budget is not None:
             cfg = pipeline.scale_budget(cfg, 1.0 if budget is None else budget, pretrain_budget)

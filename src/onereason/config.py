@@ -95,6 +95,19 @@ def build(cls: type[C], data: dict | None = None, overrides: dict[str, Any] | No
         raise ConfigError(f"{source}: {describe(e)}") from None
 
 
+def field_paths(config: Config, name: str, prefix: str = "") -> list[str]:
+    """Dotted paths of every field called `name` in `config` and its sub-configs (`--seed` sets every
+    `seed`: the stages keep one each, so a stage can be re-seeded alone)."""
+    out = []
+    for field in type(config).model_fields:
+        value = getattr(config, field)
+        if field == name:
+            out.append(prefix + field)
+        elif isinstance(value, Config):
+            out += field_paths(value, name, f"{prefix}{field}.")
+    return out
+
+
 def describe(e: ValidationError) -> str:
     """One line per refused key: `key.path: message (got value)`."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
