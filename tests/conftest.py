@@ -48,10 +48,9 @@ def tiny_config(ratings: Path, movies: Path):
         columns={"user_id": "userId", "item_id": "movieId", "categories": "genres"})]))
     cfg.itemic.levels, cfg.itemic.codebook_size, cfg.itemic.vocab_size = 2, 16, 400
     cfg.next_item.model = "tiny"
-    cfg.next_item.max_items = 20
     cfg.next_item.loop.epochs, cfg.next_item.loop.lr, cfg.next_item.loop.batch_tokens = 6, 1e-2, 2048
     cfg.next_item.loop.checkpoint_every = 20
-    cfg.corpus.max_items, cfg.corpus.long_items = 20, 40
+    cfg.corpus.max_items, cfg.corpus.long_items = 20, 40  # and so every prompt holds 20 items
     p = cfg.pretrain
     p.model, p.checkpoint_every = "tiny", 5
     for stage, tokens in (("text", 16_000), ("warmup", 8_000), ("full", 24_000), ("long", 8_000)):
@@ -59,26 +58,26 @@ def tiny_config(ratings: Path, movies: Path):
         s.tokens, s.lr, s.context, s.batch_tokens = tokens, 1e-2, 256 if stage == "long" else 128, 1024
     p.full.user_epochs, p.full.selections, p.report.select_users = None, 2, 20  # tokens, and early stopping at 2 points
     p.report.r0_items, p.report.users, p.report.beams, p.report.ppl_context = 16, 40, 10, 128
-    cfg.eval.decoding.beams, cfg.eval.batch_size, cfg.eval.max_items, p.report.max_items = 10, 16, 20, 20
+    cfg.eval.decoding.beams, cfg.eval.batch_size = 10, 16
     d = cfg.sft.data
-    d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user, d.max_items = 100, 100, 100, 3, 20
+    d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user = 100, 100, 100, 3
     cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
     e = cfg.sft_eval
     e.sample.max_users, e.decoding.beams, e.decoding.trace_tokens = 24, 10, 96
-    e.hypotheses, e.batch_size, e.max_items = [1, 3], 16, 20
+    e.hypotheses, e.batch_size = [1, 3], 16
     r = cfg.rl
-    r.steps, r.prompts_per_step, r.group, r.max_items = 2, 4, 2, 20
+    r.steps, r.prompts_per_step, r.group = 2, 4, 2
     r.decoding.beams, r.decoding.trace_tokens = 4, 32
     r.policy.micro_batch = 4
     v = cfg.rl_eval
-    v.sample.max_users, v.batch_size, v.max_items = 12, 16, 20
+    v.sample.max_users, v.batch_size = 12, 16
     v.decoding = {"beams": 8, "ks": [4, 8], "trace_tokens": 32}
     cfg.bench = cfg.bench.model_validate(TINY_BENCH)
     return cfg.model_validate(cfg.model_dump())  # the whole run checked, as a config file would be
 
 
 TINY_BENCH = dict(sample={"max_users": 12}, decoding={"beams": 10, "ks": [1, 4, 5, 10], "trace_tokens": 32},
-                  max_items=20, batch_size=16,
+                  batch_size=16,
                   sasrec={"hidden": 16, "epochs": 4, "batch_size": 32}, sasrec_lr=[1e-2],
                   tiger={"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64, "epochs": 2, "batch_size": 32,
                          "beams": 5, "eval_users": 20}, tiger_lr=[1e-2],

@@ -12,6 +12,8 @@ import onereason
 from onereason.cli import app
 from onereason.config import Config, ConfigError, build, field_paths, parse_sets
 from onereason.pipeline import RunConfig
+from onereason.rl.grpo import GrpoConfig
+from onereason.rundir import prompt_items
 from onereason.train.loop import LoopConfig
 
 
@@ -130,13 +132,23 @@ def test_every_command_that_builds_a_config_takes_set():
     assert [p for p, has in seen if has and p in no_config] == []
 
 
-def test_a_prompt_longer_than_a_training_window_or_a_stride_past_the_window_is_refused():
-    with pytest.raises(ValueError, match=r"eval.max_items=60 is more than corpus.max_items=50"):
+def test_prompt_length_is_declared_once_and_old_stage_keys_are_read_only_when_they_agree(tiny_run):
+    """Every prompt holds corpus.max_items items (`rundir.prompt_items`); a saved run's stage `max_items`
+    equal to it still loads, a different one is refused by name, and a stage config has no such key."""
+    run_dir, _ = tiny_run
+    assert prompt_items(run_dir) == 20 == RunConfig.model_validate_json((run_dir / "config.json").read_text()).corpus.max_items
+    old = {"corpus": {"max_items": 20}, **{k: {"max_items": 20} for k in ("eval", "sft_eval", "rl", "rl_eval", "bench")},
+           "sft": {"data": {"max_items": 20}}, "pretrain": {"report": {"max_items": 20}}, "next_item": {"max_items": 20}}
+    assert RunConfig.model_validate(old).corpus.max_items == 20
+    with pytest.raises(ValueError, match=r"eval.max_items=60: prompts hold corpus.max_items=50"):
         RunConfig.model_validate({"eval": {"max_items": 60}})
-    with pytest.raises(ValueError, match=r"bench.max_items=30 is more than corpus.max_items=20"):
-        RunConfig.model_validate({"corpus": {"max_items": 20}, "eval": {"max_items": 20}, "bench": {"max_items": 30},
-                                  **{k: {"max_items": 20} for k in ("sft_eval", "rl", "rl_eval")},
-                                  "sft": {"data": {"max_items": 20}}, "pretrain": {"report": {"max_items": 20}}})
+    with pytest.raises(ValueError, match=r"bench.max_items=30: prompts hold corpus.max_items=20"):
+        RunConfig.model_validate({**old, "bench": {"max_items": 30}})
+    with pytest.raises(ValidationError, match="max_items"):
+        GrpoConfig.model_validate({"max_items": 20})
+
+
+def test_a_stride_past_the_window_is_refused():
     with pytest.raises(ValueError, match=r"corpus.stride=60 is more than corpus.max_items=50"):
         RunConfig.model_validate({"corpus": {"stride": 60}})
 

@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -70,6 +71,11 @@ class DataConfig(Config):
                                      ".jsonl/.txt path, or None for item text only")
 
 
+# where a stage declared its own prompt length before `corpus.max_items` became the only place
+RETIRED_PROMPT_ITEMS = ("pretrain.report.max_items", "next_item.max_items", "eval.max_items", "sft.data.max_items",
+                        "sft_eval.max_items", "rl.max_items", "rl_eval.max_items", "bench.max_items")
+
+
 class RunConfig(Config):
     """The whole pipeline; saved as runs/<name>/config.json."""
 
@@ -87,18 +93,32 @@ class RunConfig(Config):
     skip: list[str] = Field(default_factory=list, description="stages `run` leaves out, e.g. sft-eval and rl-eval "
                             "(the bench scores the same models); their commands still run them")
 
-    @model_validator(mode="after")
-    def _prompts_fit_training(self) -> "RunConfig":
-        """A prompt never holds more history than a User-layer window: the model never saw longer ones."""
-        window = self.corpus.max_items
-        for key, n in (("pretrain.report.max_items", self.pretrain.report.max_items), ("eval.max_items", self.eval.max_items),
-                       ("sft.data.max_items", self.sft.data.max_items), ("sft_eval.max_items", self.sft_eval.max_items),
-                       ("rl.max_items", self.rl.max_items), ("rl_eval.max_items", self.rl_eval.max_items),
-                       ("bench.max_items", self.bench.max_items)):
-            if n > window:
-                raise ValueError(f"{key}={n} is more than corpus.max_items={window}: a prompt would hold more "
-                                 "history than any training window")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_items_declared_once(cls, data: Any) -> Any:
+        """Prompts hold `corpus.max_items` items, declared there only. The stages' own `max_items` (before
+        that) are still read from saved runs when they equal it, and refused by name when they differ."""
+        if not isinstance(data, dict):
+            return data
+        corpus = data.get("corpus")
+        window = corpus.get("max_items", CorpusConfig().max_items) if isinstance(corpus, dict) else \
+            getattr(corpus, "max_items", CorpusConfig().max_items)
+        out = dict(data)
+        for path in RETIRED_PROMPT_ITEMS:
+            *parents, leaf = path.split(".")
+            node = out
+            for part in parents:  # copied on the way down: the caller's dicts stay as they were
+                if not isinstance(node.get(part), dict):
+                    break
+                node[part] = dict(node[part])
+                node = node[part]
+            else:
+                if leaf in node:
+                    if node[leaf] != window:
+                        raise ValueError(f"{path}={node[leaf]}: prompts hold corpus.max_items={window} history "
+                                         "items (set it there; a stage's own max_items is gone)")
+                    del node[leaf]
+        return out
 
 
 def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None = None) -> RunConfig:
@@ -147,7 +167,7 @@ def run_data(config: DataConfig, run_dir: Path) -> dict:
 
 def prepare_run_dir(config: RunConfig, run_dir: Path, overwrite: bool = False) -> None:
     """A run directory belongs to one config: refuse to mix, unless told to start over."""
-    saved = run_dir / "config.json"
+    saved = run_dir / rundir.RUN_CONFIG
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     if saved.exists():

@@ -7,6 +7,7 @@ one, and a reader never sees a partial file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ def save_figure(fig, path: Path, dpi: int = 100, rect: tuple[float, ...] | None 
 
 
 # The layout of runs/<name>/ for the files several stages share, spelled here only: `run_dir / INTERACTIONS`.
+RUN_CONFIG = Path("config.json")  # the RunConfig; its corpus.max_items sizes every prompt (`prompt_items`)
 INTERACTIONS = Path("data/interactions.parquet")
 ITEMS = Path("data/items.parquet")
 GENERAL_TEXT = Path("data/general_text.parquet")
@@ -55,3 +57,13 @@ HELDOUT_ITEMS = Path("corpus/heldout_items.json")  # items whose SID ↔ title s
 INTERESTS = Path("reasoning/interests.json")
 PERSONAS = Path("reasoning/personas.json")
 SFT_DATA = Path("reasoning/sft.parquet")
+
+
+def prompt_items(run_dir: Path) -> int:
+    """History items in every prompt and training window of a run: `corpus.max_items` in the run's saved
+    config (declared there only), so no stage asks the model about more history than training showed it."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; a run's prompts hold its corpus.max_items items "
+                                f"(make the run with `onereason run`)")
+    return int(json.loads(path.read_text())["corpus"]["max_items"])

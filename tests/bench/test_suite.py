@@ -208,9 +208,9 @@ def test_users_per_domain_draws_from_each_domain(tiny_run):
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     _, sid = load_sid_tokens(run_dir)
     inter = inter.assign(domain="movies")
-    p, domains = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7))
+    p, domains = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7), 20)
     assert len(p.users) == 7 == len(set(p.users)) and set(domains) == {"movies"}
-    again, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7))
+    again, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=7), 20)
     assert again.users == p.users  # seeded
-    whole, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=10_000))
+    whole, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=10_000), 20)
     assert len(whole.users) == len(suite.eval_prompts(inter, "test", 50).users)

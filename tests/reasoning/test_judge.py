@@ -139,7 +139,7 @@ def test_llm_judge_and_teacher_build_sft_data_through_the_endpoint(judge_server,
     run_dir, _ = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("sft", "pretrain", "corpus", "eval", "model"))
-    cfg = SftDataConfig(r0_samples=10, r1_samples=20, r2_samples=10, r3_cuts_per_user=1, max_items=20,
+    cfg = SftDataConfig(r0_samples=10, r1_samples=20, r2_samples=10, r3_cuts_per_user=1,
                         judge=JudgeConfig(kind="llm", base_url=url, model="grounded"), teacher="llm")
     stats = build(cfg, copy, progress=False)
     df = pd.read_parquet(copy / "reasoning" / "sft.parquet")

@@ -29,7 +29,6 @@ from onereason.rl.unify import MopdConfig, RftConfig, run_mopd, run_rft
 
 def _tiny(**kw) -> GrpoConfig:
     base = {"steps": 2, "prompts_per_step": 4, "group": 2, "decoding": {"beams": 4, "trace_tokens": 48, "temperature": 1.0},
-            "max_items": 20,
             "policy": {"micro_batch": 4, "lr": 1e-3, "checkpoint_every": 1}}
     return GrpoConfig.model_validate({**base, **kw})
 
@@ -181,10 +180,10 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     rft = run_rft(RftConfig(experts=experts, prompts_per_domain=16, group=2,
                             decoding={"beams": n_items, "trace_tokens": 48, "temperature": 1.0, "top_p": 1.0},
                             require_format=False,
-                            max_items=20, loop={"epochs": 1, "batch_tokens": 4096, "lr": 1e-4}), run_dir, progress=False)
+                            loop={"epochs": 1, "batch_tokens": 4096, "lr": 1e-4}), run_dir, progress=False)
     movies = rft["domains"]["movies"]
     assert movies["kept"] == movies["hits"] == movies["trajectories"] == rft["samples"] > 0
-    mopd = run_mopd(MopdConfig(experts=experts, steps=2, prompts_per_step=4, max_items=20,
+    mopd = run_mopd(MopdConfig(experts=experts, steps=2, prompts_per_step=4,
                                decoding={"beams": 4, "trace_tokens": 48, "temperature": 1.0, "top_p": 1.0},
                                policy={"micro_batch": 4}), run_dir, progress=False)
     assert mopd["steps"] == 2 and math.isfinite(mopd["reverse_kl_last"])
@@ -225,7 +224,7 @@ def test_mopd_skips_a_step_with_nothing_to_train_and_has_no_pull_to_the_initial_
             return [[] for _ in prefixes]
 
     monkeypatch.setattr(unify, "HFBackend", NoItems)
-    cfg = MopdConfig(experts={"movies": "sft/model"}, out="rl/mopd_empty", steps=2, prompts_per_step=4, max_items=20,
+    cfg = MopdConfig(experts={"movies": "sft/model"}, out="rl/mopd_empty", steps=2, prompts_per_step=4,
                      decoding={"beams": 4, "trace_tokens": 16}, policy={"micro_batch": 4})
     assert cfg.policy.kl_beta == 0
     with pytest.warns(UserWarning, match="no trajectory"):

@@ -26,7 +26,6 @@ class EvalConfig(Config):
 
     sample: EvalSample = EvalSample()
     decoding: Decoding = Decoding(beams=20)
-    max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(32, ge=1)
 
 
@@ -39,7 +38,7 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     model = load_model(run_dir / "model")
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     s = config.sample
-    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
+    p = sample_prompts(inter, s.split, rundir.prompt_items(run_dir), s.max_users, s.seed)
     users, truths = p.users, p.truths
     ks = config.decoding.cutoffs()
     tok, sid = load_sid_tokens(run_dir)

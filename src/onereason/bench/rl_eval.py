@@ -39,7 +39,6 @@ class RlEvalConfig(Config):
     sample: EvalSample = EvalSample(max_users=500)
     decoding: Decoding = Decoding(beams=64, ks=[4, 10, 64])
     hypotheses: int = Field(3, ge=1, le=5)
-    max_items: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)
     methods: list[Method] = Field(default_factory=lambda: [
         Method(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
@@ -70,7 +69,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         raise FileNotFoundError(f"rl eval: no model at {', '.join(str(run_dir / x) for x in missing)}")
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     s = config.sample
-    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
+    p = sample_prompts(inter, s.split, rundir.prompt_items(run_dir), s.max_users, s.seed)
     tok, sid = load_sid_tokens(run_dir)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
 

@@ -44,7 +44,6 @@ class SftEvalConfig(Config):
     sample: EvalSample = EvalSample(max_users=3000)
     decoding: Decoding = Decoding(beams=20)
     hypotheses: list[int] = Field([1, 3, 5], description="n for the thinking runs (the ablation)")
-    max_items: int = Field(50, ge=1)
     batch_size: int = Field(32, ge=1)
     oracle: bool = Field(True, description="also score the teacher's hindsight traces (an upper bound)")
 
@@ -98,7 +97,7 @@ def interest_hits(traces: list[str], truth_names: list[str], names: list[str]) -
 def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     s = config.sample
-    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
+    p = sample_prompts(inter, s.split, rundir.prompt_items(run_dir), s.max_users, s.seed)
     tok, sid = load_sid_tokens(run_dir)
     text = HistoryText(sid, tok)
     ks = config.decoding.cutoffs()

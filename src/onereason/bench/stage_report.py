@@ -117,7 +117,8 @@ def stage_metrics(model, run_dir: Path, cfg: ReportConfig, progress: bool = Fals
     out = {"r0_heldout": perception(model, tok, sid, title_of, pick(heldout), cfg) if heldout else None,
            "r0_stated": perception(model, tok, sid, title_of, pick(stated), cfg),
            "perplexity": heldout_perplexity(model, tok, run_dir, cfg.ppl_context)}
-    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", cfg.max_items, cfg.users, cfg.seed)
+    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", rundir.prompt_items(run_dir), cfg.users,
+                       cfg.seed)
     out["next_item"] = {"split": "valid", "users": len(p.users), "beams": cfg.beams,
                         **next_item_at_10(model, tok, sid, p, cfg, progress)}
     return out
@@ -133,7 +134,8 @@ def next_item_at_10(model, tok, sid, p: EvalPrompts, cfg: ReportConfig, progress
 def valid_ndcg(run_dir: Path, cfg: ReportConfig) -> Callable[[torch.nn.Module], float]:
     """NDCG@10 on a seeded sample of `select_users` valid users: what picks a stage's best weights."""
     tok, sid = load_sid_tokens(run_dir)
-    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", cfg.max_items, cfg.select_users, cfg.seed)
+    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", rundir.prompt_items(run_dir),
+                       cfg.select_users, cfg.seed)
 
     def score(model: torch.nn.Module) -> float:
         model.eval()

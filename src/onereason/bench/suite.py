@@ -71,7 +71,6 @@ class BenchConfig(Config):
     exclude_history: bool = Field(False, description="drop items of the user's whole history from every method's "
                                   "list before scoring (default: kept, as RecBole does)")
     hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
-    max_items: int = Field(50, ge=1, description="history items in a prompt")
     batch_size: int = Field(16, ge=1)
     models: dict[str, str] = Field(
         {"pre-trained": "model", "SFT": "sft/model", "RL": "rl/grpo/model"},
@@ -152,20 +151,20 @@ def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfi
                        for u, t, d, i in list(zip(p.users, p.truths, decoded, think))[:10]]}
 
 
-def select_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalPrompts, list[str]]:
+def select_users(inter: pd.DataFrame, sid, config: BenchConfig, max_items: int) -> tuple[EvalPrompts, list[str]]:
     """The users "our best" is chosen on, and their target domains."""
     s = config.select
-    p = sample_prompts(inter, s.split, config.max_items, s.max_users, s.seed)
+    p = sample_prompts(inter, s.split, max_items, s.max_users, s.seed)
     return p, [sid.codec.item_domain[t[0]] for t in p.truths]
 
 
-def bench_users(inter: pd.DataFrame, sid, config: BenchConfig) -> tuple[EvalPrompts, list[str]]:
+def bench_users(inter: pd.DataFrame, sid, config: BenchConfig, max_items: int) -> tuple[EvalPrompts, list[str]]:
     """The users every method is scored on, and their target domains: `max_users` drawn from the whole
     split, or `users_per_domain` drawn from each domain."""
     if not config.users_per_domain:
-        p = sample_prompts(inter, config.sample.split, config.max_items, config.sample.max_users, config.sample.seed)
+        p = sample_prompts(inter, config.sample.split, max_items, config.sample.max_users, config.sample.seed)
     else:
-        p = eval_prompts(inter, config.sample.split, config.max_items)
+        p = eval_prompts(inter, config.sample.split, max_items)
         of = pd.Series([sid.codec.item_domain[t[0]] for t in p.truths])
         keep = [i for _, idx in of.groupby(of).groups.items()
                 for i in pd.Series(idx).sample(min(config.users_per_domain, len(idx)), random_state=config.sample.seed)]
@@ -190,6 +189,7 @@ class Bench:
     sel: EvalPrompts  # the users "our best" is chosen on
     sel_domains: list[str]
     results: dict
+    max_items: int  # history items per prompt: the run's corpus.max_items
     progress: bool
     seen: list[set[str]] | None = None  # each user's history items, when they are removed from every list
     scored: dict[str, list[list[str]]] = field(default_factory=dict)  # lists as scored: what the intervals resample
@@ -200,11 +200,11 @@ class Bench:
         return evaluate_lists(self.scored[method], self.p.truths, self.config.decoding.cutoffs(), self.domains)
 
 
-def cache_settings(config: BenchConfig) -> dict:
+def cache_settings(config: BenchConfig, max_items: int) -> dict:
     """The settings the R3 parts are cached under. Keys added later join only when set, so parts cached
     before they existed stay valid."""
     out = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p"}),
-           **config.model_dump(include={"hypotheses", "max_items"})}
+           "hypotheses": config.hypotheses, "max_items": max_items}
     if config.users_per_domain:
         out["users_per_domain"] = config.users_per_domain
     if config.decoding.top_p != Decoding().top_p:
@@ -234,8 +234,9 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     out = run_dir / "report"
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     tok, sid = load_sid_tokens(run_dir)
-    p, domains = bench_users(inter, sid, config)
-    sel, sel_domains = select_users(inter, sid, config)
+    max_items = rundir.prompt_items(run_dir)
+    p, domains = bench_users(inter, sid, config, max_items)
+    sel, sel_domains = select_users(inter, sid, config, max_items)
     results: dict = {"run": run_dir.name, "split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams,
                      "ks": config.decoding.cutoffs(), "domains": sorted(set(domains)), "config": config.model_dump(),
                      "protocol": "full ranking over all items of the target's domain; history items "
@@ -244,7 +245,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
     b = Bench(run_dir, config, Parts(out / "parts", log), inter, pd.read_parquet(run_dir / rundir.ITEMS), tok, sid,
-              p, domains, sel, sel_domains, results, progress,
+              p, domains, sel, sel_domains, results, max_items, progress,
               seen_items(inter, config.sample.split, p.users) if config.exclude_history else None)
     models = {n: d for n, d in config.models.items() if (run_dir / d / "config.json").exists()}
     lc = None
@@ -264,10 +265,10 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
 def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
     """Every tier for each model (ours, and LC-Rec-style's R3/R0/perplexity), each part cached."""
     config, run_dir, tok, sid, results = b.config, b.run_dir, b.tok, b.sid, b.results
-    sampling = cache_settings(config)
+    sampling = cache_settings(config, b.max_items)
     r0_sets = r0_item_sets(run_dir, sid, config)
     interests = Interests.load(run_dir / rundir.INTERESTS) if (run_dir / rundir.INTERESTS).exists() else None
-    r2_v, r2_window = r2_cases(b.inter, b.p.users, config.max_items)
+    r2_v, r2_window = r2_cases(b.inter, b.p.users, b.max_items)
     relation_pairs_once = functools.cache(lambda: relation_pairs(run_dir, b.items, b.inter, sid, config.r1_pairs,
                                                                  config.sample.seed))
     j = config.judge
@@ -336,7 +337,7 @@ def bench_baselines(b: Bench) -> None:
                           lambda c: sasrec.train_and_evaluate(b.inter, c, ks, b.progress, b.p.users)),
                "TIGER-style": (config.tiger, config.tiger_lr,
                                lambda c: tiger.train_and_evaluate(b.inter, b.sid, c, ks, b.progress, b.p.users))}
-    sampling = cache_settings(config)
+    sampling = cache_settings(config, b.max_items)
     for name, (base, lrs, train) in trained.items():
         if name not in config.baselines:
             continue

@@ -84,7 +84,6 @@ class SftDataConfig(Config):
                                    "likely-related candidates")
     r2_samples: int = Field(6000, ge=0)
     r3_cuts_per_user: int | None = Field(4, ge=1, description="R3 samples per training user (None: every cut)")
-    max_items: int = Field(50, ge=1, description="history items in a prompt")
     judge: JudgeConfig = JudgeConfig()
     teacher: str = Field("grounded", pattern="^(grounded|llm)$",
                          description="who writes R3 traces: the grounded synthesizer or the judge's endpoint")
@@ -160,6 +159,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     emb = np.load(run_dir / rundir.EMBEDDINGS)
     tok, sid = load_sid_tokens(run_dir)
     codec, text = sid.codec, HistoryText(sid, tok)
+    max_items = rundir.prompt_items(run_dir)
     out = run_dir / "reasoning"
     out.mkdir(parents=True, exist_ok=True)
     heldout_path = run_dir / rundir.HELDOUT_ITEMS
@@ -223,7 +223,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     r2 = rng.permutation(len(cuts))[:config.r2_samples]
     for j in r2:
         u, t = cuts[j]
-        events, future = hists[u][:t][-config.max_items:], hists[u][t:t + 5]
+        events, future = hists[u][:t][-max_items:], hists[u][t:t + 5]
         n = int(rng.choice(config.hypotheses))
         nxt = list(dict.fromkeys(interests.of[e.item] for e in future))[:n]
         add("R2", codec.item_domain[future[0].item], f"{u}-{t}",
@@ -240,7 +240,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         for t in ts:
             target = hists[u][t]
             think = bool(rng.random() < config.think_ratio.get(codec.item_domain[target.item], config.default_think_ratio))
-            cases.append((u, t, hists[u][:t][-config.max_items:], target, think, int(rng.choice(config.hypotheses))))
+            cases.append((u, t, hists[u][:t][-max_items:], target, think, int(rng.choice(config.hypotheses))))
     thinking = [c for c in cases if c[4]]
     if config.teacher == "llm":
         llm = LLMTeacher(client, teacher, dict(zip(items["item_id"], items["title"])))

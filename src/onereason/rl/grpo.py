@@ -107,7 +107,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
     unknown = sorted(set(cfg.domains or []) - set(sid.codec.domains))
     if unknown:
         raise ValueError(f"rl.domains: unknown domain(s) {unknown}; the run has {sorted(sid.codec.domains)}")
-    pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, cfg.domains)
+    pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, cfg.domains)
     group_of = Interests.load(run_dir / rundir.INTERESTS).of
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     backend = HFBackend(trainer.policy, sid, tok, cfg.decoding)

@@ -26,7 +26,7 @@ class RlPrompt:
 class PromptPool:
     """Every cut (user, t ≥ 1) of the train split, optionally of some domains only."""
 
-    def __init__(self, inter: pd.DataFrame, item_domain: dict[str, str], max_items: int = 50, window: int = 3,
+    def __init__(self, inter: pd.DataFrame, item_domain: dict[str, str], max_items: int, window: int = 3,
                  domains: list[str] | None = None):
         self.hists = user_histories(inter, ("train",))
         self.max_items, self.window = max_items, window

@@ -38,8 +38,8 @@ def sampled(decoding: Decoding) -> Decoding:
 
 
 class RolloutConfig(Config):
-    """What GRPO, RFT and MOPD roll out with, declared once: the prompts (history items, the next-items
-    window that is the ground truth), the mode, G traces and n hypotheses, the decoding, the reward, the seed."""
+    """What GRPO, RFT and MOPD roll out with, declared once: the prompts (the next-items window that is
+    the ground truth; history items: the run's corpus.max_items), the mode, G traces and n hypotheses, the decoding, the reward, the seed."""
 
     mode: str = Field("thinking", pattern="^(thinking|non-thinking|both)$",
                       description="both: each prompt is thinking or not with probability 1/2")
@@ -50,7 +50,6 @@ class RolloutConfig(Config):
     decoding: Decoding = Field(Decoding(beams=16, temperature=1.0, top_p=1.0),
                                description="rollouts: beams = M items per trace; a sampled (non-zero) temperature")
     reward: RewardConfig = RewardConfig()
-    max_items: int = Field(50, ge=1, description="history items in a prompt")
     seed: int = 0
 
     renamed_keys = {"candidates": "decoding.beams", "trace_tokens": "decoding.trace_tokens",

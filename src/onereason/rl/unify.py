@@ -115,7 +115,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     for d, expert_dir in cfg.experts.items():
         expert = load_model(run_dir / expert_dir)
-        pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, [d])
+        pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, [d])
         prompts = [p for p in pool.sample(cfg.prompts_per_domain, cfg.seed, 0) if p.window]
         backend = HFBackend(expert, sid, tok, cfg.decoding)
         trajs = []
@@ -154,7 +154,7 @@ def mopd_advantages(student: torch.Tensor, teacher: torch.Tensor, clip: float) -
 
 def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, group_of, out = _prepare(cfg, run_dir)
-    pool = PromptPool(inter, sid.codec.item_domain, cfg.max_items, cfg.window, list(cfg.experts))
+    pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, list(cfg.experts))
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     teachers = {d: load_model(run_dir / m).to(trainer.acc.device).eval()
                 for d, m in cfg.experts.items()}

@@ -40,7 +40,6 @@ class ServeConfig(Config):
     model: str | None = Field(None, description="model directory relative to the run (default: the RL "
                               "model rl/grpo/model when it exists, else sft/model), or an absolute path")
     store: str = Field("sqlite", description="sqlite | sqlite:///<path> | redis://host:port/db")
-    max_items: int = Field(50, ge=1, description="history items in a prompt (the latest)")
     hypotheses: int = Field(3, ge=1, le=5, description="interests the slow path asks the model to expand")
     renamed_keys = {"beams": "decoding.beams", "trace_tokens": "decoding.trace_tokens",
                     "temperature": "decoding.temperature"}
@@ -83,6 +82,7 @@ class Engine:
                            else self.model_dir.name)
         self.model = load_model(self.model_dir).eval()
         self.tok, self.sid = load_sid_tokens(self.run_dir)
+        self.max_items = rundir.prompt_items(self.run_dir)  # the latest items of a history, as in training
         self.text = HistoryText(self.sid, self.tok)
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
@@ -126,7 +126,7 @@ class Engine:
     def think(self, histories: list[list[Event]], domains: list[str], seed: int = 0) -> list[str]:
         """One sampled reasoning trace per history (text between the think tags)."""
         prompts = self._prompts(histories, domains, True)
-        traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.config.max_items:]] for h in histories],
+        traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.max_items:]] for h in histories],
                                  self.sid, self.tok, self.config.decoding.trace_tokens, self.config.decoding.temperature,
                                  self.config.decoding.top_p, batch_size=max(len(prompts), 1), seed=seed)
         return [self.tok.decode(t[:-1], skip_special_tokens=False).strip() for t in traces]
@@ -149,7 +149,7 @@ class Engine:
 
     def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool) -> list[list[int]]:
         """R3 prompts over the latest items."""
-        cut = [h[-self.config.max_items:] for h in histories]
+        cut = [h[-self.max_items:] for h in histories]
         return r3_prompts(cut, domains, self.config.hypotheses if thinking else None, self.text, self.tok)
 
     # ---- intervention -------------------------------------------------------------------------

@@ -23,7 +23,6 @@ class NextItemConfig(Config):
     """Backbone and data for next-item training."""
 
     model: str = Field("small", description="size preset (tiny|small|medium|base) or a local HF causal LM directory")
-    max_items: int = Field(50, ge=2, description="items per training window and per prompt")
     loop: LoopConfig = LoopConfig()
 
 
@@ -36,7 +35,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid = load_sid_tokens(run_dir)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     text = HistoryText(sid, tok)
-    seqs = [(ids, first) for _, ids, first in training_sequences(inter, text, config.max_items)]
+    seqs = [(ids, first) for _, ids, first in training_sequences(inter, text, rundir.prompt_items(run_dir))]
     samples = [Sample(ids, target_mask(np.asarray(ids), first, text.mark_ids)) for ids, first in seqs]
     model = build_model(config.model, len(tok), seed=config.loop.seed)
     out = run_dir / "train"

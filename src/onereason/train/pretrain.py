@@ -45,7 +45,6 @@ class ReportConfig(Config):
     r0_items: int = Field(200, ge=1, description="items per R0 group (held-out / stated)")
     users: int = Field(1000, ge=1, description="valid-split users for next-item recall")
     beams: int = Field(20, ge=10)
-    max_items: int = Field(50, ge=1)
     select_users: int = Field(500, ge=1, description="valid users whose NDCG@10 picks a stage's best weights "
                               "(stages with `selections`)")
     ppl_context: int = Field(512, ge=16)
