@@ -77,7 +77,7 @@ def tiny_config(ratings: Path, movies: Path):
 
 
 TINY_BENCH = dict(sample={"max_users": 12}, decoding={"beams": 10, "ks": [1, 4, 5, 10], "trace_tokens": 32},
-                  batch_size=16,
+                  batch_size=16, per_hypothesis=True,
                   sasrec={"hidden": 16, "epochs": 4, "batch_size": 32}, sasrec_lr=[1e-2],
                   tiger={"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64, "epochs": 2, "batch_size": 32,
                          "beams": 5, "eval_users": 20}, tiger_lr=[1e-2],

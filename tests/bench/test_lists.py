@@ -1,8 +1,12 @@
-"""The seeded user samples every evaluation stage draws (`bench/lists.sample_prompts`)."""
+"""How evaluation stages make lists: the seeded user samples, the merges, a beam per hypothesis."""
 
 import pandas as pd
 
-from onereason.bench.lists import sample_prompts
+from onereason.bench.lists import by_score, chat_lists, hypothesis_lists, interleave, merge_race, sample_prompts
+from onereason.decoding.constrained import Recommendation
+from onereason.itemic.sid import load_sid_tokens
+from onereason.model.backbone import load_model
+from onereason.protocol import Decoding
 
 
 def test_samples_of_one_seed_nest_so_stages_of_different_sizes_score_the_same_users(tiny_run):
@@ -18,3 +22,28 @@ def test_samples_of_one_seed_nest_so_stages_of_different_sizes_score_the_same_us
         assert set(small) < set(large)
     assert sample_prompts(inter, "test", 20, 12, seed=0).users == samples[1]  # the same seed, the same users
     assert set(sample_prompts(inter, "test", 20, 12, seed=1).users) != set(samples[1])
+
+
+def test_interleave_takes_turns_and_by_score_keeps_each_items_best():
+    assert interleave([["a", "b", "c"], ["b", "d"], ["e"]], 10) == ["a", "b", "e", "d", "c"]
+    assert interleave([["a", "b"], ["c", "d"]], 3) == merge_race(["a", "b"], ["c", "d"], 3) == ["a", "c", "b"]
+    recs = [Recommendation(["a", "b"], [-1.0, -3.0]), Recommendation(["b", "c"], [-0.5, -2.0])]
+    assert by_score(recs, 3) == ["b", "a", "c"] and by_score(recs, 1) == ["b"]
+
+
+def test_a_beam_per_hypothesis_starts_from_the_models_own_trace(tiny_run):
+    """The turns list opens with the thinking list's first item (the model's own trace comes first), and
+    both merges return distinct valid items of the target domain, at most `beams`."""
+    run_dir, _ = tiny_run
+    tok, sid = load_sid_tokens(run_dir)
+    model = load_model(run_dir / "sft" / "model").eval()
+    p = sample_prompts(pd.read_parquet(run_dir / "data" / "interactions.parquet"), "valid", 20, 6, seed=0)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    think, _, traces = chat_lists(model, p, domains, sid, tok, True, Decoding(beams=5, trace_tokens=48), 3, 8)
+    got = hypothesis_lists(model, p, domains, sid, tok, traces, 3, 5, 8)
+    assert set(got) == {"hypotheses", "hypotheses-turns"}
+    assert [x[0] for x in got["hypotheses-turns"]] == [x[0] for x in think]
+    for lists in got.values():
+        for xs, d in zip(lists, domains):
+            assert 0 < len(xs) <= 5 and len(set(xs)) == len(xs)
+            assert all(sid.codec.item_domain[x] == d for x in xs)

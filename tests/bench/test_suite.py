@@ -26,7 +26,7 @@ def bench(tiny_run):
 def test_every_tier_and_baseline_is_reported(bench):
     run_dir, _, r, _ = bench
     names = set(r["methods"])
-    for mode in ("non-thinking", "thinking", "race"):
+    for mode in ("non-thinking", "thinking", "race", "hypotheses", "hypotheses-turns"):
         assert f"SFT {mode}" in names and f"RL {mode}" in names
     assert {"pre-trained non-thinking", "MostPopular", "SASRec", "TIGER-style", "LC-Rec-style non-thinking"} <= names
     assert "LC-Rec-style thinking" not in names  # no reasoning in that baseline

@@ -18,7 +18,7 @@ from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.pipeline import RunConfig
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
-from onereason.reasoning.traces import TraceError
+from onereason.reasoning.traces import TraceError, drift_to, hypothesis_traces, split_trace
 from onereason.train import sft
 from onereason.train.loop import causal_lm_loss, collate
 
@@ -181,3 +181,16 @@ def test_bad_sft_config_is_named(tiny_run, tmp_path):
     with pytest.raises(ValueError, match=r"think_ratio: unknown domain\(s\) \['books'\]"):
         build(SftDataConfig(think_ratio={"books": 0.5}), copy, progress=False)
     assert (copy / "reasoning" / "sft.parquet").read_bytes() == before
+
+
+def test_hypothesis_traces_move_the_transition_to_each_other_listed_interest():
+    trace = ("Persona: steady · jars · focused (4 items).\nInterests: 1. jars bottles; 2. glassware; 3. testing.\n"
+             "Transition: recency: stays with jars bottles, the interest of the last item.")
+    got = hypothesis_traces(trace)
+    assert got[0] == trace and len(got) == 3  # the model's own, then the two interests its transition skips
+    for t, name in zip(got[1:], ["glassware", "testing"]):
+        head, listed, transition = split_trace(t)
+        assert head == "Persona: steady · jars · focused (4 items)."
+        assert listed == ["jars bottles", "glassware", "testing"] and transition == drift_to(name)
+    assert hypothesis_traces("Persona: x.\nTransition: drift: moves to a new interest, y.") == [
+        "Persona: x.\nTransition: drift: moves to a new interest, y."]  # no Interests line: alone

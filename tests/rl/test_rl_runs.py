@@ -192,14 +192,15 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
 
     report = rl_eval.run(rl_eval.RlEvalConfig(sample={"max_users": 12}, decoding={"beams": 8, "ks": [4, 8], "trace_tokens": 48}, methods=[
         rl_eval.parse_method("SFT=sft/model:non-thinking"), rl_eval.parse_method("RL=rl/think/model:thinking"),
-        rl_eval.parse_method("race=rl/think/model:race"), rl_eval.parse_method("experts=movies@rl/rft/model:thinking")]),
+        rl_eval.parse_method("race=rl/think/model:race"), rl_eval.parse_method("experts=movies@rl/rft/model:thinking"),
+        rl_eval.parse_method("split=rl/think/model:hypotheses")]),
         run_dir, progress=False)
-    assert set(report["methods"]) == {"SFT", "RL", "race", "experts"}
+    assert set(report["methods"]) == {"SFT", "RL", "race", "experts", "split"}
     assert all(r["metrics"]["all"]["sid_validity@8"] == 1.0 for r in report["methods"].values())
     assert (run_dir / "rl/eval.md").exists() and (run_dir / "rl/eval.png").exists()
     assert len((run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()) == report["users"]
     diffs = rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "SFT", columns=("recall@4", "pass@8"))
-    assert set(diffs) == {"RL", "race", "experts"}
+    assert set(diffs) == {"RL", "race", "experts", "split"}
     for m, d in diffs.items():  # the paired mean difference is the difference of the report's means
         mean, lo, hi = d["recall@4"]
         got = report["methods"][m]["metrics"]["all"]["recall@4"] - report["methods"]["SFT"]["metrics"]["all"]["recall@4"]

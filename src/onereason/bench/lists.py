@@ -5,6 +5,8 @@ sample of a split's prompts, non-thinking beam search from a pre-training-format
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from onereason.chat import END_THINK
@@ -13,6 +15,7 @@ from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import r3_prompts
+from onereason.reasoning.traces import hypothesis_traces
 
 
 def sample_prompts(inter: pd.DataFrame, split: str, max_items: int, max_users: int | None, seed: int
@@ -65,12 +68,47 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
 
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
     """Alternate the two lists (a first), dropping repeats, up to k items."""
+    return interleave([a, b], k)
+
+
+def interleave(lists: list[list[str]], k: int) -> list[str]:
+    """Take turns over the lists (rank 1 of each, in order, then rank 2, ...), dropping repeats, up to k."""
     out: list[str] = []
-    for pair in zip(a, b):
-        for x in pair:
-            if x not in out:
-                out.append(x)
-    for x in a + b:  # one list may be longer
-        if x not in out:
-            out.append(x)
+    for rank in range(max(map(len, lists), default=0)):
+        for xs in lists:
+            if rank < len(xs) and xs[rank] not in out:
+                out.append(xs[rank])
     return out[:k]
+
+
+def by_score(recs: list[Recommendation], k: int) -> list[str]:
+    """Candidates from several beams ranked by their score (an item's best), up to k."""
+    best: dict[str, float] = {}
+    for r in recs:
+        for x, s in zip(r.items, r.scores):
+            best[x] = max(s, best.get(x, -math.inf))
+    return sorted(best, key=lambda x: -best[x])[:k]
+
+
+def hypothesis_lists(model, p: EvalPrompts, domains: list[str], sid, tok, traces: list[list[int]], hypotheses: int,
+                     beams: int, batch_size: int, progress: bool = False) -> dict[str, list[list[str]]]:
+    """Thinking mode with a beam per hypothesis, so Interest Expansion widens the list instead of blending
+    into one: each sampled trace, and the trace moved to each other interest it lists
+    (`hypothesis_traces`), gets a beam of `beams`. Merged two ways: "hypotheses" by score, "hypotheses-turns"
+    taking turns (the model's own trace first)."""
+    prompts = r3_prompts(p.histories, domains, hypotheses, HistoryText(sid, tok), tok)
+    end_think = tok.convert_tokens_to_ids(END_THINK)
+    prefixes, owner = [], []
+    for i, (q, t) in enumerate(zip(prompts, traces)):
+        variants = hypothesis_traces(tok.decode(t[:-1], skip_special_tokens=False).strip())
+        prefixes += [q + t] + [q + tok.encode(f"\n{v}\n", add_special_tokens=False) + [end_think] for v in variants[1:]]
+        owner += [i] * len(variants)
+    nl = tok.encode("\n\n", add_special_tokens=False)
+    recs = recommend(model, [q + nl + [sid.begin_id[domains[i]]] for q, i in zip(prefixes, owner)],
+                     [domains[i] for i in owner], sid, tok.pad_token_id, k=beams, num_beams=beams,
+                     batch_size=batch_size, progress=progress)
+    per_user: list[list[Recommendation]] = [[] for _ in prompts]
+    for i, r in zip(owner, recs):
+        per_user[i].append(r)
+    return {"hypotheses": [by_score(rs, beams) for rs in per_user],
+            "hypotheses-turns": [interleave([r.items for r in rs], beams) for rs in per_user]}

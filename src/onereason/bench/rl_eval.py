@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
-from onereason.bench.lists import chat_lists, merge_race, sample_prompts
+from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, sample_prompts
 from onereason.config import Config
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
@@ -29,7 +29,9 @@ class Method(Config):
     name: str
     model: str | dict[str, str] = Field(description="model directory relative to the run directory, or "
                                         "domain → directory (each domain's users go to its expert)")
-    mode: str = Field(pattern="^(thinking|non-thinking|race)$")
+    mode: str = Field(pattern="^(thinking|non-thinking|race|hypotheses|hypotheses-turns)$",
+                      description="hypotheses(-turns): thinking with a beam per listed interest, merged by score "
+                      "(by turns)")
 
     def dirs(self) -> list[str]:
         return list(self.model.values()) if isinstance(self.model, dict) else [self.model]
@@ -60,7 +62,7 @@ def parse_method(spec: str) -> Method:
         return Method(name=name.strip(), model=model.strip(), mode=mode.strip())
     except ValueError as e:
         raise ValueError(f"--method {spec!r}: expected NAME=MODEL_DIR:MODE (or NAME=DOMAIN@DIR,DOMAIN@DIR:MODE) "
-                         "with MODE thinking, non-thinking or race") from e
+                         "with MODE thinking, non-thinking, race, hypotheses or hypotheses-turns") from e
 
 
 def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
@@ -80,6 +82,12 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                           progress)[0]
 
     def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
+        if mode.startswith("hypotheses"):
+            sub, doms = p.subset(users), [domains[i] for i in users]
+            traces = chat_lists(model, sub, doms, sid, tok, True, config.decoding, config.hypotheses, config.batch_size,
+                                config.sample.seed, progress)[2]
+            return hypothesis_lists(model, sub, doms, sid, tok, traces, config.hypotheses, config.decoding.beams,
+                                    config.batch_size, progress)[mode]
         if mode != "race":
             return lists(model, users, mode == "thinking", config.decoding.beams)
         half = config.decoding.beams // 2

@@ -39,7 +39,7 @@ from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
-from onereason.bench.lists import chat_lists, merge_race, recommend_next, sample_prompts
+from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, recommend_next, sample_prompts
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.r0_r2 import (chat_perception, interest_expansion, r2_baselines, r2_cases, relation_pairs,
                                    relations)
@@ -71,6 +71,8 @@ class BenchConfig(Config):
     exclude_history: bool = Field(False, description="drop items of the user's whole history from every method's "
                                   "list before scoring (default: kept, as RecBole does)")
     hypotheses: int = Field(3, ge=1, le=5, description="interest hypotheses asked for in thinking mode")
+    per_hypothesis: bool = Field(False, description="also the modes hypotheses / hypotheses-turns: a beam per "
+                                 "listed interest, merged by score / by turns (`lists.hypothesis_lists`)")
     batch_size: int = Field(16, ge=1)
     models: dict[str, str] = Field(
         {"pre-trained": "model", "SFT": "sft/model", "RL": "rl/grpo/model"},
@@ -122,7 +124,11 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
     half = cfg.decoding.beams // 2
     race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
-    return {"non-thinking": plain, "thinking": think, "race": race}, (plain_prompts, think_prompts, traces)
+    lists = {"non-thinking": plain, "thinking": think, "race": race}
+    if cfg.per_hypothesis:
+        lists |= hypothesis_lists(model, p, domains, sid, tok, traces, cfg.hypotheses, cfg.decoding.beams,
+                                  cfg.batch_size, progress)
+    return lists, (plain_prompts, think_prompts, traces)
 
 
 def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress: bool) -> list[list[str]]:
@@ -209,6 +215,8 @@ def cache_settings(config: BenchConfig, max_items: int) -> dict:
         out["users_per_domain"] = config.users_per_domain
     if config.decoding.top_p != Decoding().top_p:
         out["top_p"] = config.decoding.top_p
+    if config.per_hypothesis:
+        out["per_hypothesis"] = True
     return out
 
 

@@ -41,6 +41,33 @@ def numbered(text: str) -> list[str]:
     return [re.sub(r"^\d+\.\s*", "", x.strip()) for x in text.strip().rstrip(".").split(";") if x.strip()]
 
 
+def drift_to(name: str) -> str:
+    """The transition that names an interest without a reason from the history: what a trace edit (a
+    business rule, a hypothesis given its own beam) writes."""
+    return f"drift: moves to a new interest, {name}"
+
+
+def split_trace(trace: str) -> tuple[str, list[str], str]:
+    """(everything before Interests:, the listed interests, the transition text)."""
+    at_i, at_t = trace.find(PARTS[1]), trace.find(PARTS[2])
+    if at_i < 0 or at_t < at_i:
+        return trace.strip(), [], ""
+    return trace[:at_i].strip(), numbered(trace[at_i + len(PARTS[1]):at_t]), trace[at_t + len(PARTS[2]):].strip().rstrip(".")
+
+
+def join_trace(head: str, listed: list[str], transition: str) -> str:
+    """The inverse of `split_trace`."""
+    return f"{head}\nInterests: {numbered_list(listed)}.\nTransition: {transition}."
+
+
+def hypothesis_traces(trace: str) -> list[str]:
+    """The trace itself, then, for each listed interest its transition does not name, the trace moved
+    to that interest: one trace per hypothesis, so each can be given its own beam. A trace without an
+    Interests line is returned alone."""
+    head, listed, transition = split_trace(trace)
+    return [trace] + [join_trace(head, listed, drift_to(n)) for n in listed if n not in transition]
+
+
 class TraceError(ValueError):
     """A trace that breaks the format or cites an item it may not."""
 
@@ -102,15 +129,14 @@ class GroundedTeacher:
         if truth in np.argsort(-row)[:3]:
             return (f"complement: after {cite(events[-1].item)} in {name[last]}, users move on to {name[truth]} "
                     f"({row[truth]:.0%} of next steps)")
-        return f"drift: moves to a new interest, {name[truth]}"
+        return drift_to(name[truth])
 
     def trace(self, events: list[Event], target: str, n: int) -> str:
         truth = self.interests.of[target]
         _, persona = self.persona(events, target)
         hyp = self.hypotheses(events, n, self.interests.domain[truth], truth)
-        listed = numbered_list([self.interests.names[i] for i in hyp])
-        return (f"Persona: {persona}.\nInterests: {listed}.\n"
-                f"Transition: {self.transition(events, truth, target)}.")
+        return join_trace(f"Persona: {persona}.", [self.interests.names[i] for i in hyp],
+                          self.transition(events, truth, target))
 
 
 def check_trace(trace: str, history: list[str], codec: SidCodec, target: str | None = None,

@@ -33,7 +33,7 @@ from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
-from onereason.reasoning.traces import PARTS, numbered, numbered_list
+from onereason.reasoning.traces import drift_to, join_trace, split_trace
 
 
 class ServeConfig(Config):
@@ -169,8 +169,8 @@ class Engine:
         that has no cached trace: the persona, the ranked hypotheses, a move to the first of them."""
         _, persona = self.teacher.persona(history)
         hyp = self.teacher.hypotheses(history, self.config.hypotheses, domain)
-        return (f"Persona: {persona}.\nInterests: {numbered_list([self.interests.names[i] for i in hyp])}.\n"
-                f"Transition: drift: moves to a new interest, {self.interests.names[hyp[0]]}.")
+        return join_trace(f"Persona: {persona}.", [self.interests.names[i] for i in hyp],
+                          drift_to(self.interests.names[hyp[0]]))
 
     def edit_trace(self, trace: str, domain: str, c: Constraint) -> tuple[str, list[str]]:
         """The trace with its Interest Expansion rewritten for the constraint, and what was applied."""
@@ -183,17 +183,9 @@ class Engine:
         if not kept:  # everything the model thought of is excluded: the next-ranked allowed interests
             kept = [names[i] for i in range(len(names)) if self.interests.domain[i] == domain and names[i] not in exc][:1]
         if fav or any(n in transition for n in exc):
-            transition = f"drift: moves to a new interest, {kept[0]}"
+            transition = drift_to(kept[0])
         applied = [f"favour {n}: trace" for n in fav] + [f"exclude {n}: trace" for n in sorted(exc)]
-        return f"{head}\nInterests: {numbered_list(kept)}.\nTransition: {transition}.", applied
-
-
-def split_trace(trace: str) -> tuple[str, list[str], str]:
-    """(everything before Interests:, the listed interests, the transition text)."""
-    at_i, at_t = trace.find(PARTS[1]), trace.find(PARTS[2])
-    if at_i < 0 or at_t < at_i:
-        return trace.strip(), [], ""
-    return trace[:at_i].strip(), numbered(trace[at_i + len(PARTS[1]):at_t]), trace[at_t + len(PARTS[2]):].strip().rstrip(".")
+        return join_trace(head, kept, transition), applied
 
 
 @lru_cache(maxsize=256)
