@@ -1,0 +1,57 @@
+"""Thinking with a beam per interest hypothesis against the other modes, on one chat model (issue 24).
+
+    python bench/hypothesis_beams.py RUN --model rl/grpo/model --split valid --max-users 500
+
+One set of sampled traces serves every thinking mode: thinking (one beam after the trace), race (its first
+half merged with non-thinking's), hypotheses (a beam per listed interest, merged by score) and
+hypotheses-turns (merged by taking turns). Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
+non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from onereason import rundir
+from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, sample_prompts
+from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.model.backbone import load_model
+from onereason.protocol import Decoding
+
+ap = argparse.ArgumentParser()
+ap.add_argument("run")
+ap.add_argument("--model", default="rl/grpo/model")
+ap.add_argument("--split", default="valid", choices=["valid", "test"])
+ap.add_argument("--max-users", type=int, default=500)
+ap.add_argument("--beams", type=int, default=20)
+ap.add_argument("--hypotheses", type=int, default=3)
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--out", default="hypothesis_beams")
+a = ap.parse_args()
+
+run_dir = Path("runs") / a.run
+tok, sid = load_sid_tokens(run_dir)
+model = load_model(run_dir / a.model).eval()
+p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), a.split, rundir.prompt_items(run_dir),
+                   a.max_users, a.seed)
+domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+dec = Decoding(beams=a.beams)
+plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
+think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True)
+lists = {"non-thinking": plain, "thinking": think,
+         "race": [merge_race(x[:a.beams // 2], y[:a.beams // 2], a.beams) for x, y in zip(think, plain)],
+         **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
+report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
+          "hypotheses": a.hypotheses, "modes": {}}
+for mode, got in lists.items():
+    m = evaluate_lists(got, p.truths, [4, 10], domains)["all"]
+    row = {k: m[k] for k in ("recall@10", "ndcg@10", "pass@4")}
+    if mode != "non-thinking":
+        row["minus non-thinking"] = {c: paired_bootstrap(per_sample(c, got, p.truths), per_sample(c, plain, p.truths),
+                                                         seed=a.seed) for c in ("recall@10", "ndcg@10", "pass@4")}
+    report["modes"][mode] = row
+    diff = "  ".join(f"{c} {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]" for c, d in row.get("minus non-thinking", {}).items())
+    print(f"{mode:18s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}  {diff}")
+rundir.write_text(run_dir / f"{a.out}.json", json.dumps(report, indent=2))
