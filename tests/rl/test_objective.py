@@ -4,13 +4,16 @@ group advantages, the set-wise reward table, RFT filtering, the MOPD advantage s
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
 
-from onereason.rl.grpo import GrpoConfig, group_advantages, grpo_targets
+from onereason.itemic.sid import SidCodec
+from onereason.reasoning.interests import Interests
+from onereason.rl.grpo import GrpoConfig, group_advantages, grpo_targets, score
 from onereason.rl.prompts import RlPrompt
-from onereason.rl.reward import RewardConfig, item_hits, set_reward
+from onereason.rl.reward import RewardConfig, item_hits, set_reward, shared_prefix
 from onereason.rl.rollout import Trajectory
 from onereason.rl.trainer import PolicyConfig, policy_loss, token_kinds
 from onereason.rl.unify import MopdConfig, mopd_advantages, rft_samples
@@ -132,3 +135,30 @@ def test_rollout_configs_refuse_greedy_traces_and_the_old_keys(cls, extra):
     with pytest.raises(ValidationError, match="candidate"):
         cls.model_validate({**extra, "candidate": 8})
     assert cls.model_validate({**extra, "decoding": {"beams": 8}}).decoding.temperature == 1.0  # the declared default
+
+
+def test_interest_and_prefix_credit_are_switches_that_default_off():
+    """interest: a listed hypothesis is a window item's interest; prefix: the longest SID prefix shared with
+    a window item over the levels (1 for a hit). Both 0 in the default reward, and the format gate wins."""
+    group_of = {"a": 0, "b": 0, "c": 1, "d": 2}
+    codes = {"a": (1, 2, 3), "b": (1, 2, 4), "c": (1, 5, 6), "d": (7, 0, 0)}.__getitem__
+    on = RewardConfig(interest=0.3, prefix=0.6)
+    r = set_reward(["b", "d"], ["a"], group_of, on, True, listed={0, 2}, codes=codes)
+    assert (r.hit, r.interest, r.prefix) == (0.0, 1.0, pytest.approx(2 / 3))
+    assert r.total == pytest.approx(0.1 * 1.0 + 0.3 + 0.6 * 2 / 3)  # diversity 2 interests / 2 candidates
+    assert set_reward(["c"], ["a"], group_of, on, True, listed={1}, codes=codes).interest == 0.0
+    assert set_reward(["a"], ["a"], group_of, on, True, codes=codes).prefix == 1.0
+    assert set_reward(["b"], ["a"], group_of, RewardConfig(), True, {0}, codes).total == pytest.approx(0.1)
+    assert set_reward(["b"], ["a"], group_of, on, False, {0}, codes).total == -0.5
+    assert shared_prefix((1, 2, 3), (2, 2, 3)) == 0.0
+
+
+def test_score_reads_the_listed_interests_from_the_trace_in_the_prompts_domain():
+    codec = SidCodec(pd.DataFrame({"item_id": ["a", "b", "c"], "domain": ["d", "d", "d"],
+                                   "code_0": [0, 0, 1], "code_1": [0, 1, 0]}))
+    interests = Interests({"a": 0, "b": 0, "c": 1}, ["jars", "glass"], ["d", "d"], [0, 1])
+    trace = "Persona: x.\nInterests: 1. glass; 2. tins.\nTransition: drift: moves to a new interest, glass."
+    t = Trajectory(0, [1], 1, 1, ["b"], [[2]], trace=trace)
+    [t] = score([t], [RlPrompt("u-1", "d", [], ["c"])], interests, codec, RewardConfig(interest=1.0, prefix=1.0))
+    assert t.components["interest"] == 1.0 and t.components["prefix"] == 0.0  # c is "glass"; b shares no code
+    assert t.reward == pytest.approx(0.1 + 1.0)

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 
 from onereason import rundir
 from onereason.corpus.user_layer import HistoryText
-from onereason.itemic.sid import load_sid_tokens
+from onereason.itemic.sid import SidCodec, load_sid_tokens
 from onereason.reasoning.interests import Interests
+from onereason.reasoning.traces import split_trace
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.reward import RewardConfig, finite, item_hits, set_reward
 from onereason.rl.rollout import HFBackend, RolloutConfig, Trajectory, rollout_modes, rollout_step
@@ -62,15 +63,20 @@ def group_advantages(values: np.ndarray, groups: np.ndarray, scale_by_std: bool 
     return out
 
 
-def score(trajs: list[Trajectory], prompts: list[RlPrompt], group_of: dict[str, int], cfg: RewardConfig
+def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests, codec: SidCodec, cfg: RewardConfig
           ) -> list[Trajectory]:
     """Set-wise reward and per-item hits on every trajectory; those without items or with a
     non-finite reward are dropped (the caller counts them)."""
+    index = {(n, d): i for i, (n, d) in enumerate(zip(interests.names, interests.domain))}
+    codes = (lambda item: codec.codes[codec.index[item]]) if cfg.prefix else None
     kept = []
     for t in trajs:
-        r = set_reward(t.items, prompts[t.prompt].window, group_of, cfg, t.format_ok)
+        domain = prompts[t.prompt].domain
+        listed = {index[n, domain] for n in split_trace(t.trace)[1] if (n, domain) in index} if t.trace else set()
+        r = set_reward(t.items, prompts[t.prompt].window, interests.of, cfg, t.format_ok, listed, codes)
         t.reward = r.total
-        t.components = {"hit": r.hit, "coverage": r.coverage, "diversity": r.diversity, "format_ok": float(r.format_ok)}
+        t.components = {"hit": r.hit, "coverage": r.coverage, "diversity": r.diversity, "format_ok": float(r.format_ok),
+                        "interest": r.interest, "prefix": r.prefix}
         t.item_rewards = item_hits(t.items, prompts[t.prompt].window)
         if t.items and finite(t.reward):
             kept.append(t)
@@ -108,7 +114,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
     if unknown:
         raise ValueError(f"rl.domains: unknown domain(s) {unknown}; the run has {sorted(sid.codec.domains)}")
     pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, cfg.domains)
-    group_of = Interests.load(run_dir / rundir.INTERESTS).of
+    interests = Interests.load(run_dir / rundir.INTERESTS)
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     backend = HFBackend(trainer.policy, sid, tok, cfg.decoding)
     bar = tqdm(total=cfg.steps, initial=trainer.start, desc=f"grpo {cfg.mode}", disable=not progress)
@@ -125,7 +131,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
         trajs = rollout_step(backend, prompts, thinking, text, tok, cfg, cfg.seed * 100_003 + step, step) if prompts else []
         n_all = len(trajs)
         no_items = sum(not t.items for t in trajs)
-        kept = score(trajs, prompts, group_of, cfg.reward)
+        kept = score(trajs, prompts, interests, sid.codec, cfg.reward)
         if reward_hook is not None:
             reward_hook(kept)
             kept = [t for t in kept if finite(t.reward)]
