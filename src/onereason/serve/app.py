@@ -1,7 +1,7 @@
 """The HTTP service: `create_app(run_dir, config)` → a FastAPI app (run it with uvicorn, or
 `onereason serve`).
 
-    POST /recommend            items for a user id or an explicit history (fast | slow | auto)
+    POST /recommend            items for a user id or an explicit history (fast | slow | auto; race)
     POST /events               append a user's interactions; their trace becomes stale
     GET  /explain/{user_id}    the cached trace, split into persona, interests, transition
     POST /v1/chat/completions  the model, OpenAI-compatible (`stream: true` sends server-sent events)
@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from onereason.bench.lists import merge_race
 from onereason.data.histories import Event
 from onereason.reasoning.traces import PARTS, split_trace
 from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInterest, chat_completion
@@ -61,6 +62,8 @@ class RecommendRequest(BaseModel):
     domain: str | None = Field(None, max_length=100, description="default: the domain of the latest item")
     k: int = Field(10, ge=1, le=MAX_K)
     mode: Literal["fast", "slow", "auto"] = "auto"
+    race: bool = Field(False, description="with a trace: its list and the non-thinking list merged by turns "
+                       "(trace first), the bench's race mode; costs a second beam")
     constraints: Constraints = Constraints()
 
 
@@ -276,9 +279,17 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 applied.append("favour/exclude interests: trie")
             if constraint.newer_than is not None:
                 applied.append(f"newer_than {constraint.newer_than}: trie")
-        items, scores = await batcher.submit({"history": events, "domain": domain, "trace": trace, "k": req.k,
-                                              "constraint": constraint})
-        return {"user_id": user, "domain": domain, "mode": mode if mode == "slow" else "fast+trace" if trace else "fast",
+        job = {"history": events, "domain": domain, "trace": trace, "k": req.k, "constraint": constraint}
+        raced = req.race and trace is not None
+        jobs = [job, {**job, "trace": None}] if raced else [job]  # submitted together: one batch
+        (items, scores), *others = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        if raced:
+            plain, plain_scores = others[0]
+            score_of = dict(zip(plain, plain_scores)) | dict(zip(items, scores))
+            items = merge_race(items, plain, req.k)
+            scores = [score_of[i] for i in items]
+        path = mode if mode == "slow" else "fast+trace" if trace else "fast"
+        return {"user_id": user, "domain": domain, "mode": path + ("+race" if raced else ""),
                 "trace_age_s": age, "trace_stale": stale, "constraints_applied": applied,
                 "items": [{"id": i, "title": engine.titles.get(i, ""), "domain": engine.domain_of(i),
                            "interest": engine.interest_of(i), "score": s} for i, s in zip(items, scores)]}
