@@ -4,7 +4,8 @@
 
 One set of sampled traces serves every thinking mode: thinking (one beam after the trace), race (its first
 half merged with non-thinking's), hypotheses (a beam per listed interest, merged by score) and
-hypotheses-turns (merged by taking turns). Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
+hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first half merged with non-thinking's).
+Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
 non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json.
 """
 import argparse
@@ -43,6 +44,8 @@ think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypothes
 lists = {"non-thinking": plain, "thinking": think,
          "race": [merge_race(x[:a.beams // 2], y[:a.beams // 2], a.beams) for x, y in zip(think, plain)],
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
+half = a.beams // 2
+lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
           "hypotheses": a.hypotheses, "modes": {}}
 for mode, got in lists.items():
