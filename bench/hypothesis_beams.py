@@ -20,6 +20,7 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
+from onereason.reasoning.traces import split_trace
 
 ap = argparse.ArgumentParser()
 ap.add_argument("run")
@@ -29,6 +30,7 @@ ap.add_argument("--max-users", type=int, default=500)
 ap.add_argument("--beams", type=int, default=20)
 ap.add_argument("--hypotheses", type=int, default=3)
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--exact-n", action="store_true", help="traces list exactly --hypotheses interests (Decoding.exact_n)")
 ap.add_argument("--out", default="hypothesis_beams")
 a = ap.parse_args()
 
@@ -38,7 +40,7 @@ model = load_model(run_dir / a.model).eval()
 p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), a.split, rundir.prompt_items(run_dir),
                    a.max_users, a.seed)
 domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-dec = Decoding(beams=a.beams)
+dec = Decoding(beams=a.beams, exact_n=a.exact_n)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
 think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True)
 lists = {"non-thinking": plain, "thinking": think,
@@ -46,8 +48,10 @@ lists = {"non-thinking": plain, "thinking": think,
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
 half = a.beams // 2
 lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
+listed = [len(split_trace(tok.decode(t[:-1], skip_special_tokens=False))[1]) for t in traces]
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
-          "hypotheses": a.hypotheses, "modes": {}}
+          "hypotheses": a.hypotheses, "exact_n": a.exact_n, "listed_mean": sum(listed) / len(listed), "modes": {}}
+print(f"interests listed per trace: {report['listed_mean']:.2f} (asked {a.hypotheses})")
 for mode, got in lists.items():
     m = evaluate_lists(got, p.truths, [4, 10], domains)["all"]
     row = {k: m[k] for k in ("recall@10", "ndcg@10", "pass@4")}

@@ -13,6 +13,7 @@ import re
 IM_START, IM_END, THINK, END_THINK = "<|im_start|>", "<|im_end|>", "<think>", "</think>"
 SPECIALS = [IM_START, IM_END, THINK, END_THINK]  # added to every tokenizer as special tokens
 EMPTY_THINK = f"\n\n{END_THINK}\n\n"
+PARTS = ("Persona:", "Interests:", "Transition:")  # a trace's lines, in this order (reasoning/traces.py)
 
 TRACE = re.compile(rf"^\n(.*)\n{END_THINK}\n\n", re.S)  # a thinking response: group 1 is the trace
 ANSWER = re.compile(rf"{END_THINK}\n\n(.*){re.escape(IM_END)}$", re.S)  # any response: group 1 is the answer

@@ -28,6 +28,8 @@ class Decoding(Config):
     trace_tokens: int = Field(160, ge=8, description="trace budget; `</think>` is appended if it runs out")
     temperature: float = Field(0.6, ge=0, description="trace sampling temperature (0: greedy)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus cut of trace sampling (1: none)")
+    exact_n: bool = Field(False, description="the trace's Interests line lists exactly the n hypotheses the "
+                          "prompt asks for (`decoding.two_stage.InterestCountLogitsProcessor`)")
 
     def cutoffs(self) -> list[int]:
         """The cut-offs the beam can fill."""

@@ -118,7 +118,7 @@ def test_thinking_prompts_ask_for_their_own_n(tiny_run):
     tok, sid = load_sid_tokens(run_dir)
 
     class Recorder(HFBackend):
-        def traces(self, prompts, histories, seed):
+        def traces(self, prompts, histories, seed, hypotheses):
             self.prompts = prompts
             return [tok.encode("\n", add_special_tokens=False) + [tok.convert_tokens_to_ids("</think>")]
                     for _ in prompts]

@@ -56,8 +56,8 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
     prompts = r3_prompts(p.histories, domains, hypotheses if thinking else None, text, tok)
     traces = None
     if thinking:
-        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
-                                 decoding.trace_tokens, decoding.temperature, decoding.top_p, batch_size, seed, progress)
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, decoding,
+                                 batch_size, seed, progress, hypotheses)
         prefixes = [q + x for q, x in zip(prompts, traces)]
     else:
         nl = tok.encode("\n\n", add_special_tokens=False)

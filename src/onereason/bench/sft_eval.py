@@ -26,7 +26,7 @@ from pydantic import Field
 
 from onereason import rundir
 from onereason.bench.lists import answer_items, recommend_next, sample_prompts
-from onereason.chat import END_THINK
+from onereason.chat import END_THINK, PARTS
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.two_stage import generate_traces
@@ -35,7 +35,7 @@ from onereason.metrics import evaluate_lists
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
-from onereason.reasoning.traces import PARTS, numbered
+from onereason.reasoning.traces import numbered
 from onereason.rundir import write_text
 from onereason.train.loop import Sample, collate
 
@@ -137,10 +137,8 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     hist = [{e.item for e in h} for h in p.histories]
     for n in config.hypotheses:
         prompts = r3_prompts(p.histories, domains, n, text, tok)
-        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok,
-                                 config.decoding.trace_tokens, config.decoding.temperature, config.decoding.top_p,
-                                 batch_size=config.batch_size,
-                                 seed=config.sample.seed, progress=progress)
+        traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, config.decoding,
+                                 batch_size=config.batch_size, seed=config.sample.seed, progress=progress, hypotheses=n)
         name = f"SFT thinking n={n}"
         lists[name], think_prompts = answers(model, [q + t for q, t in zip(prompts, traces)])
         decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]

@@ -209,7 +209,7 @@ class Bench:
 def cache_settings(config: BenchConfig, max_items: int) -> dict:
     """The settings the R3 parts are cached under. Keys added later join only when set, so parts cached
     before they existed stay valid."""
-    out = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p"}),
+    out = {**config.sample.model_dump(), **config.decoding.model_dump(exclude={"ks", "top_p", "exact_n"}),
            "hypotheses": config.hypotheses, "max_items": max_items}
     if config.users_per_domain:
         out["users_per_domain"] = config.users_per_domain
@@ -217,6 +217,8 @@ def cache_settings(config: BenchConfig, max_items: int) -> dict:
         out["top_p"] = config.decoding.top_p
     if config.per_hypothesis:
         out["per_hypothesis"] = True
+    if config.decoding.exact_n:
+        out["exact_n"] = True
     return out
 
 

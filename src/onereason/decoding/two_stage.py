@@ -4,20 +4,25 @@ Stage 1 samples the trace after `<think>` until `</think>`. Inside the trace the
 cite items, but only items of the user's own history: `CitationLogitsProcessor` lets a begin
 token open a citation and then only the codes of history items follow, and forbids code tokens
 anywhere else, so every cited item exists in the history by construction.
+With `exact_n`, `InterestCountLogitsProcessor` keeps the Interests line open until it lists n
+hypotheses and closes it then, so a trace asked for n interests lists n.
 Stage 2 appends `\\n\\n` and the target domain's begin token to prompt + trace and runs the
 trie-constrained beam search (`recommend`), as the reference benchmark does.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from onereason.chat import END_THINK, IM_END, IM_START, THINK
+from onereason.chat import END_THINK, IM_END, IM_START, PARTS, THINK
 from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import SidTokens, build_trie
+from onereason.protocol import Decoding
 
 
 def open_citation(seq: list[int], sid: SidTokens) -> int | None:
@@ -55,6 +60,34 @@ class CitationLogitsProcessor(LogitsProcessor):
         return out
 
 
+@functools.lru_cache(maxsize=8)
+def tokens_containing(tok, text: str) -> torch.Tensor:
+    """Ids of the tokens whose text contains `text` (computed once per tokenizer)."""
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    return torch.tensor([i for i, t in enumerate(vocab) if t is not None and text in tok.convert_tokens_to_string([t])])
+
+
+class InterestCountLogitsProcessor(LogitsProcessor):
+    """Inside the trace's Interests line ("Interests: 1. a; 2. b; 3. c."): no line break before the
+    n − 1 separators "; " are written, no separator after them, so the line lists exactly n."""
+
+    def __init__(self, tok, prompt_len: int, ns: list[int]):
+        self.tok, self.prompt_len, self.ns = tok, prompt_len, ns
+        self.semicolon, self.newline = tokens_containing(tok, ";"), tokens_containing(tok, "\n")
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = scores
+        for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            text = self.tok.decode(gen, skip_special_tokens=False)
+            at = text.find(PARTS[1])
+            if at < 0 or "\n" in text[at:]:
+                continue  # before the Interests line, or past it
+            banned = self.newline if text[at:].count(";") < self.ns[r] - 1 else self.semicolon
+            out = out.clone() if out is scores else out
+            out[r, banned] = float("-inf")
+        return out
+
+
 def close_trace(seq: list[int], sid: SidTokens, end_think: int) -> list[int]:
     """A trace that ran out of budget: drop an unfinished citation, then close the think block."""
     at = open_citation(seq, sid)
@@ -63,9 +96,14 @@ def close_trace(seq: list[int], sid: SidTokens, end_think: int) -> list[int]:
 
 @torch.no_grad()
 def generate_traces(model, prompts: list[list[int]], histories: list[list[str]], sid: SidTokens, tok,
-                    max_new_tokens: int = 160, temperature: float = 0.6, top_p: float = 0.95,
-                    batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[list[int]]:
-    """Trace token ids per prompt, each ending with `</think>` (appended if the budget ran out)."""
+                    decoding: Decoding, batch_size: int = 32, seed: int = 0, progress: bool = False,
+                    hypotheses: int | list[int] | None = None) -> list[list[int]]:
+    """Trace token ids per prompt, each ending with `</think>` (appended if the budget ran out).
+    `hypotheses`: the n each prompt asks for (one for all, or one per prompt); with `decoding.exact_n`
+    the trace lists exactly that many."""
+    temperature, top_p = decoding.temperature, decoding.top_p
+    ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
+    exact = decoding.exact_n and all(n is not None for n in ns)
     end_think = tok.convert_tokens_to_ids(END_THINK)
     banned = [tok.convert_tokens_to_ids(t) for t in (IM_END, IM_START, THINK)] + [tok.pad_token_id]
     model.eval()
@@ -78,11 +116,13 @@ def generate_traces(model, prompts: list[list[int]], histories: list[list[str]],
         ids, attn = left_pad([prompts[i] for i in idx], tok.pad_token_id)
         width = ids.shape[1]
         tries = [build_trie([sid.ids(h) for h in histories[i]]) for i in idx]
-        proc = CitationLogitsProcessor(sid, width, tries, banned)
+        procs = [CitationLogitsProcessor(sid, width, tries, banned)]
+        if exact:
+            procs.append(InterestCountLogitsProcessor(tok, width, [ns[i] for i in idx]))
         gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=temperature > 0,
                              temperature=temperature if temperature > 0 else None, top_p=top_p if temperature > 0 else None,
-                             top_k=None, max_new_tokens=max_new_tokens, eos_token_id=end_think,
-                             pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList([proc]))
+                             top_k=None, max_new_tokens=decoding.trace_tokens, eos_token_id=end_think,
+                             pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList(procs))
         for row, i in enumerate(idx):
             seq = gen[row, width:].tolist()
             out[i] = seq[:seq.index(end_think) + 1] if end_think in seq else close_trace(seq, sid, end_think)

@@ -21,13 +21,13 @@ from collections import Counter
 
 import numpy as np
 
+from onereason.chat import PARTS
 from onereason.data.histories import Event
 from onereason.itemic.sid import SidCodec
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
 
-PARTS = ("Persona:", "Interests:", "Transition:")
 REASONS = ("recency", "repeat", "complement", "drift")
 
 

@@ -77,8 +77,9 @@ class Trajectory:
 
 
 class RolloutBackend(Protocol):
-    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int) -> list[list[int]]:
-        """One sampled trace per prompt, ending with `</think>`."""
+    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int, hypotheses: list[int]
+               ) -> list[list[int]]:
+        """One sampled trace per prompt, ending with `</think>`; `hypotheses`: the n each prompt asks for."""
 
     def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
         """M distinct valid items per prefix (which ends with the domain's begin token)."""
@@ -88,10 +89,10 @@ class HFBackend:
     def __init__(self, model, sid: SidTokens, tok, decoding: Decoding, batch_size: int = 32):
         self.model, self.sid, self.tok, self.decoding, self.batch_size = model, sid, tok, decoding, batch_size
 
-    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int) -> list[list[int]]:
-        d = self.decoding
-        return generate_traces(self.model, prompts, histories, self.sid, self.tok, d.trace_tokens, d.temperature,
-                               d.top_p, self.batch_size, seed)
+    def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int, hypotheses: list[int]
+               ) -> list[list[int]]:
+        return generate_traces(self.model, prompts, histories, self.sid, self.tok, self.decoding, self.batch_size, seed,
+                               hypotheses=hypotheses)
 
     def items(self, prefixes: list[list[int]], domains: list[str], m: int) -> list[list[str]]:
         recs = recommend(self.model, prefixes, domains, self.sid, self.tok.pad_token_id, k=m, num_beams=m,
@@ -117,7 +118,9 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     g = g if thinking else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
     if thinking:
-        traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed)
+        ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
+        traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed,
+                                [ns[i] for i in owner])
     else:
         traces = [nl + [end_think] for _ in owner]
     prefixes = [base[i] + t + nl + [sid.begin_id[prompts[i].domain]] for i, t in zip(owner, traces)]

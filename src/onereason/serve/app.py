@@ -29,8 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, ConfigDict, Field
 
 from onereason.bench.lists import merge_race
+from onereason.chat import PARTS
 from onereason.data.histories import Event
-from onereason.reasoning.traces import PARTS, split_trace
+from onereason.reasoning.traces import split_trace
 from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInterest, chat_completion
 from onereason.serve.store import NewEvent, Store, open_store
 from onereason.serve.worker import Worker, history, register_users

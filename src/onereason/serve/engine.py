@@ -127,8 +127,8 @@ class Engine:
         """One sampled reasoning trace per history (text between the think tags)."""
         prompts = self._prompts(histories, domains, True)
         traces = generate_traces(self.model, prompts, [[e.item for e in h[-self.max_items:]] for h in histories],
-                                 self.sid, self.tok, self.config.decoding.trace_tokens, self.config.decoding.temperature,
-                                 self.config.decoding.top_p, batch_size=max(len(prompts), 1), seed=seed)
+                                 self.sid, self.tok, self.config.decoding, batch_size=max(len(prompts), 1), seed=seed,
+                                 hypotheses=self.config.hypotheses)
         return [self.tok.decode(t[:-1], skip_special_tokens=False).strip() for t in traces]
 
     # ---- fast path ----------------------------------------------------------------------------
