@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from onereason import rundir
 from onereason.config import ConfigError, build, field_paths, parse_sets
 from onereason.data.schema import DataError
 
@@ -137,7 +138,7 @@ def run(
     if "serve" in summary:
         print_smoke(summary["serve"])
     if "bench" in summary:
-        print_headline(json.loads((RUNS / name / "report" / "results.json").read_text()))
+        print_headline(json.loads((RUNS / name / rundir.REPORT / "results.json").read_text()))
     console.print(f"artifacts: {RUNS / name}/ (the layout is in the README)")
     if "bench" in summary:
         console.print(f"report:    {RUNS / name / 'report' / 'report.html'} (one file, plots inlined; report.md "
@@ -584,7 +585,7 @@ def bench_compare(
     """Two or more bench reports side by side."""
     from onereason.bench import report
 
-    files = [Path(r) if r.endswith(".json") else RUNS / r / "report" / "results.json" for r in run]
+    files = [Path(r) if r.endswith(".json") else RUNS / r / rundir.REPORT / "results.json" for r in run]
     try:
         console.print(report.compare(files, out))
     except (ValueError, FileNotFoundError) as e:

@@ -57,6 +57,12 @@ HELDOUT_ITEMS = Path("corpus/heldout_items.json")  # items whose SID ↔ title s
 INTERESTS = Path("reasoning/interests.json")
 PERSONAS = Path("reasoning/personas.json")
 SFT_DATA = Path("reasoning/sft.parquet")
+MODEL = Path("model")  # the pre-trained model (what `eval` and `sft` start from)
+SFT = Path("sft")
+SFT_MODEL = SFT / "model"
+RL = Path("rl/grpo")
+RL_MODEL = RL / "model"
+REPORT = Path("report")  # the bench's results.json, report.md/html, plots and cached parts
 
 
 def prompt_items(run_dir: Path) -> int:

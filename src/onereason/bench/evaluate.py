@@ -35,7 +35,7 @@ def eval_dir(run_dir: Path, split: str = "test") -> Path:
 
 
 def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
-    model = load_model(run_dir / "model")
+    model = load_model(run_dir / rundir.MODEL)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     s = config.sample
     p = sample_prompts(inter, s.split, rundir.prompt_items(run_dir), s.max_users, s.seed)

@@ -43,9 +43,9 @@ class RlEvalConfig(Config):
     hypotheses: int = Field(3, ge=1, le=5)
     batch_size: int = Field(16, ge=1)
     methods: list[Method] = Field(default_factory=lambda: [
-        Method(name="SFT non-thinking", model="sft/model", mode="non-thinking"),
-        Method(name="SFT thinking", model="sft/model", mode="thinking"),
-        Method(name="RL thinking", model="rl/grpo/model", mode="thinking"),
+        Method(name="SFT non-thinking", model=str(rundir.SFT_MODEL), mode="non-thinking"),
+        Method(name="SFT thinking", model=str(rundir.SFT_MODEL), mode="thinking"),
+        Method(name="RL thinking", model=str(rundir.RL_MODEL), mode="thinking"),
         Method(name="RL race", model="rl/grpo/model", mode="race")])
     out: str = Field("rl/eval", description="report path stem relative to the run directory (.json, .md, .png)")
 

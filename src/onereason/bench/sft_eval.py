@@ -109,11 +109,11 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     def answers(model, prefixes: list[list[int]]) -> tuple[list[list[str]], list[list[int]]]:
         return answer_items(model, prefixes, domains, sid, tok, config.decoding.beams, config.batch_size, progress)
 
-    pre = load_model(run_dir / "model")
+    pre = load_model(run_dir / rundir.MODEL)
     lists = {"pre-trained": [r.items for r in recommend_next(pre, tok, sid, p, config.decoding.beams, config.batch_size,
                                                              progress)[0]]}
     del pre
-    model = load_model(run_dir / "sft" / "model")
+    model = load_model(run_dir / rundir.SFT_MODEL)
     plain = [q + nl + [end_think] for q in r3_prompts(p.histories, domains, None, text, tok)]
     lists["SFT non-thinking"], plain_prompts = answers(model, plain)
     base_ll = target_logprob(model, plain_prompts, targets, tok.pad_token_id, config.batch_size)
@@ -149,7 +149,7 @@ def run(config: SftEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     methods = {m: evaluate_lists(v, p.truths, ks, domains) for m, v in lists.items()}
     results = {"split": config.sample.split, "users": len(p.users), "beams": config.decoding.beams, "ks": ks,
                "temperature": config.decoding.temperature, "methods": methods, "reasoning": extra}
-    out = run_dir / "sft"
+    out = run_dir / rundir.SFT
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "eval.json", json.dumps(results, indent=2))
     write_text(out / "eval.md", markdown(results))

@@ -75,7 +75,7 @@ class BenchConfig(Config):
                                  "listed interest, merged by score / by turns (`lists.hypothesis_lists`)")
     batch_size: int = Field(16, ge=1)
     models: dict[str, str] = Field(
-        {"pre-trained": "model", "SFT": "sft/model", "RL": "rl/grpo/model"},
+        {"pre-trained": str(rundir.MODEL), "SFT": str(rundir.SFT_MODEL), "RL": str(rundir.RL_MODEL)},
         description="our models, name → directory in the run; those missing are skipped; `model` is read "
                     "in the pre-training format, the others in the chat format")
     baselines: list[str] = Field(list(BASELINES))
@@ -241,7 +241,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     unknown = sorted(set(config.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"bench.baselines: unknown {unknown}; choose from {list(BASELINES)}")
-    out = run_dir / "report"
+    out = run_dir / rundir.REPORT
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     tok, sid = load_sid_tokens(run_dir)
     max_items = rundir.prompt_items(run_dir)

@@ -41,8 +41,8 @@ from onereason.train.loop import plot_log, save_model
 
 
 class GrpoConfig(RolloutConfig):
-    init: str = Field("sft/model", description="starting checkpoint, relative to the run directory")
-    out: str = Field("rl/grpo", description="output folder, relative to the run directory")
+    init: str = Field(str(rundir.SFT_MODEL), description="starting checkpoint, relative to the run directory")
+    out: str = Field(str(rundir.RL), description="output folder, relative to the run directory")
     domains: list[str] | None = Field(None, description="train on prompts of these domains only (an expert)")
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)

@@ -40,7 +40,7 @@ from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
 class UnifyConfig(RolloutConfig):
     experts: dict[str, str] = Field(description="domain → expert model directory, relative to the run directory")
-    init: str = Field("sft/model", description="the model that becomes the unified one")
+    init: str = Field(str(rundir.SFT_MODEL), description="the model that becomes the unified one")
     out: str = "rl/unified"
     mode: str = Field("both", pattern="^(thinking|non-thinking|both)$",
                       description="rollouts: both (each prompt thinking or not with probability 1/2) trains the "

@@ -100,7 +100,7 @@ class Engine:
     def _model_dir(self) -> Path:
         m = self.config.model
         if m is None:
-            m = "rl/grpo/model" if (self.run_dir / "rl" / "grpo" / "model" / "config.json").exists() else "sft/model"
+            m = rundir.RL_MODEL if (self.run_dir / rundir.RL_MODEL / "config.json").exists() else rundir.SFT_MODEL
         path = Path(m) if Path(m).is_absolute() else self.run_dir / m
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"no model at {path} (config.json missing): train it first, or pass --model")

@@ -42,7 +42,7 @@ def run(config: NextItemConfig, run_dir: Path, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", config.model_dump_json(indent=2))
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress)
-    save_model(model, tok, run_dir / "model")
+    save_model(model, tok, run_dir / rundir.MODEL)
     plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], f"next-item training ({config.model})")
     stats.update({"samples": len(samples), "tokens_per_epoch": int(sum(len(ids) for ids, _ in seqs)),
                   "parameters": count_parameters(model)})

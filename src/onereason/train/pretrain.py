@@ -232,7 +232,7 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
         return stats
     save_model(model, tok, out / "model")
     if stage == STAGES[-1]:
-        save_model(model, tok, run_dir / "model")  # what `eval` and later stages load
+        save_model(model, tok, run_dir / rundir.MODEL)  # what `eval` and later stages load
     summary = out / "summary.json"
     if stats["resumed_from"] == stats["steps"] and summary.exists():  # nothing left to train: keep its timing
         stats.update({k: json.loads(summary.read_text())[k] for k in ("seconds", "tokens", "tokens_per_s")})

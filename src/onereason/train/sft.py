@@ -80,7 +80,7 @@ def with_text(samples: list[Sample], run_dir: Path, share: float, context: int, 
 
 def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: bool = False) -> dict:
     """Build the R0-R3 data if missing (or asked to), check it, train; the data stats come back under "data"."""
-    out = run_dir / "sft"
+    out = run_dir / rundir.SFT
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", config.model_dump_json(indent=2))
     data_path = run_dir / rundir.SFT_DATA

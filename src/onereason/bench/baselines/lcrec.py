@@ -55,11 +55,11 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
     data = run_dir / rundir.SFT_DATA
     if not data.exists():
         raise FileNotFoundError(f"LC-Rec-style baseline: no SFT data at {data} (run `onereason sft` first)")
-    if not (run_dir / "model" / "config.json").exists():
+    if not (run_dir / rundir.MODEL / "config.json").exists():
         raise FileNotFoundError(f"LC-Rec-style baseline: no pre-trained model at {run_dir / 'model'}")
     df = without_reasoning(pd.read_parquet(data))
     tok, sid = load_sid_tokens(run_dir)
-    sft_path = run_dir / "sft" / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
+    sft_path = run_dir / rundir.SFT / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
     sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
     samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
@@ -70,7 +70,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         out = (run_dir / model_dir(lr)).parent
         loop = sft.loop.replace(lr=lr, epochs=epochs)
         if not (out / "model" / "config.json").exists():
-            model = load_model(run_dir / "model")
+            model = load_model(run_dir / rundir.MODEL)
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
             save_model(model, tok, out / "model")
         model = load_model(out / "model")
