@@ -162,3 +162,18 @@ def test_score_reads_the_listed_interests_from_the_trace_in_the_prompts_domain()
     [t] = score([t], [RlPrompt("u-1", "d", [], ["c"])], interests, codec, RewardConfig(interest=1.0, prefix=1.0))
     assert t.components["interest"] == 1.0 and t.components["prefix"] == 0.0  # c is "glass"; b shares no code
     assert t.reward == pytest.approx(0.1 + 1.0)
+
+
+def test_set_to_items_carries_the_list_reward_to_items_and_baselines_lone_trajectories():
+    """Two non-thinking prompts (one trajectory each, no trace tokens): without the switch their items learn
+    from hits alone; with it each item also gets R − mean R over the step's lone trajectories."""
+    a = _traj(0, 0, ["x", "y"], 1.0, 1.0, [1.0, 0.0])
+    b = _traj(1, 0, ["z", "w"], 0.2, 0.0, [0.0, 0.0])
+    c = _traj(2, 2, ["v"], 0.5, 0.0, [0.0])  # a thinking group of two: its own baseline
+    d = _traj(2, 2, ["u"], 0.1, 0.0, [0.0])
+    off, _ = grpo_targets([a, b, c, d], item_advantage=True, nonhit_weight=1.0)
+    on, _ = grpo_targets([a, b, c, d], item_advantage=True, nonhit_weight=1.0, set_to_items=True)
+    # item hits within a prompt: a's [1, 0] → ±.5 (two tokens each); the thinking group's traces ±.2
+    assert np.allclose(off.numpy(), [.5, .5, -.5, -.5, 0, 0, 0, 0, .2, .2, 0, 0, -.2, -.2, 0, 0])
+    # lone trajectories a, b: R − mean R = ±.4 on their items; c, d's items take their trace's ±.2
+    assert np.allclose(on.numpy(), [.9, .9, -.1, -.1, -.4, -.4, -.4, -.4, .2, .2, .2, .2, -.2, -.2, -.2, -.2])

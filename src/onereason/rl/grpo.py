@@ -9,6 +9,9 @@ rewards into advantages, and take the clipped policy-gradient step (`trainer.pol
   small diversity term into full ±1 advantages, so it is off by default, as in Dr. GRPO);
 - item tokens: a_gm = h_gm − mean h over the prompt's G·M candidates, h = per-item hit
   (`item_advantage: false` gives them A_g instead);
+- with `set_to_items` item tokens also get A_g, so coverage and diversity reach the items; a prompt with
+  one trajectory (non-thinking: the beam is deterministic) then takes A = R − mean R over the step's
+  single-trajectory prompts, so the set-wise reward is not lost in non-thinking mode;
 - weight w = `nonhit_weight` on every token of a trajectory whose list has no hit, else 1.
 Prompts with an empty ground truth, traces with no candidates and NaN rewards are skipped and
 counted. Written to runs/<name>/<out>/: model/, train_log.jsonl, rewards.png, summary.json.
@@ -47,6 +50,8 @@ class GrpoConfig(RolloutConfig):
     steps: int = Field(60, ge=1)
     prompts_per_step: int = Field(16, ge=1)
     item_advantage: bool = Field(True, description="item tokens learn from the per-item hit signal")
+    set_to_items: bool = Field(False, description="item tokens also learn from the list's set-wise advantage; "
+                               "single-trajectory (non-thinking) prompts are baselined by the step's mean")
     scale_by_std: bool = Field(False, description="divide advantages by the group's std (original GRPO)")
     nonhit_weight: float = Field(0.5, ge=0, le=1, description="1.0 switches the down-weighting off")
     policy: PolicyConfig = PolicyConfig()
@@ -83,17 +88,23 @@ def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests
     return kept
 
 
-def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: float, scale_by_std: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: float, scale_by_std: bool = False,
+                 set_to_items: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat per-token advantages and weights, in `token_logprobs` order (trace tokens, then items)."""
     prompt = np.array([t.prompt for t in trajs])
-    trace_adv = group_advantages(np.array([t.reward for t in trajs]), prompt, scale_by_std)
+    rewards = np.array([t.reward for t in trajs])
+    trace_adv = group_advantages(rewards, prompt, scale_by_std)
+    if set_to_items:
+        _, index, sizes = np.unique(prompt, return_inverse=True, return_counts=True)
+        solo = sizes[index] == 1
+        trace_adv[solo] = group_advantages(rewards[solo], np.zeros(solo.sum()), scale_by_std)
     hits = np.concatenate([t.item_rewards for t in trajs])
     item_adv = group_advantages(hits, np.repeat(prompt, [len(t.items) for t in trajs]), scale_by_std)
     adv, weight, at = [], [], 0
     for t, a in zip(trajs, trace_adv):
         n_item_tokens = sum(map(len, t.item_tokens))
-        per_item = item_adv[at:at + len(t.items)] if item_advantage else np.full(len(t.items), a)
+        per_item = item_adv[at:at + len(t.items)] + (a if set_to_items else 0.0) if item_advantage \
+            else np.full(len(t.items), a)
         at += len(t.items)
         adv.append(np.concatenate([np.full(t.trace_len, a), np.repeat(per_item, [len(x) for x in t.item_tokens])]))
         w = 1.0 if t.components["hit"] > 0 else nonhit_weight
@@ -144,7 +155,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
         t1 = time.perf_counter()
         row = {"trajectories": len(kept)}
         if kept:
-            adv, weight = grpo_targets(kept, cfg.item_advantage, cfg.nonhit_weight, cfg.scale_by_std)
+            adv, weight = grpo_targets(kept, cfg.item_advantage, cfg.nonhit_weight, cfg.scale_by_std, cfg.set_to_items)
             row.update(trainer.update(kept, adv, weight, tok.pad_token_id))
             comp = pd.DataFrame([t.components for t in kept])
             row.update({"reward": float(np.mean([t.reward for t in kept])), **comp.mean().to_dict(),
