@@ -4,7 +4,9 @@
 
 One set of sampled traces serves every thinking mode: thinking (one beam after the trace), race (its first
 half merged with non-thinking's), hypotheses (a beam per listed interest, merged by score) and
-hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first half merged with non-thinking's).
+hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first half merged with non-thinking's);
+and the grounded teacher's trace without hindsight (no model call) from the prompt's window or from the whole
+history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis).
 Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
 non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json.
 """
@@ -15,11 +17,15 @@ from pathlib import Path
 import pandas as pd
 
 from onereason import rundir
-from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, sample_prompts
+from onereason.bench.lists import answer_items, chat_lists, hypothesis_lists, merge_race, sample_prompts
+from onereason.chat import END_THINK
+from onereason.corpus.user_layer import HistoryText
+from onereason.data.histories import user_histories
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
+from onereason.reasoning.sft_data import load_teacher, r3_prompts
 from onereason.reasoning.traces import split_trace
 
 ap = argparse.ArgumentParser()
@@ -37,8 +43,8 @@ a = ap.parse_args()
 run_dir = Path("runs") / a.run
 tok, sid = load_sid_tokens(run_dir)
 model = load_model(run_dir / a.model).eval()
-p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), a.split, rundir.prompt_items(run_dir),
-                   a.max_users, a.seed)
+inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
+p = sample_prompts(inter, a.split, rundir.prompt_items(run_dir), a.max_users, a.seed)
 domains = [sid.codec.item_domain[t[0]] for t in p.truths]
 dec = Decoding(beams=a.beams, exact_n=a.exact_n)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
@@ -48,6 +54,17 @@ lists = {"non-thinking": plain, "thinking": think,
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
 half = a.beams // 2
 lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
+# the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
+teacher = load_teacher(run_dir)
+whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
+prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)
+end_think = tok.convert_tokens_to_ids(END_THINK)
+for name, hists in (("teacher-window", p.histories), ("teacher-whole", [whole[u] for u in p.users])):
+    written = [tok.encode(f"\n{teacher.foresight_trace(h, a.hypotheses, d)}\n", add_special_tokens=False) + [end_think]
+               for h, d in zip(hists, domains)]
+    lists[name] = answer_items(model, [q + t for q, t in zip(prompts, written)], domains, sid, tok, a.beams, 16, True)[0]
+    lists[name + "-hypotheses"] = hypothesis_lists(model, p, domains, sid, tok, written, a.hypotheses, a.beams, 16,
+                                                   True)["hypotheses"]
 listed = [len(split_trace(tok.decode(t[:-1], skip_special_tokens=False))[1]) for t in traces]
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
           "hypotheses": a.hypotheses, "exact_n": a.exact_n, "listed_mean": sum(listed) / len(listed), "modes": {}}

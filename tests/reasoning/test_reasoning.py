@@ -18,7 +18,8 @@ from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.pipeline import RunConfig
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
-from onereason.reasoning.traces import TraceError, drift_to, hypothesis_traces, split_trace
+from onereason.reasoning.sft_data import load_teacher
+from onereason.reasoning.traces import TraceError, check_trace, drift_to, hypothesis_traces, split_trace
 from onereason.train import sft
 from onereason.train.loop import causal_lm_loss, collate
 
@@ -194,3 +195,16 @@ def test_hypothesis_traces_move_the_transition_to_each_other_listed_interest():
         assert listed == ["jars bottles", "glassware", "testing"] and transition == drift_to(name)
     assert hypothesis_traces("Persona: x.\nTransition: drift: moves to a new interest, y.") == [
         "Persona: x.\nTransition: drift: moves to a new interest, y."]  # no Interests line: alone
+
+
+def test_foresight_trace_is_well_formed_and_moves_to_its_first_hypothesis(tiny_run):
+    """The teacher's trace without the target: three parts, only history items cited, n interests of the
+    domain listed, and the transition names the first."""
+    run_dir, _ = tiny_run
+    teacher = load_teacher(run_dir)
+    hists = user_histories(pd.read_parquet(run_dir / "data" / "interactions.parquet"), ("train",))
+    for events in list(hists.values())[:10]:
+        trace = teacher.foresight_trace(events, 3, "movies")
+        check_trace(trace, [e.item for e in events], teacher.codec)
+        _, listed, transition = split_trace(trace)
+        assert len(listed) == 3 and listed[0] in transition

@@ -131,6 +131,15 @@ class GroundedTeacher:
                     f"({row[truth]:.0%} of next steps)")
         return drift_to(name[truth])
 
+    def foresight_trace(self, events: list[Event], n: int, domain: str) -> str:
+        """The trace without hindsight: the top n interests of `domain` from the history and the transition
+        statistics, and the move to the first of them with its reason (no model call: what the slow path
+        can write from a whole history the prompt's window does not hold)."""
+        _, persona = self.persona(events)
+        hyp = self.hypotheses(events, n, domain)
+        return join_trace(f"Persona: {persona}.", [self.interests.names[i] for i in hyp],
+                          self.transition(events, hyp[0], ""))
+
     def trace(self, events: list[Event], target: str, n: int) -> str:
         truth = self.interests.of[target]
         _, persona = self.persona(events, target)

@@ -167,10 +167,7 @@ class Engine:
     def grounded_trace(self, history: list[Event], domain: str) -> str:
         """A trace from the interest statistics alone (no model call), for a constrained request
         that has no cached trace: the persona, the ranked hypotheses, a move to the first of them."""
-        _, persona = self.teacher.persona(history)
-        hyp = self.teacher.hypotheses(history, self.config.hypotheses, domain)
-        return join_trace(f"Persona: {persona}.", [self.interests.names[i] for i in hyp],
-                          drift_to(self.interests.names[hyp[0]]))
+        return self.teacher.foresight_trace(history, self.config.hypotheses, domain)
 
     def edit_trace(self, trace: str, domain: str, c: Constraint) -> tuple[str, list[str]]:
         """The trace with its Interest Expansion rewritten for the constraint, and what was applied."""
