@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
+
 from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import evaluate_lists
-from onereason.bench.world import COLD, WorldTruth, group_metrics, recall_table
-from onereason.data.world import WorldConfig, generate
+from onereason.bench.world import COLD, WorldTruth, group_metrics, recall_table, value_metrics
+from onereason.data.world import WorldConfig, conversion_probability, generate
 
 
 def test_world_truth_groups_and_oracle(tmp_path):
@@ -30,3 +32,24 @@ def test_world_truth_groups_and_oracle(tmp_path):
     assert res["oracle"]["all"]["recall@10"] > res["pop"]["all"]["recall@10"] + 0.03
     assert res["oracle"]["all"] == evaluate_lists(oracle, truths, [10], groups)["all"]
     assert recall_table(res, 10).count("\n") == 4 and f"{COLD} (" in recall_table(res, 10)
+
+
+def test_value_metrics_by_hand(tmp_path):
+    """Expected revenue@k is Σ P(convert) × value over the top k (video items add nothing), hit value sums
+    the values of hit items, and the sponsored share counts ads."""
+    cfg = WorldConfig(users=200, items_per_interest=4, seed=3)
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"world": json.loads(cfg.model_dump_json())}}))
+    world = WorldTruth(tmp_path)
+    econ = world.economics
+    ad = econ.index[econ.index.str.startswith("ad-")][0]
+    prod = econ.index[econ.index.str.startswith("prod-")][0]
+    video = econ.index[econ.index.str.startswith("video-")][0]
+    user = "u0"
+    p = conversion_probability(world.mixes[[world.persona[user]] * 2], world.topic_index[[ad, prod]].to_numpy(),
+                               econ.loc[[ad, prod], "quality"].to_numpy(), world.conversion)
+    want = float((p * econ.loc[[ad, prod], "value"].to_numpy()).sum())
+    assert world.expected_revenue(user, [ad, video, prod]) == pytest.approx(want)
+    got = value_metrics(world, [user, user], [[ad, video, prod], [video]], [[prod], [ad]], k=3)
+    assert got["revenue@3"] == pytest.approx(want / 2)
+    assert got["hit_value@3"] == pytest.approx(econ.at[prod, "value"] / 2)
+    assert got["sponsored_share@3"] == pytest.approx((1 / 3 + 0) / 2)

@@ -3,6 +3,7 @@
 import shutil
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -168,3 +169,16 @@ def test_bad_input_leaves_written_data_intact(tmp_path):
         run_data(DataConfig(datasets=[], generic=[bad]), tmp_path / "run")
     assert (tmp_path / "run" / "data" / "interactions.parquet").read_bytes() == before
     assert not list((tmp_path / "run" / "data").glob("*.tmp"))
+
+
+def test_generic_price_column_loads_and_a_malformed_price_names_file_line_and_field(tmp_path):
+    (tmp_path / "i.csv").write_text("uid,iid,ts\nu1,a,1\nu1,b,2\nu1,c,3\n")
+    (tmp_path / "m.csv").write_text("iid,name,cost\na,Alpha,12.5\nb,Beta,\nc,Gamma,0\n")
+    cols = {**COLS, "price": "cost"}
+    ds = load_generic(tmp_path / "i.csv", tmp_path / "m.csv", "shop", "shop", cols)
+    assert ds.items["price"].tolist()[::2] == [12.5, 0.0] and np.isnan(ds.items["price"].iloc[1])  # empty: none
+    assert "price" not in load_generic(tmp_path / "i.csv", tmp_path / "m.csv", "shop", "shop", COLS).items
+    for bad in ("twelve", "-3"):
+        (tmp_path / "m.csv").write_text(f"iid,name,cost\na,Alpha,12.5\nb,Beta,{bad}\nc,Gamma,0\n")
+        with pytest.raises(DataError, match=rf"m.csv, line 3, field 'cost': not a price .*{bad}"):
+            load_generic(tmp_path / "i.csv", tmp_path / "m.csv", "shop", "shop", cols)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from onereason.data.schema import SPLITS, read_dataset
-from onereason.data.world import COMPLEMENTS, DOMAINS, WorldConfig, generate, write
+from onereason.data.world import COMPLEMENTS, DOMAINS, WorldConfig, conversion_probability, generate, write
 
 SMALL = WorldConfig(users=1500, items_per_interest=4, seed=3)
 
@@ -88,3 +88,29 @@ def test_cli_writes_a_world(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "w" / "truth" / "events.parquet").exists()
     assert len(pd.read_parquet(tmp_path / "w" / "users.parquet")) == 60
+
+
+def test_economics_follow_the_seed_leave_the_events_alone_and_follow_the_persona(world):
+    """Values: prod prices and ad bids (long-tailed, none elsewhere); conversion rises with the persona's
+    interest in the item's topic; each ad/prod event's revenue is a conversion draw × the value; the
+    events are those the world had before it had economics (their own random stream)."""
+    ds, truth, params = world
+    econ = truth["economics"].set_index("item_id")
+    domain = truth["items"].set_index("item_id")["domain"]
+    valued = econ["value"].notna()
+    assert set(domain[valued]) == {"prod", "ad"} and (econ.loc[valued, "value"] > 0).all()
+    prod = econ.loc[domain == "prod", "value"]
+    assert prod.mean() > prod.median()  # long-tailed
+    assert ds.items.set_index("item_id")["price"].equals(econ["value"])  # travels as the item column `price`
+    again = generate(SMALL)[1]["economics"]
+    pd.testing.assert_frame_equal(truth["economics"], again)
+    ev = truth["events"].assign(item_id=ds.interactions["item_id"].to_numpy())
+    paid = ev["revenue"] > 0
+    assert paid.any() and set(domain[ev.loc[paid, "item_id"]]) <= {"prod", "ad"}
+    assert np.allclose(ev.loc[paid, "revenue"], econ.loc[ev.loc[paid, "item_id"], "value"])
+    mix = np.array([[0.9, 0.1], [0.1, 0.9]])
+    p = conversion_probability(mix, np.array([0, 0]), np.zeros(2), tuple(params["conversion"].values()))
+    assert p[0] > p[1]  # the same item converts more for the persona that likes its topic
+    # the events do not depend on the economics' stream: another conversion setting, the same interactions
+    other, _, _ = generate(SMALL.model_copy(update={"conversion": (0.0, 2.0, 1.0)}))
+    pd.testing.assert_frame_equal(ds.interactions, other.interactions)

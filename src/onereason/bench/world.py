@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onereason.data.world import run_truth
+from onereason.data.world import conversion_probability, run_truth
 from onereason.metrics import evaluate_lists
 
 COLD = "cold: 0 events in the target domain"
@@ -33,6 +33,19 @@ class WorldTruth:
         topic_index = self.items["topic"].map({t: i for i, t in enumerate(self.topics)})
         self._candidates = {d: (g.index, topic_index[g.index].to_numpy(), g["popularity"].to_numpy())
                             for d, g in self.items.groupby("domain")}  # per domain: ids, topic, popularity
+        self.topic_index = topic_index
+        self.economics = truth["economics"].set_index("item_id")
+        self.mixes = np.array([p["mix"] for p in params["personas"]])
+        self.conversion = tuple(params["conversion"][k] for k in ("alpha", "beta", "gamma"))
+
+    def expected_revenue(self, user: str, items: list[str]) -> float:
+        """Σ over the items of P(the user converts) × the item's value (price or bid; 0 where it has none)."""
+        if not items:
+            return 0.0
+        econ = self.economics.loc[items]
+        p = conversion_probability(np.repeat(self.mixes[[self.persona[user]]], len(items), axis=0),
+                                   self.topic_index[items].to_numpy(), econ["quality"].to_numpy(), self.conversion)
+        return float((p * np.nan_to_num(econ["value"].to_numpy())).sum())
 
     def domain_of(self, item: str) -> str:
         return self.items.at[item, "domain"]
@@ -47,6 +60,18 @@ class WorldTruth:
         row = self.matrices[self.persona[user]][self.topics.index(self.last_topic[user])]
         ids, topic, popularity = self._candidates[domain]
         return list(ids[np.argsort(-(row[topic] * popularity), kind="stable")[:k]])
+
+
+def value_metrics(world: WorldTruth, users: list[str], lists: list[list[str]], truths: list[list[str]], k: int
+                  ) -> dict[str, float]:
+    """Mean over users: expected revenue@k (`WorldTruth.expected_revenue` of the top k), realized revenue of
+    hits (the value of every hit item, as if the hit converted), and the sponsored (ad) share of the top k."""
+    top = [x[:k] for x in lists]
+    return {f"revenue@{k}": float(np.mean([world.expected_revenue(u, t) for u, t in zip(users, top)])),
+            f"hit_value@{k}": float(np.mean([np.nan_to_num(world.economics.loc[[i for i in t if i in set(g)], "value"]
+                                                           .to_numpy()).sum() for t, g in zip(top, truths)])),
+            f"sponsored_share@{k}": float(np.mean([np.mean([world.domain_of(i) == "ad" for i in t]) if t else 0.0
+                                                   for t in top]))}
 
 
 def group_metrics(methods: dict[str, list[list[str]]], truths: list[list[str]], groups: list[str], k: int

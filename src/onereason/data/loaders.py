@@ -316,10 +316,10 @@ def load_generic(interactions: Path, items: Path, domain: str, name: str,
             i = int(np.flatnonzero(empty.to_numpy())[0])
             raise DataError(interactions, "empty value", line=i + 1 + header_lines, field=col(key))
     it = pd.DataFrame({"item_id": items_raw[col("item_id")].astype(str), "title": items_raw[col("title")].astype(str)})
+    items_header = 0 if items.suffix.lower() in (".parquet", ".jsonl", ".json") else 1
     dup = it["item_id"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        items_header = 0 if items.suffix.lower() in (".parquet", ".jsonl", ".json") else 1
         raise DataError(items, f"duplicate item id {it['item_id'].iloc[i]!r}", line=i + 1 + items_header,
                         field=col("item_id"))
     it["description"] = items_raw[col("description")].astype(str) if col("description") in items_raw else it["title"]
@@ -329,9 +329,24 @@ def load_generic(interactions: Path, items: Path, domain: str, name: str,
     else:
         it["categories"] = [[] for _ in range(len(it))]
     it["brand"] = items_raw[col("brand")].astype(str) if col("brand") in items_raw.columns else ""
+    if col("price") in items_raw.columns:  # optional: a price or bid per item (empty: none)
+        it["price"] = _prices(items_raw[col("price")], items, items_header, col("price"))
     inter = _check_known_items(inter, it, interactions, drop=drop_unknown_items, header_lines=header_lines)
     inter["split"] = leave_one_out(inter)
     return _finish(inter, it, None, domain, name, interactions)
+
+
+def _prices(raw: pd.Series, path: Path, header_lines: int, field: str) -> np.ndarray:
+    """Numbers ≥ 0, or missing (an empty cell, null); anything else is an error naming its line."""
+    text = raw.astype(str).str.strip()
+    missing = raw.isna().to_numpy() | text.isin(["", "nan", "None"]).to_numpy()
+    value = pd.to_numeric(raw.where(~missing), errors="coerce").to_numpy(dtype=float)
+    bad = ~missing & ~(np.isfinite(value) & (value >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"not a price (a number ≥ 0, or empty): {raw.iloc[i]!r}", line=i + 1 + header_lines,
+                        field=field)
+    return value
 
 
 def _check_known_items(inter: pd.DataFrame, items: pd.DataFrame, path: Path, drop: bool = False,

@@ -15,9 +15,15 @@ whether a recovered persona or interest is *true*. Here every interaction has a 
   interest, a share `repeat` re-takes an item of the same interest from the history, and a
   share `noise` is a uniformly random item.
 
+Economics (a random stream of its own, so the events above do not depend on it): a `prod` item has a price
+and an `ad` item a bid, long-tailed (lognormal), higher for some topics and for popular items, as in real
+auctions; a user converts on an item with P = sigmoid(α + β·log(T·mix_persona[topic]) + γ·quality_item), so
+value and relevance are related but not the same; every ad/prod event has a realized revenue (a conversion
+draw × the value). The value travels as the optional item column `price`.
+
 Written in the dataset schema (interactions, items, users with split) plus `truth/`:
 personas per user, the interest and popularity (within its interest) of every item, the transition matrices, the latent topic of
-every event, and item-to-item relations. Deterministic by seed.
+every event, item-to-item relations and the economics (value, quality, each event's revenue). Deterministic by seed.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class WorldConfig(Config):
     topics_per_persona: int = Field(3, ge=1, le=len(TOPICS))
     noise: float = Field(0.05, ge=0, le=1)
     zipf: float = Field(1.1, gt=0, description="popularity exponent inside an interest")
+    conversion: tuple[float, float, float] = Field((-3.0, 1.0, 0.5), description="α, β, γ of P(convert)")
 
 
 def _transition(stay: float, comp: float, mix: np.ndarray, topics: list[str]) -> np.ndarray:
@@ -143,7 +150,17 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
     interactions["rating"] = np.nan
     interactions["split"] = leave_one_out(interactions)
     users = pd.DataFrame({"user_id": [f"u{u}" for u in range(cfg.users)]})
-    catalog = items[["item_id", "domain", "title", "description", "categories", "brand"]]
+    econ_rng = np.random.default_rng([cfg.seed, 7])  # its own stream: the events above do not depend on it
+    economics = item_economics(items, pop, econ_rng)
+    items["price"] = economics["value"].to_numpy()
+    mixes = np.array([p["mix"] for p in personas])
+    item_at = interactions["item_id"].map({x: i for i, x in enumerate(ids)}).to_numpy()
+    p_conv = conversion_probability(mixes[persona_of[interactions["user_id"].str[1:].astype(int).to_numpy()]],
+                                    items["topic"].map({t: i for i, t in enumerate(topics)}).to_numpy()[item_at],
+                                    economics["quality"].to_numpy()[item_at], cfg.conversion)
+    converted = econ_rng.random(len(interactions)) < p_conv
+    revenue = np.where(converted, np.nan_to_num(economics["value"].to_numpy()[item_at]), 0.0)
+    catalog = items[["item_id", "domain", "title", "description", "categories", "brand", "price"]]
     ds = Dataset("world", interactions, catalog.reset_index(drop=True), users)
     check_dataset(ds, "world")
     truth = {
@@ -153,12 +170,38 @@ def generate(cfg: WorldConfig) -> tuple[Dataset, dict[str, pd.DataFrame], dict]:
             popularity=pop / pd.Series(pop).groupby([items["domain"], items["topic"]]).transform("sum").to_numpy()),
         "events": pd.DataFrame(latent, columns=["user_id", "step", "topic", "domain", "noise"]),
         "relations": true_relations(items, rng),
+        "economics": economics,
     }
+    truth["events"]["revenue"] = revenue  # 0 where the event did not convert or its item has no value
     params = {"config": json.loads(cfg.model_dump_json()), "topics": topics, "domains": list(DOMAINS),
+              "conversion": dict(zip(("alpha", "beta", "gamma"), cfg.conversion)),
               "complements": COMPLEMENTS,
               "personas": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
                            for p in personas]}
     return ds, truth, params
+
+
+def item_economics(items: pd.DataFrame, popularity: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Per item: `value` (a prod item's price, an ad's bid; none for video and living) and `quality`.
+    Values are lognormal around a per-domain base, shifted per topic and up with the item's popularity."""
+    level = dict(zip(TOPICS, rng.normal(0.0, 0.5, len(TOPICS))))
+    quality = rng.normal(0.0, 1.0, len(items))
+    noise = rng.normal(0.0, 0.6, len(items))
+    rel_pop = np.log(popularity / popularity.mean())
+    value = np.full(len(items), np.nan)
+    for domain, base in (("prod", 25.0), ("ad", 0.8)):
+        m = (items["domain"] == domain).to_numpy()
+        value[m] = np.round(base * np.exp(items["topic"][m].map(level).to_numpy() + 0.3 * rel_pop[m] + noise[m]), 2)
+    return pd.DataFrame({"item_id": items["item_id"].to_numpy(), "value": value, "quality": quality})
+
+
+def conversion_probability(mix: np.ndarray, topic: np.ndarray, quality: np.ndarray,
+                           coef: tuple[float, float, float]) -> np.ndarray:
+    """P(convert) per (user, item) pair: the user's persona topic mixture (rows of `mix`), the item's topic
+    index and quality: sigmoid(α + β·log(T·mix[topic]) + γ·quality)."""
+    alpha, beta, gamma = coef
+    affinity = mix[np.arange(len(topic)), topic] * mix.shape[1]
+    return 1.0 / (1.0 + np.exp(-(alpha + beta * np.log(affinity) + gamma * quality)))
 
 
 def true_relations(items: pd.DataFrame, rng: np.random.Generator, per_item: int = 1) -> pd.DataFrame:
