@@ -20,8 +20,11 @@ def imports() -> dict[str, dict[str, set[str]]]:
         rel = path.relative_to(SRC)
         package = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
-                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "onereason":  # from onereason import rundir
+                names = [f"onereason.{a.name}" for a in node.names]
+            else:
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             for name in names:
                 parts = name.split(".")
                 if parts[0] == "onereason" and len(parts) > 1 and parts[1] != package:
