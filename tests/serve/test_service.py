@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from onereason.bench.lists import merge_race
 from onereason.reasoning.chat_client import ChatClient
 from onereason.serve.app import create_app
-from onereason.serve.engine import Constraint, Engine, ServeConfig
+from onereason.serve.engine import Constraint, Engine, ServeConfig, _allowed_trie
 from onereason.serve.smoke import serving
 from onereason.serve.store import SqliteStore
 from onereason.serve.worker import refresh, register_users
@@ -178,3 +178,24 @@ def test_race_merges_the_trace_list_and_the_non_thinking_list_by_turns(client, e
     assert all(i["score"] == pytest.approx(score_of[i["id"]]) for i in race["items"])
     no_trace = client.post("/recommend", json={"history": ids[:2], "k": 3, "mode": "fast", "race": True}).json()
     assert no_trace["mode"] == "fast"  # nothing to race without a trace
+
+
+def test_min_price_is_written_into_the_trace_and_with_enforce_into_the_trie(client, engine, monkeypatch):
+    """The rule "favour items priced at least X": without prices a clear 422; with them the trace moves to
+    an interest holding such items, and `enforce` returns only such items."""
+    user = sorted(engine.base)[2]
+    body = {"user_id": user, "k": 5, "mode": "fast", "constraints": {"min_price": 50}}
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 422 and "no price" in r.json()["detail"]
+    items = sorted(engine.sid.codec.item_ids)
+    monkeypatch.setattr(engine, "price", {x: float(10 * (j % 10)) for j, x in enumerate(items)})  # 0 .. 90
+    _allowed_trie.cache_clear()
+    soft = client.post("/recommend", json=body).json()
+    [rule] = [a for a in soft["constraints_applied"] if a.startswith("min_price 50: trace moves to ")]
+    moved_to = rule.rsplit(" to ", 1)[1]
+    assert moved_to in {engine.interests.names[i] for i in engine.value_interests(soft["domain"], 50)}
+    hard = client.post("/recommend", json={**body, "constraints": {"min_price": 50, "enforce": True}}).json()
+    assert hard["items"] and all(engine.price[i["id"]] >= 50 for i in hard["items"])
+    assert "min_price 50: trie" in hard["constraints_applied"]
+    none = client.post("/recommend", json={**body, "constraints": {"min_price": 1000, "enforce": True}})
+    assert none.status_code == 422 and "satisfies" in none.json()["detail"]

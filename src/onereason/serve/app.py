@@ -52,7 +52,10 @@ class Constraints(BaseModel):
     favour_interests: list[str] = Field([], max_length=10, description="interests the reasoning turns to")
     exclude_interests: list[str] = Field([], max_length=50)
     newer_than: int | None = Field(None, description="only items first seen at or after this unix time (trie)")
-    enforce: bool = Field(False, description="also restrict the trie to the favoured / not excluded interests")
+    min_price: float | None = Field(None, ge=0, description="a business rule: favour items priced (or bid) at least "
+                                    "this; the trace moves to an interest that holds them")
+    enforce: bool = Field(False, description="also restrict the trie to the favoured / not excluded interests "
+                          "(and to items at min_price or more)")
 
 
 class RecommendRequest(BaseModel):
@@ -246,11 +249,13 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         if domain not in engine.domains:
             raise HTTPException(422, f"unknown domain {domain!r}; known: {engine.domains}")
         c = req.constraints
+        if c.min_price is not None and not engine.price:
+            raise HTTPException(422, "constraints.min_price: this run's items have no price (an optional item column)")
         try:
             constraint = Constraint([engine.interest_index(n, domain) for n in c.favour_interests],
                                     [engine.interest_index(n, domain) for n in c.exclude_interests],
-                                    c.newer_than, c.enforce)
-            if constraint.enforce or constraint.newer_than is not None:
+                                    c.newer_than, c.enforce, c.min_price)
+            if constraint.trie:
                 engine.allowed_trie(domain, constraint)  # fails early when nothing is allowed
         except UnknownInterest as e:
             raise HTTPException(422, str(e)) from None
@@ -270,7 +275,7 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         metrics.trace_cache.labels("slow" if mode == "slow" else "stale" if stale else "hit" if cached else "miss").inc()
         applied = []
         if not constraint.empty:
-            if trace is None and (constraint.favour or constraint.exclude):
+            if trace is None and (constraint.favour or constraint.exclude or constraint.min_price is not None):
                 trace = engine.grounded_trace(events, domain)
                 applied.append("no cached trace: a grounded trace was written for the constraint")
             if trace is not None:
@@ -280,6 +285,8 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 applied.append("favour/exclude interests: trie")
             if constraint.newer_than is not None:
                 applied.append(f"newer_than {constraint.newer_than}: trie")
+            if constraint.enforce and constraint.min_price is not None:
+                applied.append(f"min_price {constraint.min_price:g}: trie")
         job = {"history": events, "domain": domain, "trace": trace, "k": req.k, "constraint": constraint}
         raced = req.race and trace is not None
         jobs = [job, {**job, "trace": None}] if raced else [job]  # submitted together: one batch

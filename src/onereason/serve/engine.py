@@ -12,6 +12,7 @@ points at an excluded interest); `enforce` also restricts the trie to the allowe
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,10 +63,16 @@ class Constraint:
     exclude: list[int] = field(default_factory=list)
     newer_than: int | None = None  # items first seen at or after this timestamp
     enforce: bool = False
+    min_price: float | None = None  # a business rule: favour items whose price / bid is at least this
 
     @property
     def empty(self) -> bool:
-        return not (self.favour or self.exclude or self.newer_than is not None)
+        return not (self.favour or self.exclude or self.newer_than is not None or self.min_price is not None)
+
+    @property
+    def trie(self) -> bool:
+        """Whether the beam is restricted to allowed items (else only the trace is edited)."""
+        return self.enforce or self.newer_than is not None
 
 
 class UnknownInterest(ValueError):
@@ -87,8 +94,10 @@ class Engine:
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
         self.interest_at = {(n, d): i for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain))}
-        items = pd.read_parquet(self.run_dir / rundir.ITEMS, columns=["item_id", "title", "domain"])
+        items = pd.read_parquet(self.run_dir / rundir.ITEMS)
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
+        priced = items[items["price"].notna()] if "price" in items else None  # an optional column
+        self.price: dict[str, float] = {} if priced is None else dict(zip(priced["item_id"], priced["price"].astype(float)))
         inter = pd.read_parquet(self.run_dir / rundir.INTERACTIONS)
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
         self.base = user_histories(inter, ("train", "valid", "test"))
@@ -141,8 +150,7 @@ class Engine:
             q = self._prompts([h], [d], t is not None)[0]
             body = q + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None else q + self.nl
             prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
-        tries = [self.allowed_trie(d, c) if c.enforce or c.newer_than is not None else None
-                 for d, c in zip(domains, constraints)]
+        tries = [self.allowed_trie(d, c) if c.trie else None for d, c in zip(domains, constraints)]
         beams = max(k, self.config.decoding.beams)
         return recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
                          batch_size=len(prompts), tries=tries)
@@ -155,14 +163,25 @@ class Engine:
     # ---- intervention -------------------------------------------------------------------------
     def allowed_trie(self, domain: str, c: Constraint) -> dict:
         return _allowed_trie(self, domain, tuple(sorted(c.favour)) if c.enforce else (),
-                             tuple(sorted(c.exclude)) if c.enforce else (), c.newer_than)
+                             tuple(sorted(c.exclude)) if c.enforce else (), c.newer_than,
+                             c.min_price if c.enforce else None)
 
     def allowed_items(self, domain: str, favour: tuple[int, ...], exclude: tuple[int, ...],
-                      newer_than: int | None) -> list[str]:
+                      newer_than: int | None, min_price: float | None = None) -> list[str]:
         of = self.interests.of
         return [i for i, d in self.sid.codec.item_domain.items()
                 if d == domain and (not favour or of[i] in favour) and of[i] not in exclude
-                and (newer_than is None or self.first_seen.get(i, newer_than) >= newer_than)]
+                and (newer_than is None or self.first_seen.get(i, newer_than) >= newer_than)
+                and (min_price is None or self.price.get(i, -1.0) >= min_price)]
+
+    def value_interests(self, domain: str, min_price: float) -> list[int]:
+        """The domain's interests that hold items priced at least `min_price`, richest share first."""
+        total, rich = Counter(), Counter()
+        for item, d in self.sid.codec.item_domain.items():
+            if d == domain:
+                total[self.interests.of[item]] += 1
+                rich[self.interests.of[item]] += self.price.get(item, -1.0) >= min_price
+        return sorted((i for i in rich if rich[i]), key=lambda i: (-rich[i] / total[i], i))
 
     def grounded_trace(self, history: list[Event], domain: str) -> str:
         """A trace from the interest statistics alone (no model call), for a constrained request
@@ -174,6 +193,12 @@ class Engine:
         names = self.interests.names
         fav, exc = [names[i] for i in c.favour], {names[i] for i in c.exclude}
         head, listed, transition = split_trace(trace)
+        applied = []
+        if c.min_price is not None and not fav:  # the rule, written as the interests that carry such items
+            valued = [names[i] for i in self.value_interests(domain, c.min_price) if names[i] not in exc]
+            fav = [n for n in listed if n in valued][:1] or valued[:1]
+            applied.append(f"min_price {c.min_price:g}: trace moves to {fav[0]}" if fav else
+                           f"min_price {c.min_price:g}: no {domain} item is priced that high")
         if fav:
             listed = fav
         kept = [n for n in listed if n not in exc]
@@ -181,14 +206,14 @@ class Engine:
             kept = [names[i] for i in range(len(names)) if self.interests.domain[i] == domain and names[i] not in exc][:1]
         if fav or any(n in transition for n in exc):
             transition = drift_to(kept[0])
-        applied = [f"favour {n}: trace" for n in fav] + [f"exclude {n}: trace" for n in sorted(exc)]
+        applied += [f"favour {names[i]}: trace" for i in c.favour] + [f"exclude {n}: trace" for n in sorted(exc)]
         return join_trace(head, kept, transition), applied
 
 
 @lru_cache(maxsize=256)
 def _allowed_trie(engine: Engine, domain: str, favour: tuple[int, ...], exclude: tuple[int, ...],
-                  newer_than: int | None) -> dict:
-    items = engine.allowed_items(domain, favour, exclude, newer_than)
+                  newer_than: int | None, min_price: float | None) -> dict:
+    items = engine.allowed_items(domain, favour, exclude, newer_than, min_price)
     if not items:
         raise UnknownInterest(f"no {domain} item satisfies the constraints")
     return build_trie([engine.sid.ids(i) for i in items])
