@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from onereason.itemic.sid import SidCodec
 from onereason.reasoning.interests import Interests
-from onereason.rl.grpo import GrpoConfig, group_advantages, grpo_targets, score
+from onereason.rl.grpo import GrpoConfig, group_advantages, grpo_targets, item_values, score
 from onereason.rl.prompts import RlPrompt
 from onereason.rl.reward import RewardConfig, item_hits, set_reward, shared_prefix
 from onereason.rl.rollout import Trajectory
@@ -177,3 +177,17 @@ def test_set_to_items_carries_the_list_reward_to_items_and_baselines_lone_trajec
     assert np.allclose(off.numpy(), [.5, .5, -.5, -.5, 0, 0, 0, 0, .2, .2, 0, 0, -.2, -.2, 0, 0])
     # lone trajectories a, b: R − mean R = ±.4 on their items; c, d's items take their trace's ±.2
     assert np.allclose(on.numpy(), [.9, .9, -.1, -.1, -.4, -.4, -.4, -.4, .2, .2, .2, .2, -.2, -.2, -.2, -.2])
+
+
+def test_revenue_credit_is_the_scaled_value_of_the_hit_items(tmp_path):
+    value = {"a": 1.0, "b": 0.25, "c": 0.5}
+    cfg = RewardConfig(revenue=2.0)
+    r = set_reward(["a", "b", "d"], ["b", "c", "d"], {}, cfg, True, value=value)
+    assert r.revenue == pytest.approx(0.25) and r.total == pytest.approx(1 + 0.5 * 2 / 3 + 0.1 * 1 / 3 + 2 * 0.25)
+    assert set_reward(["a"], ["b"], {}, cfg, True, value=value).revenue == 0.0
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"item_id": ["a", "b", "c"], "price": [20.0, None, 5.0]}).to_parquet(tmp_path / "data/items.parquet")
+    assert item_values(tmp_path) == {"a": 1.0, "c": 0.25}
+    pd.DataFrame({"item_id": ["a"]}).to_parquet(tmp_path / "data/items.parquet")
+    with pytest.raises(ValueError, match="rl.reward.revenue: .*items.parquet has no price"):
+        item_values(tmp_path)

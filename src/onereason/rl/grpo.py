@@ -68,24 +68,33 @@ def group_advantages(values: np.ndarray, groups: np.ndarray, scale_by_std: bool 
     return out
 
 
-def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests, codec: SidCodec, cfg: RewardConfig
-          ) -> list[Trajectory]:
+def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests, codec: SidCodec, cfg: RewardConfig,
+          value: dict[str, float] | None = None) -> list[Trajectory]:
     """Set-wise reward and per-item hits on every trajectory; those without items or with a
-    non-finite reward are dropped (the caller counts them)."""
+    non-finite reward are dropped (the caller counts them). `value`: item → price / bid, scaled to ≤ 1."""
     index = {(n, d): i for i, (n, d) in enumerate(zip(interests.names, interests.domain))}
     codes = (lambda item: codec.codes[codec.index[item]]) if cfg.prefix else None
     kept = []
     for t in trajs:
         domain = prompts[t.prompt].domain
         listed = {index[n, domain] for n in split_trace(t.trace)[1] if (n, domain) in index} if t.trace else set()
-        r = set_reward(t.items, prompts[t.prompt].window, interests.of, cfg, t.format_ok, listed, codes)
+        r = set_reward(t.items, prompts[t.prompt].window, interests.of, cfg, t.format_ok, listed, codes, value)
         t.reward = r.total
         t.components = {"hit": r.hit, "coverage": r.coverage, "diversity": r.diversity, "format_ok": float(r.format_ok),
-                        "interest": r.interest, "prefix": r.prefix}
+                        "interest": r.interest, "prefix": r.prefix, "revenue": r.revenue}
         t.item_rewards = item_hits(t.items, prompts[t.prompt].window)
         if t.items and finite(t.reward):
             kept.append(t)
     return kept
+
+
+def item_values(run_dir: Path) -> dict[str, float]:
+    """Each priced item's price or bid over the catalog's largest (the revenue term's scale)."""
+    items = pd.read_parquet(run_dir / rundir.ITEMS)
+    if "price" not in items or not items["price"].notna().any():
+        raise ValueError(f"rl.reward.revenue: {run_dir / rundir.ITEMS} has no price (an optional item column)")
+    priced = items[items["price"].notna()]
+    return dict(zip(priced["item_id"], priced["price"] / priced["price"].max()))
 
 
 def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: float, scale_by_std: bool = False,
@@ -126,6 +135,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
         raise ValueError(f"rl.domains: unknown domain(s) {unknown}; the run has {sorted(sid.codec.domains)}")
     pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, cfg.domains)
     interests = Interests.load(run_dir / rundir.INTERESTS)
+    value = item_values(run_dir) if cfg.reward.revenue else None
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     backend = HFBackend(trainer.policy, sid, tok, cfg.decoding)
     bar = tqdm(total=cfg.steps, initial=trainer.start, desc=f"grpo {cfg.mode}", disable=not progress)
@@ -142,7 +152,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
         trajs = rollout_step(backend, prompts, thinking, text, tok, cfg, cfg.seed * 100_003 + step, step) if prompts else []
         n_all = len(trajs)
         no_items = sum(not t.items for t in trajs)
-        kept = score(trajs, prompts, interests, sid.codec, cfg.reward)
+        kept = score(trajs, prompts, interests, sid.codec, cfg.reward, value)
         if reward_hook is not None:
             reward_hook(kept)
             kept = [t for t in kept if finite(t.reward)]

@@ -30,7 +30,7 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
-from onereason.rl.grpo import score
+from onereason.rl.grpo import item_values, score
 from onereason.rl.prompts import PromptPool, RlPrompt
 from onereason.rl.rollout import HFBackend, RolloutConfig, Trajectory, rollout_modes, rollout_step
 from onereason.rl.trainer import PolicyConfig, PolicyTrainer, token_bounds
@@ -110,6 +110,7 @@ def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn:
 
 def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, interests, out = _prepare(cfg, run_dir)
+    value = item_values(run_dir) if cfg.reward.revenue else None
     end_turn = tok.convert_tokens_to_ids(IM_END)
     samples, per_domain = [], {}
     t0 = time.perf_counter()
@@ -125,7 +126,7 @@ def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
             for t in part:
                 t.prompt += s
             trajs += part
-        trajs = score(trajs, prompts, interests, sid.codec, cfg.reward)
+        trajs = score(trajs, prompts, interests, sid.codec, cfg.reward, value)
         kept = rft_samples(trajs, prompts, sid, end_turn, cfg.require_format)
         hits = sum(t.components["hit"] > 0 for t in trajs)
         per_domain[d] = {"prompts": len(prompts), "trajectories": len(trajs), "hits": hits, "kept": len(kept),
@@ -154,6 +155,7 @@ def mopd_advantages(student: torch.Tensor, teacher: torch.Tensor, clip: float) -
 
 def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid, text, inter, interests, out = _prepare(cfg, run_dir)
+    value = item_values(run_dir) if cfg.reward.revenue else None
     pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, list(cfg.experts))
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     teachers = {d: load_model(run_dir / m).to(trainer.acc.device).eval()
@@ -165,7 +167,7 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
         trajs = score(rollout_step(backend, prompts, rollout_modes(cfg, len(prompts), step), text, tok, cfg,
-                                   cfg.seed * 100_003 + step, step), prompts, interests, sid.codec, cfg.reward) if prompts else []
+                                   cfg.seed * 100_003 + step, step), prompts, interests, sid.codec, cfg.reward, value) if prompts else []
         t1 = time.perf_counter()
         if not trajs:  # every prompt without ground truth, or every trajectory without items: nothing to learn
             trainer.skipped["empty_batch"] += 1
