@@ -166,8 +166,9 @@ def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
     for step in range(trainer.start, cfg.steps):
         t0 = time.perf_counter()
         prompts = [p for p in pool.sample(cfg.prompts_per_step, cfg.seed, step) if p.window]
-        trajs = score(rollout_step(backend, prompts, rollout_modes(cfg, len(prompts), step), text, tok, cfg,
-                                   cfg.seed * 100_003 + step, step), prompts, interests, sid.codec, cfg.reward, value) if prompts else []
+        trajs = rollout_step(backend, prompts, rollout_modes(cfg, len(prompts), step), text, tok, cfg,
+                             cfg.seed * 100_003 + step, step) if prompts else []
+        trajs = score(trajs, prompts, interests, sid.codec, cfg.reward, value)
         t1 = time.perf_counter()
         if not trajs:  # every prompt without ground truth, or every trajectory without items: nothing to learn
             trainer.skipped["empty_batch"] += 1
