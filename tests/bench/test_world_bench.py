@@ -6,7 +6,7 @@ import pytest
 
 from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import evaluate_lists
-from onereason.bench.world import COLD, WorldTruth, group_metrics, recall_table, value_metrics
+from onereason.bench.world import COLD, WorldTruth, group_metrics, plot_value, recall_table, value_metrics, value_report
 from onereason.data.world import WorldConfig, conversion_probability, generate
 
 
@@ -53,3 +53,27 @@ def test_value_metrics_by_hand(tmp_path):
     assert got["revenue@3"] == pytest.approx(want / 2)
     assert got["hit_value@3"] == pytest.approx(econ.at[prod, "value"] / 2)
     assert got["sponsored_share@3"] == pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_value_report_pairs_each_method_with_the_reference_and_plots(tmp_path):
+    """The priciest items buy more expected revenue than the popular ones at a cost in recall, and the
+    report says so per user with intervals; a reference that is not a method is refused."""
+    cfg = WorldConfig(users=300, items_per_interest=6, seed=5)
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"world": json.loads(cfg.model_dump_json())}}))
+    world = WorldTruth(tmp_path)
+    inter = generate(cfg)[0].interactions
+    test = inter[inter["split"] == "test"]
+    pop = most_popular(inter, 10)
+    pricey = list(world.economics["value"].sort_values(ascending=False).index[:10])
+    rows = [{"user_id": u, "target": [i], "items": {"pop": pop[d], "pricey": pricey, "oracle": world.oracle(u, d, 10)}}
+            for u, i, d in zip(test["user_id"], test["item_id"], test["domain"])]
+    report = value_report(world, rows, "pop", k=10)
+    m = report["methods"]
+    assert m["pricey"]["revenue@10"] > m["pop"]["revenue@10"] and m["pricey"]["recall@10"] < m["oracle"]["recall@10"]
+    mean, lo, hi = m["pricey"]["minus_reference"]["revenue@10"]
+    assert lo <= mean <= hi and mean == pytest.approx(m["pricey"]["revenue@10"] - m["pop"]["revenue@10"])
+    assert "minus_reference" not in m["pop"]
+    plot_value(report, tmp_path / "value.png")
+    assert (tmp_path / "value.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="reference 'SFT' is not a method"):
+        value_report(world, rows, "SFT")

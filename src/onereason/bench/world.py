@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from onereason.data.world import conversion_probability, run_truth
-from onereason.metrics import evaluate_lists
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.rundir import save_figure
 
 COLD = "cold: 0 events in the target domain"
 
@@ -72,6 +73,46 @@ def value_metrics(world: WorldTruth, users: list[str], lists: list[list[str]], t
                                                            .to_numpy()).sum() for t, g in zip(top, truths)])),
             f"sponsored_share@{k}": float(np.mean([np.mean([world.domain_of(i) == "ad" for i in t]) if t else 0.0
                                                    for t in top]))}
+
+
+def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 10, seed: int = 0) -> dict:
+    """Every method of per-user rows ({"user_id", "target", "items": {method: list}}, as sft-eval and rl-eval
+    write them): Recall@k and `value_metrics`, and each method minus `reference` per user (mean [95% paired
+    bootstrap interval]) for Recall@k and expected revenue@k: what revenue a method buys, what relevance
+    it costs."""
+    users, truths = [r["user_id"] for r in rows], [r["target"] for r in rows]
+    methods = list(rows[0]["items"])
+    if reference not in methods:
+        raise ValueError(f"reference {reference!r} is not a method of these rows: {methods}")
+    per_user = {}
+    out: dict = {"k": k, "users": len(rows), "reference": reference, "methods": {}}
+    for m in methods:
+        lists = [r["items"][m] for r in rows]
+        per_user[m] = {f"recall@{k}": per_sample(f"recall@{k}", lists, truths),
+                       f"revenue@{k}": [world.expected_revenue(u, x[:k]) for u, x in zip(users, lists)]}
+        out["methods"][m] = {f"recall@{k}": evaluate_lists(lists, truths, [k])["all"][f"recall@{k}"],
+                             **value_metrics(world, users, lists, truths, k)}
+    for m in methods:
+        if m != reference:
+            out["methods"][m]["minus_reference"] = {c: paired_bootstrap(per_user[m][c], per_user[reference][c], seed=seed)
+                                                    for c in per_user[m]}
+    return out
+
+
+def plot_value(report: dict, path: Path) -> None:
+    """Expected revenue@k against Recall@k, one point per method: the trade-off at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = report["k"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, r in report["methods"].items():
+        ax.scatter(r[f"recall@{k}"], r[f"revenue@{k}"])
+        ax.annotate(m, (r[f"recall@{k}"], r[f"revenue@{k}"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.set(xlabel=f"Recall@{k}", ylabel=f"expected revenue@{k}", title=f"revenue vs relevance ({report['users']} users)")
+    save_figure(fig, path)
 
 
 def group_metrics(methods: dict[str, list[list[str]]], truths: list[list[str]], groups: list[str], k: int

@@ -1,0 +1,44 @@
+"""Revenue against relevance on a synthetic-world run (issue 27): every method of an eval's per-user lists.
+
+    python bench/world_value.py --run runs/world --recs rl/eval_recommendations.jsonl --reference "SFT non-thinking"
+
+For each method: Recall@k, expected revenue@k (Σ P(the user converts) × price or bid, from the world's truth),
+hit value and sponsored (ad) share; each method minus the reference per user with a paired 95% interval.
+Writes <recs stem>_value.json and _value.png (expected revenue against recall) beside the lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onereason.bench.world import WorldTruth, plot_value, value_report
+from onereason.rundir import write_text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--recs", default="rl/eval_recommendations.jsonl", help="per-user lists, relative to the run")
+    ap.add_argument("--reference", default="SFT non-thinking")
+    ap.add_argument("--k", type=int, default=10)
+    args = ap.parse_args()
+    path = args.run / args.recs
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    report = value_report(WorldTruth(args.run), rows, args.reference, args.k)
+    stem = path.with_name(path.stem.removesuffix("_recommendations").removesuffix("recommendations") or "eval")
+    write_text(stem.with_name(stem.name + "_value.json"), json.dumps(report, indent=2))
+    plot_value(report, stem.with_name(stem.name + "_value.png"))
+    k = args.k
+    print(f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored share | Δ recall | Δ revenue |")
+    print("|---|---|---|---|---|---|---|")
+    for m, r in report["methods"].items():
+        d = r.get("minus_reference", {})
+        fmt = lambda c: f"{d[c][0]:+.4f} [{d[c][1]:+.4f}, {d[c][2]:+.4f}]" if c in d else "-"  # noqa: E731
+        print(f"| {m} | {r[f'recall@{k}']:.4f} | {r[f'revenue@{k}']:.3f} | {r[f'hit_value@{k}']:.3f} | "
+              f"{r[f'sponsored_share@{k}']:.3f} | {fmt(f'recall@{k}')} | {fmt(f'revenue@{k}')} |")
+
+
+if __name__ == "__main__":
+    main()
