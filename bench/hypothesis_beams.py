@@ -8,7 +8,8 @@ hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first ha
 and the grounded teacher's trace without hindsight (no model call) from the prompt's window or from the whole
 history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis).
 Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
-non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json.
+non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json and the per-user
+lists to runs/RUN/<out>_lists.jsonl.
 """
 import argparse
 import json
@@ -79,3 +80,6 @@ for mode, got in lists.items():
     diff = "  ".join(f"{c} {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]" for c, d in row.get("minus non-thinking", {}).items())
     print(f"{mode:18s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}  {diff}")
 rundir.write_text(run_dir / f"{a.out}.json", json.dumps(report, indent=2))
+rundir.write_text(run_dir / f"{a.out}_lists.jsonl", "".join(  # per user: runs on nested samples can be paired
+    json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n"
+    for j, (u, t) in enumerate(zip(p.users, p.truths))))
