@@ -27,6 +27,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -200,6 +201,11 @@ class Bench:
     seen: list[set[str]] | None = None  # each user's history items, when they are removed from every list
     scored: dict[str, list[list[str]]] = field(default_factory=dict)  # lists as scored: what the intervals resample
 
+    @cached_property
+    def sampling(self) -> dict:
+        """The settings the R3 parts (and the baselines' grid) are cached under."""
+        return cache_settings(self.config, self.max_items)
+
     def score(self, method: str, lists: list[list[str]]) -> dict:
         """A method's metrics on the scored users (its history items removed if asked), its lists kept."""
         self.scored[method] = [[x for x in c if x not in s] for c, s in zip(lists, self.seen)] if self.seen else lists
@@ -275,7 +281,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
 def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
     """Every tier for each model (ours, and LC-Rec-style's R3/R0/perplexity), each part cached."""
     config, run_dir, tok, sid, results = b.config, b.run_dir, b.tok, b.sid, b.results
-    sampling = cache_settings(config, b.max_items)
+    sampling = b.sampling
     r0_sets = r0_item_sets(run_dir, sid, config)
     interests = Interests.load(run_dir / rundir.INTERESTS) if (run_dir / rundir.INTERESTS).exists() else None
     r2_v, r2_window = r2_cases(b.inter, b.p.users, b.max_items)
@@ -347,14 +353,13 @@ def bench_baselines(b: Bench) -> None:
                           lambda c: sasrec.train_and_evaluate(b.inter, c, ks, b.progress, b.p.users)),
                "TIGER-style": (config.tiger, config.tiger_lr,
                                lambda c: tiger.train_and_evaluate(b.inter, b.sid, c, ks, b.progress, b.p.users))}
-    sampling = cache_settings(config, b.max_items)
     for name, (base, lrs, train) in trained.items():
         if name not in config.baselines:
             continue
         grid = []
         for lr in lrs:
             c = base.replace(lr=lr, seed=config.sample.seed)
-            grid.append(b.parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **sampling}, lambda c=c: train(c)))
+            grid.append(b.parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **b.sampling}, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
         lists = [best["lists"][u] for u in b.p.users]
         results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline", "metrics": b.score(name, lists)}

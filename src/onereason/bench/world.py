@@ -63,16 +63,23 @@ class WorldTruth:
         return list(ids[np.argsort(-(row[topic] * popularity), kind="stable")[:k]])
 
 
+def value_per_user(world: WorldTruth, users: list[str], lists: list[list[str]], truths: list[list[str]], k: int
+                   ) -> dict[str, list[float]]:
+    """Per user: expected revenue@k (`WorldTruth.expected_revenue` of the top k), realized revenue of hits (the
+    value of every hit item, as if the hit converted), and the sponsored (ad) share of the top k."""
+    top = [x[:k] for x in lists]
+    value = world.economics["value"]
+    return {f"revenue@{k}": [world.expected_revenue(u, t) for u, t in zip(users, top)],
+            f"hit_value@{k}": [float(np.nan_to_num(value.loc[[i for i in t if i in g]].to_numpy()).sum())
+                               for t, g in zip(top, truths)],
+            f"sponsored_share@{k}": [float(np.mean([world.domain_of(i) == "ad" for i in t])) if t else 0.0
+                                     for t in top]}
+
+
 def value_metrics(world: WorldTruth, users: list[str], lists: list[list[str]], truths: list[list[str]], k: int
                   ) -> dict[str, float]:
-    """Mean over users: expected revenue@k (`WorldTruth.expected_revenue` of the top k), realized revenue of
-    hits (the value of every hit item, as if the hit converted), and the sponsored (ad) share of the top k."""
-    top = [x[:k] for x in lists]
-    return {f"revenue@{k}": float(np.mean([world.expected_revenue(u, t) for u, t in zip(users, top)])),
-            f"hit_value@{k}": float(np.mean([np.nan_to_num(world.economics.loc[[i for i in t if i in set(g)], "value"]
-                                                           .to_numpy()).sum() for t, g in zip(top, truths)])),
-            f"sponsored_share@{k}": float(np.mean([np.mean([world.domain_of(i) == "ad" for i in t]) if t else 0.0
-                                                   for t in top]))}
+    """The means over users of `value_per_user`."""
+    return {c: float(np.mean(v)) for c, v in value_per_user(world, users, lists, truths, k).items()}
 
 
 def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 10, seed: int = 0) -> dict:
@@ -85,17 +92,16 @@ def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 1
     if reference not in methods:
         raise ValueError(f"reference {reference!r} is not a method of these rows: {methods}")
     per_user = {}
-    out: dict = {"k": k, "users": len(rows), "reference": reference, "methods": {}}
     for m in methods:
         lists = [r["items"][m] for r in rows]
         per_user[m] = {f"recall@{k}": per_sample(f"recall@{k}", lists, truths),
-                       f"revenue@{k}": [world.expected_revenue(u, x[:k]) for u, x in zip(users, lists)]}
-        out["methods"][m] = {f"recall@{k}": evaluate_lists(lists, truths, [k])["all"][f"recall@{k}"],
-                             **value_metrics(world, users, lists, truths, k)}
+                       **value_per_user(world, users, lists, truths, k)}
+    out: dict = {"k": k, "users": len(rows), "reference": reference,
+                 "methods": {m: {c: float(np.mean(v)) for c, v in cols.items()} for m, cols in per_user.items()}}
     for m in methods:
         if m != reference:
             out["methods"][m]["minus_reference"] = {c: paired_bootstrap(per_user[m][c], per_user[reference][c], seed=seed)
-                                                    for c in per_user[m]}
+                                                    for c in (f"recall@{k}", f"revenue@{k}")}
     return out
 
 

@@ -85,6 +85,14 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def item_prices(items: pd.DataFrame) -> dict[str, float]:
+    """item → price (or bid) for the items that have one: the optional `price` column."""
+    if "price" not in items:
+        return {}
+    priced = items[items["price"].notna()]
+    return dict(zip(priced["item_id"], priced["price"].astype(float)))
+
+
 def save_dataset(ds: Dataset, out_dir: Path) -> None:
     """Write interactions/items(/users).parquet into a run's data directory."""
     write_parquet(ds.interactions, out_dir / "interactions.parquet")

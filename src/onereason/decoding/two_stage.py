@@ -76,15 +76,13 @@ class InterestCountLogitsProcessor(LogitsProcessor):
         self.semicolon, self.newline = tokens_containing(tok, ";"), tokens_containing(tok, "\n")
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        out = scores
+        out = scores.clone()
         for r, gen in enumerate(input_ids[:, self.prompt_len:].tolist()):
             text = self.tok.decode(gen, skip_special_tokens=False)
             at = text.find(PARTS[1])
             if at < 0 or "\n" in text[at:]:
                 continue  # before the Interests line, or past it
-            banned = self.newline if text[at:].count(";") < self.ns[r] - 1 else self.semicolon
-            out = out.clone() if out is scores else out
-            out[r, banned] = float("-inf")
+            out[r, self.newline if text[at:].count(";") < self.ns[r] - 1 else self.semicolon] = float("-inf")
         return out
 
 

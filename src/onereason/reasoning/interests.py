@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -40,6 +41,11 @@ class Interests:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @cached_property
+    def index(self) -> dict[tuple[str, str], int]:
+        """(name, domain) → interest index: names repeat across domains, not within one."""
+        return {(n, d): i for i, (n, d) in enumerate(zip(self.names, self.domain))}
 
     @property
     def themes(self) -> int:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from onereason import rundir
 from onereason.corpus.user_layer import HistoryText
+from onereason.data.schema import item_prices
 from onereason.itemic.sid import SidCodec, load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.traces import split_trace
@@ -72,12 +73,11 @@ def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests
           value: dict[str, float] | None = None) -> list[Trajectory]:
     """Set-wise reward and per-item hits on every trajectory; those without items or with a
     non-finite reward are dropped (the caller counts them). `value`: item → price / bid, scaled to ≤ 1."""
-    index = {(n, d): i for i, (n, d) in enumerate(zip(interests.names, interests.domain))}
     codes = (lambda item: codec.codes[codec.index[item]]) if cfg.prefix else None
     kept = []
     for t in trajs:
         domain = prompts[t.prompt].domain
-        listed = {index[n, domain] for n in split_trace(t.trace)[1] if (n, domain) in index} if t.trace else set()
+        listed = {interests.index[n, domain] for n in split_trace(t.trace)[1] if (n, domain) in interests.index}
         r = set_reward(t.items, prompts[t.prompt].window, interests.of, cfg, t.format_ok, listed, codes, value)
         t.reward = r.total
         t.components = {"hit": r.hit, "coverage": r.coverage, "diversity": r.diversity, "format_ok": float(r.format_ok),
@@ -90,11 +90,11 @@ def score(trajs: list[Trajectory], prompts: list[RlPrompt], interests: Interests
 
 def item_values(run_dir: Path) -> dict[str, float]:
     """Each priced item's price or bid over the catalog's largest (the revenue term's scale)."""
-    items = pd.read_parquet(run_dir / rundir.ITEMS)
-    if "price" not in items or not items["price"].notna().any():
+    prices = item_prices(pd.read_parquet(run_dir / rundir.ITEMS))
+    if not prices:
         raise ValueError(f"rl.reward.revenue: {run_dir / rundir.ITEMS} has no price (an optional item column)")
-    priced = items[items["price"].notna()]
-    return dict(zip(priced["item_id"], priced["price"] / priced["price"].max()))
+    top = max(prices.values())
+    return {item: p / top for item, p in prices.items()}
 
 
 def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: float, scale_by_std: bool = False,
@@ -112,8 +112,10 @@ def grpo_targets(trajs: list[Trajectory], item_advantage: bool, nonhit_weight: f
     adv, weight, at = [], [], 0
     for t, a in zip(trajs, trace_adv):
         n_item_tokens = sum(map(len, t.item_tokens))
-        per_item = item_adv[at:at + len(t.items)] + (a if set_to_items else 0.0) if item_advantage \
-            else np.full(len(t.items), a)
+        if item_advantage:
+            per_item = item_adv[at:at + len(t.items)] + (a if set_to_items else 0.0)
+        else:
+            per_item = np.full(len(t.items), a)
         at += len(t.items)
         adv.append(np.concatenate([np.full(t.trace_len, a), np.repeat(per_item, [len(x) for x in t.item_tokens])]))
         w = 1.0 if t.components["hit"] > 0 else nonhit_weight

@@ -1,7 +1,7 @@
 """The set-wise reward: one trace's candidate list is judged as a whole.
 
-    R = w_hit · hit + w_coverage · coverage + w_diversity · diversity + w_interest · interest + w_prefix · prefix,
-    gated by the trace format
+    R = w_hit · hit + w_coverage · coverage + w_diversity · diversity
+        + w_interest · interest + w_prefix · prefix + w_revenue · revenue,   gated by the trace format
 
 - hit: any ground-truth item (the user's next window) is among the candidates;
 - coverage: the share of the next window the candidates cover;

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
 from pydantic import Field, field_validator
 
 from onereason.chat import END_THINK
@@ -113,12 +112,11 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     sid = text.sid
     nl = tok.encode("\n\n", add_special_tokens=False)
     end_think = tok.convert_tokens_to_ids(END_THINK)
-    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], hypotheses if thinking else None,
-                      text, tok)
+    ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
+    base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], ns if thinking else None, text, tok)
     g = g if thinking else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
     if thinking:
-        ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
         traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed,
                                 [ns[i] for i in owner])
     else:

@@ -80,7 +80,7 @@ def _prepare(cfg: UnifyConfig, run_dir: Path):
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.json", cfg.model_dump_json(indent=2))
     return (tok, sid, HistoryText(sid, tok), pd.read_parquet(run_dir / rundir.INTERACTIONS),
-            Interests.load(run_dir / rundir.INTERESTS), out)
+            Interests.load(run_dir / rundir.INTERESTS), item_values(run_dir) if cfg.reward.revenue else None, out)
 
 
 def _check(cfg: UnifyConfig, run_dir: Path, domains: list[str]) -> None:
@@ -109,8 +109,7 @@ def rft_samples(trajs: list[Trajectory], prompts: list[RlPrompt], sid, end_turn:
 
 
 def run_rft(cfg: RftConfig, run_dir: Path, progress: bool = True) -> dict:
-    tok, sid, text, inter, interests, out = _prepare(cfg, run_dir)
-    value = item_values(run_dir) if cfg.reward.revenue else None
+    tok, sid, text, inter, interests, value, out = _prepare(cfg, run_dir)
     end_turn = tok.convert_tokens_to_ids(IM_END)
     samples, per_domain = [], {}
     t0 = time.perf_counter()
@@ -154,8 +153,7 @@ def mopd_advantages(student: torch.Tensor, teacher: torch.Tensor, clip: float) -
 
 
 def run_mopd(cfg: MopdConfig, run_dir: Path, progress: bool = True) -> dict:
-    tok, sid, text, inter, interests, out = _prepare(cfg, run_dir)
-    value = item_values(run_dir) if cfg.reward.revenue else None
+    tok, sid, text, inter, interests, value, out = _prepare(cfg, run_dir)
     pool = PromptPool(inter, sid.codec.item_domain, rundir.prompt_items(run_dir), cfg.window, list(cfg.experts))
     trainer = PolicyTrainer(run_dir / cfg.init, out, cfg.policy, cfg.steps, cfg.seed)
     teachers = {d: load_model(run_dir / m).to(trainer.acc.device).eval()

@@ -28,6 +28,7 @@ from onereason.chat import END_THINK, IM_END, conversation
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import Event, user_histories
+from onereason.data.schema import item_prices
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
@@ -93,11 +94,9 @@ class Engine:
         self.text = HistoryText(self.sid, self.tok)
         self.teacher = load_teacher(self.run_dir)
         self.interests = self.teacher.interests
-        self.interest_at = {(n, d): i for i, (n, d) in enumerate(zip(self.interests.names, self.interests.domain))}
         items = pd.read_parquet(self.run_dir / rundir.ITEMS)
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
-        priced = items[items["price"].notna()] if "price" in items else None  # an optional column
-        self.price: dict[str, float] = {} if priced is None else dict(zip(priced["item_id"], priced["price"].astype(float)))
+        self.price = item_prices(items)
         inter = pd.read_parquet(self.run_dir / rundir.INTERACTIONS)
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
         self.base = user_histories(inter, ("train", "valid", "test"))
@@ -123,10 +122,10 @@ class Engine:
         return self.sid.codec.item_domain[item]
 
     def interest_index(self, name: str, domain: str) -> int:
-        if (name, domain) not in self.interest_at:
-            known = [n for n, d in self.interest_at if d == domain]
+        if (name, domain) not in self.interests.index:
+            known = [n for n, d in self.interests.index if d == domain]
             raise UnknownInterest(f"unknown interest {name!r} in domain {domain!r}; known: {known}")
-        return self.interest_at[name, domain]
+        return self.interests.index[name, domain]
 
     def interest_of(self, item: str) -> str:
         return self.interests.names[self.interests.of[item]]
@@ -176,12 +175,7 @@ class Engine:
 
     def value_interests(self, domain: str, min_price: float) -> list[int]:
         """The domain's interests that hold items priced at least `min_price`, richest share first."""
-        total, rich = Counter(), Counter()
-        for item, d in self.sid.codec.item_domain.items():
-            if d == domain:
-                total[self.interests.of[item]] += 1
-                rich[self.interests.of[item]] += self.price.get(item, -1.0) >= min_price
-        return sorted((i for i in rich if rich[i]), key=lambda i: (-rich[i] / total[i], i))
+        return _value_interests(self, domain, min_price)
 
     def grounded_trace(self, history: list[Event], domain: str) -> str:
         """A trace from the interest statistics alone (no model call), for a constrained request
@@ -217,6 +211,16 @@ def _allowed_trie(engine: Engine, domain: str, favour: tuple[int, ...], exclude:
     if not items:
         raise UnknownInterest(f"no {domain} item satisfies the constraints")
     return build_trie([engine.sid.ids(i) for i in items])
+
+
+@lru_cache(maxsize=256)
+def _value_interests(engine: Engine, domain: str, min_price: float) -> list[int]:
+    total, rich = Counter(), Counter()
+    for item, d in engine.sid.codec.item_domain.items():
+        if d == domain:
+            total[engine.interests.of[item]] += 1
+            rich[engine.interests.of[item]] += engine.price.get(item, -1.0) >= min_price
+    return sorted((i for i in rich if rich[i]), key=lambda i: (-rich[i] / total[i], i))
 
 
 class TextDeltas(BaseStreamer):
