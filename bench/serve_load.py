@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="server config, e.g. threads=1")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--warm", type=int, default=200)
+    ap.add_argument("--warmed-share", type=float, default=0.5, help="share of fast requests for users with a cached trace")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--redis", default=None, help="a redis:// URL: the fast/slow phases use it (crash phase: SQLite)")
     a = ap.parse_args()
@@ -142,7 +143,7 @@ def main() -> None:
     server = start_server(a.name, a.port, url_under_load, a.model, "off", a.sets)
     try:
         def fast(rng):
-            return "/recommend", {"user_id": rng.choice(warmed if rng.random() < 0.5 else users), "k": 10,
+            return "/recommend", {"user_id": rng.choice(warmed if rng.random() < a.warmed_share else users), "k": 10,
                                   "mode": "fast"}
 
         def slow(rng):

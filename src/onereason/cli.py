@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -509,9 +510,14 @@ def serve_start(
     """Serve runs/<name>: /recommend, /events, /explain, /v1/chat/completions, /health, /metrics."""
     import uvicorn
 
-    from onereason.serve.app import create_app
+    from onereason.serve.app import SERVE_ENV, create_app
 
     cfg = _serve_config(set_, model=model, store=store, worker=worker, api_key=api_key)
+    if cfg.processes > 1:  # uvicorn starts each process from an import string
+        os.environ[SERVE_ENV] = json.dumps({"run_dir": str((RUNS / name).resolve()), "config": cfg.model_dump()})
+        uvicorn.run("onereason.serve.app:app_from_env", factory=True, workers=cfg.processes, host=host, port=port,
+                    log_level="warning")
+        return
     try:
         application = create_app(RUNS / name, cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from onereason.corpus.user_layer import HistoryText, eval_prompts
-from onereason.decoding.constrained import recommend, reference_beam_search
+from onereason.decoding.constrained import PromptCache, recommend, reference_beam_search
 from onereason.itemic.sid import SidCodec, SidTokens
 from onereason.itemic.tokenizer import build_tokenizer
 from onereason.model.backbone import build_model
@@ -52,7 +52,8 @@ def test_beam_narrower_than_k_is_an_error():
         recommend(build_model("tiny", len(tok)), [[0]], ["x"], sid, tok.pad_token_id, k=10, num_beams=5)
 
 
-def test_batched_matches_reference_on_trained_model(tiny_run):
+@pytest.mark.parametrize("score_end", [True, False])
+def test_batched_matches_reference_on_trained_model(tiny_run, score_end):
     run_dir, _ = tiny_run
     tok, sid = load_sid_tokens(run_dir)
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
@@ -60,8 +61,25 @@ def test_batched_matches_reference_on_trained_model(tiny_run):
     p = eval_prompts(inter, "test", 30)
     text = HistoryText(sid, tok)
     prompts = [text.prompt(h, "movies") for h in p.histories[:6]]
-    fast = recommend(model, prompts, ["movies"] * 6, sid, tok.pad_token_id, k=8, batch_size=4)
+    fast = recommend(model, prompts, ["movies"] * 6, sid, tok.pad_token_id, k=8, batch_size=4, score_end=score_end)
     for p, rec in zip(prompts, fast):
-        ref = reference_beam_search(model, p, "movies", sid, num_beams=8)
+        ref = reference_beam_search(model, p, "movies", sid, num_beams=8, score_end=score_end)
         assert rec.items == ref.items
         assert np.allclose(rec.scores, ref.scores, atol=1e-4)
+
+
+def test_prompts_read_from_the_prompt_cache_give_the_same_lists(tiny_run):
+    run_dir, _ = tiny_run
+    tok, sid = load_sid_tokens(run_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
+    inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    text = HistoryText(sid, tok)
+    prompts = [text.prompt(h, "movies") for h in eval_prompts(inter, "test", 30).histories[:5]]
+    plain = recommend(model, prompts, ["movies"] * 5, sid, tok.pad_token_id, k=6, batch_size=5)
+    cache = PromptCache(max_bytes=1 << 30)
+    first = recommend(model, prompts[:3], ["movies"] * 3, sid, tok.pad_token_id, k=6, prompt_cache=cache)
+    mixed = recommend(model, prompts, ["movies"] * 5, sid, tok.pad_token_id, k=6, batch_size=5, prompt_cache=cache)
+    assert (cache.hits, cache.misses, len(cache.entries)) == (3, 5, 5)
+    for a, b in zip(plain, first + mixed[3:]):
+        assert a.items == b.items and np.allclose(a.scores, b.scores, atol=1e-5)
+    assert [r.items for r in mixed[:3]] == [r.items for r in first]

@@ -23,7 +23,7 @@ def engine(tiny_run) -> Engine:
 
 @pytest.fixture(scope="module")
 def client(engine, tiny_run, tmp_path_factory):
-    cfg = ServeConfig(worker="off", api_key="secret", decoding={"trace_tokens": 48, "beams": 8})
+    cfg = ServeConfig(worker="off", api_key="secret", decoding={"trace_tokens": 48, "beams": 8}, fast_path="thread")
     store = SqliteStore(tmp_path_factory.mktemp("serve") / "cache.sqlite")
     with TestClient(create_app(tiny_run[0], cfg, engine, store), headers={"X-API-Key": "secret"}) as c:
         yield c
@@ -133,7 +133,7 @@ def test_bad_domain_interest_events_and_key(client, engine):
 
 
 def test_openai_endpoint_over_http_with_our_client(engine, tiny_run, tmp_path):
-    cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}")
+    cfg = ServeConfig(worker="off", chat_max_tokens=16, store=f"sqlite:///{tmp_path / 'c.sqlite'}", fast_path="thread")
     with serving(create_app(tiny_run[0], cfg, engine)) as url:
         client = ChatClient(f"{url}/v1", model="served", retries=0, max_tokens=8)
         text = client.complete([{"role": "user", "content": "Describe the item."}], parse=str)
@@ -146,7 +146,7 @@ def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engi
     whose pieces join to the same answer (greedy, same prompt) with a finish reason, usage and [DONE]."""
     from openai import OpenAI
 
-    cfg = ServeConfig(worker="off", chat_max_tokens=24, store=f"sqlite:///{tmp_path / 'o.sqlite'}")
+    cfg = ServeConfig(worker="off", chat_max_tokens=24, store=f"sqlite:///{tmp_path / 'o.sqlite'}", fast_path="thread")
     with serving(create_app(tiny_run[0], cfg, engine)) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         assert [m.id for m in client.models.list()] == [engine.model_name]
@@ -199,3 +199,29 @@ def test_min_price_is_written_into_the_trace_and_with_enforce_into_the_trie(clie
     assert "min_price 50: trie" in hard["constraints_applied"]
     none = client.post("/recommend", json={**body, "constraints": {"min_price": 1000, "enforce": True}})
     assert none.status_code == 422 and "satisfies" in none.json()["detail"]
+
+
+def test_fast_path_in_its_own_process_answers_as_the_thread_does(engine, tiny_run, tmp_path):
+    """The default fast path runs in a process of its own, with batches pipelined two deep: same items and
+    scores as the in-server thread, for users with and without a trace and with a constraint."""
+    users = sorted(engine.base)[:6]
+    cached = {u: engine.grounded_trace(engine.base[u], engine.domain_of(engine.base[u][-1].item)) for u in users[:3]}
+    answers = {}
+    for mode in ("thread", "process"):
+        store = SqliteStore(tmp_path / f"{mode}.sqlite")
+        register_users(engine, store)
+        for u, t in cached.items():
+            store.put_trace(u, engine.domain_of(engine.base[u][-1].item), t, len(engine.base[u]))
+        cfg = ServeConfig(worker="off", decoding={"trace_tokens": 48, "beams": 8}, fast_path=mode)
+        with TestClient(create_app(tiny_run[0], cfg, engine, store)) as c:
+            answers[mode] = [c.post("/recommend", json={"user_id": u, "k": 5, "mode": "fast"}).json() for u in users]
+    assert [a["mode"] for a in answers["process"]] == ["fast+trace"] * 3 + ["fast"] * 3
+    for t, p in zip(answers["thread"], answers["process"]):
+        assert [i["id"] for i in t["items"]] == [i["id"] for i in p["items"]]
+        assert [i["score"] for i in t["items"]] == pytest.approx([i["score"] for i in p["items"]], abs=1e-4)
+
+
+def test_several_processes_need_the_worker_outside_them():
+    with pytest.raises(ValueError, match="processes=2 with worker=thread"):
+        ServeConfig(processes=2)
+    assert ServeConfig(processes=2, worker="off").processes == 2

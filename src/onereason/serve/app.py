@@ -8,18 +8,25 @@
     GET  /v1/models            the served model, as OpenAI clients list it
     GET  /health, GET /metrics (Prometheus text)
 
-Model calls run on one executor thread; fast requests that arrive together are decoded as one
-batch. The slow-path worker is a separate thread (or process) writing traces to the store.
+Fast requests that arrive together are decoded as one batch, by default in a process of its own
+(`fast_path`): a thread beside the event loop would wait on Python's lock for each of the model's
+many small steps while the loop parses requests. Slow and chat requests run on one executor thread. The slow-path worker is a separate thread (or process) writing traces to the store.
+Several processes (`processes` > 1: uvicorn workers behind one port) each hold a model and share the
+store; each has its own /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
+import multiprocessing
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -37,6 +44,7 @@ from onereason.serve.store import NewEvent, Store, open_store
 from onereason.serve.worker import Worker, history, register_users
 
 MAX_HISTORY, MAX_K, MAX_EVENTS = 1000, 100, 1000
+SERVE_ENV = "ONEREASON_SERVE"  # the run and settings of each process of a multi-process server
 Id = Field(min_length=1, max_length=200)
 
 
@@ -119,13 +127,15 @@ class Metrics:
 
 
 class Batcher:
-    """Collects fast requests for up to `max_wait` after the first, runs them as one batch on the
-    model thread; requests arriving while a batch runs form the next one."""
+    """Collects requests for up to `max_wait` after the first and hands them to the pool as one batch.
+    Up to `in_flight` batches are handed over at once: the next one waits in the pool's queue while one
+    runs, so the model does not idle while results travel back and new requests come in."""
 
-    def __init__(self, fn: Callable[[list], list], pool: ThreadPoolExecutor, max_batch: int, max_wait: float,
-                 on_batch: Callable[[int], None]):
+    def __init__(self, fn: Callable[[list], list], pool: Executor, max_batch: int, max_wait: float,
+                 on_batch: Callable[[int], None], in_flight: int = 1):
         self.fn, self.pool, self.max_batch, self.max_wait, self.on_batch = fn, pool, max_batch, max_wait, on_batch
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.slots = asyncio.Semaphore(in_flight)
 
     async def submit(self, job):
         fut = asyncio.get_running_loop().create_future()
@@ -135,6 +145,7 @@ class Batcher:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self.slots.acquire()
             batch = [await self.queue.get()]
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
@@ -151,16 +162,20 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             self.on_batch(len(batch))
-            try:
-                results = await loop.run_in_executor(self.pool, self.fn, [job for job, _ in batch])
-            except Exception as e:  # every waiter gets the error, the loop goes on
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+            loop.run_in_executor(self.pool, self.fn, [job for job, _ in batch]).add_done_callback(
+                partial(self._answer, batch))
+
+    def _answer(self, batch: list, done: asyncio.Future) -> None:
+        self.slots.release()
+        error = done.exception()  # every waiter gets the error, the loop goes on
+        results = [error] * len(batch) if error else done.result()
+        for (_, fut), res in zip(batch, results):
+            if fut.done():
                 continue
-            for (_, fut), res in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(res)
+            if error:
+                fut.set_exception(error)
+            else:
+                fut.set_result(res)
 
 
 def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,
@@ -171,24 +186,28 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
     register_users(engine, store)
     metrics = Metrics(store.queue_length)
     pool = ThreadPoolExecutor(1, thread_name_prefix="model")
-
-    def fast_batch(jobs: list[dict]) -> list:
-        k = max(j["k"] for j in jobs)
-        ranked = engine.rank([j["history"] for j in jobs], [j["domain"] for j in jobs], [j["trace"] for j in jobs],
-                             k, [j["constraint"] for j in jobs])
-        return [(r.items[:j["k"]], r.scores[:j["k"]]) for j, r in zip(jobs, ranked)]
+    if config.fast_path == "process":  # the engine of its own process answers fast batches
+        fast_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_ranker,
+                                        initargs=(Path(run_dir), config))
+        fast_batch: Callable[[list], list] = _rank_in_ranker
+    else:
+        fast_pool, fast_batch = pool, partial(rank_jobs, engine)
 
     def slow_batch(jobs: list[dict]) -> list[str]:
         return engine.think([j["history"] for j in jobs], [j["domain"] for j in jobs])
 
     wait = config.max_wait_ms / 1000
-    batcher = Batcher(fast_batch, pool, config.max_batch, wait, metrics.batch.labels("fast").observe)
+    batcher = Batcher(fast_batch, fast_pool, config.max_batch, wait, metrics.batch.labels("fast").observe,
+                      in_flight=2 if fast_pool is not pool else 1)
     thinker = Batcher(slow_batch, pool, config.max_batch, wait, metrics.batch.labels("slow").observe)
     worker = (Worker(engine, store, config.worker_batch, on_written=lambda n, s: metrics.traces.labels("worker").inc(n))
               if config.worker == "thread" else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if fast_pool is not pool:  # serve once the ranker is up; a model that fails to load fails here
+            await asyncio.get_running_loop().run_in_executor(fast_pool, _rank_in_ranker, [])
+        gc.freeze()  # everything loaded so far stays: a collection under load need not walk the run's histories
         tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(thinker.run())]
         if worker:
             worker.start()
@@ -198,6 +217,7 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         if worker:
             worker.stop()
         pool.shutdown(wait=True)
+        fast_pool.shutdown(wait=True)
         store.close()
 
     app = FastAPI(title="onereason", lifespan=lifespan)
@@ -379,3 +399,33 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def rank_jobs(engine: Engine, jobs: list[dict]) -> list[tuple[list[str], list[float]]]:
+    """One fast batch: each job's top k items and scores."""
+    if not jobs:
+        return []
+    k = max(j["k"] for j in jobs)
+    ranked = engine.rank([j["history"] for j in jobs], [j["domain"] for j in jobs], [j["trace"] for j in jobs],
+                         k, [j["constraint"] for j in jobs])
+    return [(r.items[:j["k"]], r.scores[:j["k"]]) for j, r in zip(jobs, ranked)]
+
+
+_ranker: Engine | None = None  # the engine of a fast-path process
+
+
+def _start_ranker(run_dir: Path, config: ServeConfig) -> None:
+    global _ranker
+    _ranker = Engine(run_dir, config)
+    gc.freeze()  # the run's histories and tables stay: collections need not walk them
+
+
+def _rank_in_ranker(jobs: list[dict]) -> list[tuple[list[str], list[float]]]:
+    return rank_jobs(_ranker, jobs)
+
+
+def app_from_env() -> FastAPI:
+    """The app of each process of a multi-process server: uvicorn starts a process from an import string,
+    so the run and its settings travel in the environment (`onereason serve start` puts them there)."""
+    spec = json.loads(os.environ[SERVE_ENV])
+    return create_app(Path(spec["run_dir"]), ServeConfig(**spec["config"]))

@@ -11,6 +11,7 @@ points at an excluded interest); `enforce` also restricts the trie to the allowe
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers.generation.streamers import BaseStreamer
 
 from onereason import rundir
@@ -29,7 +30,7 @@ from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import Event, user_histories
 from onereason.data.schema import item_prices
-from onereason.decoding.constrained import Recommendation, recommend
+from onereason.decoding.constrained import PromptCache, Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import build_trie, load_sid_tokens
 from onereason.model.backbone import load_model
@@ -49,12 +50,30 @@ class ServeConfig(Config):
                                "beam width floor (a request's k raises it)")
     max_batch: int = Field(16, ge=1, description="fast requests decoded together")
     max_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for others")
+    fast_path: str = Field("process", pattern="^(process|thread)$", description="where fast batches run: a process "
+                           "of their own with its own copy of the model (the HTTP event loop and the model then do "
+                           "not take turns at Python's lock), or a thread of the server")
     worker: str = Field("thread", pattern="^(thread|off)$", description="run the slow-path worker in the server")
     worker_batch: int = Field(8, ge=1)
     api_key: str | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)
     chat_max_tokens: int = Field(512, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's)")
+    threads: int | None = Field(None, ge=1, description="torch threads per model (default: the cores shared out "
+                                "among the models: each server process's, and its fast path's when in a process)")
+    processes: int = Field(1, ge=1, description="server processes behind the one port (uvicorn workers), each with "
+                           "its own model; they share the store (the SQLite file or Redis)")
+    score_end: bool = Field(False, description="add the end token's log-probability to a fast-path score: one "
+                            "more forward per batch for a term near 0 (offline evaluation always adds it)")
+    prompt_cache_mb: int = Field(512, ge=0, description="per process: fast-path prompts' keys and values kept "
+                                 "between requests (a user's prompt is the same until their history or trace "
+                                 "changes); 0: off")
+
+    @model_validator(mode="after")
+    def _one_slow_worker(self) -> "ServeConfig":
+        if self.processes > 1 and self.worker == "thread":
+            raise ValueError(f"processes={self.processes} with worker=thread would run the slow path in every "
+                             "process: set worker=off and run `onereason serve worker` beside the servers")
+        return self
 
 
 @dataclass
@@ -83,12 +102,13 @@ class UnknownInterest(ValueError):
 class Engine:
     def __init__(self, run_dir: Path, config: ServeConfig | None = None):
         self.run_dir, self.config = Path(run_dir), config or ServeConfig()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        models = self.config.processes * (2 if self.config.fast_path == "process" else 1)
+        torch.set_num_threads(self.config.threads or max(1, torch.get_num_threads() // models))
         self.model_dir = self._model_dir()
         self.model_name = (str(self.model_dir.relative_to(self.run_dir)) if self.model_dir.is_relative_to(self.run_dir)
                            else self.model_dir.name)
         self.model = load_model(self.model_dir).eval()
+        self.prompt_cache = PromptCache(self.config.prompt_cache_mb << 20) if self.config.prompt_cache_mb else None
         self.tok, self.sid = load_sid_tokens(self.run_dir)
         self.max_items = rundir.prompt_items(self.run_dir)  # the latest items of a history, as in training
         self.text = HistoryText(self.sid, self.tok)
@@ -144,15 +164,13 @@ class Engine:
              constraints: list[Constraint] | None = None) -> list[Recommendation]:
         """Top-k items per request, batched: after its trace when it has one, else in non-thinking mode."""
         constraints = constraints or [Constraint()] * len(histories)
-        prompts = []
-        for h, d, t in zip(histories, domains, traces):
-            q = self._prompts([h], [d], t is not None)[0]
-            body = q + self.tok.encode(f"\n{t}\n", add_special_tokens=False) if t is not None else q + self.nl
-            prompts.append(body + [self.end_think] + self.nl + [self.sid.begin_id[d]])
+        prompts = [_fast_prompt(self, tuple(_key(e) for e in h[-self.max_items:]), d, t)
+                   for h, d, t in zip(histories, domains, traces)]
         tries = [self.allowed_trie(d, c) if c.trie else None for d, c in zip(domains, constraints)]
         beams = max(k, self.config.decoding.beams)
         return recommend(self.model, prompts, domains, self.sid, self.tok.pad_token_id, k=k, num_beams=beams,
-                         batch_size=len(prompts), tries=tries)
+                         batch_size=len(prompts), tries=tries, prompt_cache=self.prompt_cache,
+                         score_end=self.config.score_end)
 
     def _prompts(self, histories: list[list[Event]], domains: list[str], thinking: bool) -> list[list[int]]:
         """R3 prompts over the latest items."""
@@ -202,6 +220,21 @@ class Engine:
             transition = drift_to(kept[0])
         applied += [f"favour {names[i]}: trace" for i in c.favour] + [f"exclude {n}: trace" for n in sorted(exc)]
         return join_trace(head, kept, transition), applied
+
+
+def _key(e: Event) -> Event:
+    """An event as a cache key: a missing rating (NaN, never equal to itself) as None."""
+    return e if e.rating == e.rating else e._replace(rating=None)
+
+
+@lru_cache(maxsize=4096)
+def _fast_prompt(engine: Engine, history: tuple[Event, ...], domain: str, trace: str | None) -> list[int]:
+    """A fast request's prompt ids: the thinking prompt, the trace and `</think>` (or the non-thinking prompt),
+    then the domain's begin token. Kept per input, as a user asks again before their history changes."""
+    events = [e if e.rating is not None else e._replace(rating=math.nan) for e in history]
+    q = engine._prompts([events], [domain], trace is not None)[0]
+    body = q + engine.tok.encode(f"\n{trace}\n", add_special_tokens=False) if trace is not None else q + engine.nl
+    return body + [engine.end_think] + engine.nl + [engine.sid.begin_id[domain]]
 
 
 @lru_cache(maxsize=256)
