@@ -3,8 +3,9 @@
 1. warm: the slow path (in-process, as the worker runs it) writes traces for the most active
    users: traces/s.
 2. fast: the server (`onereason serve start`, worker off) under N concurrent clients for S seconds,
-   mode fast, half the requests for warmed users (fast + cached trace), half for any user:
-   p50/p90/p99 latency, throughput, errors, mean batch size (`--sweep 1,2,4`: other client counts).
+   mode fast, `--warmed-share` of the requests (half by default) for warmed users (fast + cached
+   trace), the others for any user: p50/p90/p99 latency, throughput, errors, mean batch size
+   (`--sweep 1,2,4`: other client counts).
 3. slow: the same clients with mode slow (reasoning on the request path): traces/s, latency.
 4. hostile: malformed and oversized requests; each must get a 4xx, and the server keeps serving.
 5. crash: the server with its worker thread, clients posting events and asking for
@@ -13,6 +14,7 @@
 
     python bench/serve_load.py --name sft1 --model rl/think-d/model [--clients 8 --seconds 60 --warm 200]
         [--sweep 1,2,4] [--phases fast,slow,hostile,crash] [--redis redis://127.0.0.1:6390/0]
+        [--warmed-share 1] [--set processes=2 --set worker=off]
 """
 
 from __future__ import annotations

@@ -46,20 +46,19 @@ def main() -> None:
     a = ap.parse_args()
     engine = Engine(a.run_dir, ServeConfig(model=a.model, decoding=Decoding(beams=a.k)))
     inter = pd.read_parquet(a.run_dir / "data" / "interactions.parquet")
-    p = sample_prompts(inter, "test", engine.config.max_items, a.users, a.seed)
+    p = sample_prompts(inter, "test", engine.max_items, a.users, a.seed)
     keep = [j for j, h in enumerate(p.histories) if len(h) >= 2]  # a stale trace needs an earlier history
     hs, truths = [p.histories[j] for j in keep], [p.truths[j] for j in keep]
-    times = [p.times[j] for j in keep]
     doms = [engine.domain_of(t[0]) for t in truths]
     n, k = len(hs), a.k
     t0 = time.perf_counter()
-    fresh = batched(lambda s: engine.think(hs[s], doms[s], a.seed, times[s]), n)
+    fresh = batched(lambda s: engine.think(hs[s], doms[s], a.seed), n)
     t_think = time.perf_counter() - t0
-    stale = batched(lambda s: engine.think([h[:-1] for h in hs[s]], doms[s], a.seed, times[s]), n)
+    stale = batched(lambda s: engine.think([h[:-1] for h in hs[s]], doms[s], a.seed), n)
 
     def rank(traces, constraints=None):
         return [r.items for r in batched(lambda s: engine.rank(hs[s], doms[s], traces[s], k,
-                                                               constraints[s] if constraints else None, times[s]), n)]
+                                                               constraints[s] if constraints else None), n)]
 
     t0 = time.perf_counter()
     lists = {"fast, no reasoning": rank([None] * n)}

@@ -47,11 +47,11 @@ class PromptCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = max_bytes, 0
-        self.entries: OrderedDict[tuple[int, ...], tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]] = OrderedDict()
+        self.entries: OrderedDict[tuple[int, ...], tuple[KV, torch.Tensor]] = OrderedDict()
         self.hits = self.misses = 0
         self.lock = threading.Lock()
 
-    def get(self, prompt: tuple[int, ...]):
+    def get(self, prompt: tuple[int, ...]) -> tuple[KV, torch.Tensor] | None:
         with self.lock:
             entry = self.entries.get(prompt)
             if entry is None:
@@ -61,7 +61,7 @@ class PromptCache:
             self.entries.move_to_end(prompt)
             return entry
 
-    def put(self, prompt: tuple[int, ...], kv: list[tuple[torch.Tensor, torch.Tensor]], logp: torch.Tensor) -> None:
+    def put(self, prompt: tuple[int, ...], kv: KV, logp: torch.Tensor) -> None:
         size = _nbytes(kv, logp)
         with self.lock:
             if prompt in self.entries or size > self.max_bytes:
@@ -72,7 +72,7 @@ class PromptCache:
                 self.bytes -= _nbytes(*self.entries.popitem(last=False)[1])
 
 
-def _nbytes(kv: list[tuple[torch.Tensor, torch.Tensor]], logp: torch.Tensor) -> int:
+def _nbytes(kv: KV, logp: torch.Tensor) -> int:
     return sum(k.nbytes + v.nbytes for k, v in kv) + logp.nbytes
 
 

@@ -23,6 +23,7 @@ import hmac
 import json
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -181,6 +183,10 @@ class Batcher:
 def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,
                store: Store | None = None) -> FastAPI:
     config = config or ServeConfig()
+    if config.threads is None:  # the cores shared out among the models the server runs
+        models = config.processes * (2 if config.fast_path == "process" else 1)
+        config = config.replace(threads=max(1, torch.get_num_threads() // models))
+    torch.set_num_threads(config.threads)
     engine = engine or Engine(run_dir, config)
     store = store or open_store(config.store, Path(run_dir))
     register_users(engine, store)
@@ -416,8 +422,16 @@ _ranker: Engine | None = None  # the engine of a fast-path process
 
 def _start_ranker(run_dir: Path, config: ServeConfig) -> None:
     global _ranker
+    threading.Thread(target=_exit_with_server, args=(os.getppid(),), daemon=True).start()
     _ranker = Engine(run_dir, config)
     gc.freeze()  # the run's histories and tables stay: collections need not walk them
+
+
+def _exit_with_server(server: int) -> None:
+    """A server killed outright (kill -9) cannot stop its ranker: the ranker leaves when it is orphaned."""
+    while os.getppid() == server:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _rank_in_ranker(jobs: list[dict]) -> list[tuple[list[str], list[float]]]:

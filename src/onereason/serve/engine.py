@@ -58,8 +58,8 @@ class ServeConfig(Config):
     api_key: str | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)
     chat_max_tokens: int = Field(512, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch threads per model (default: the cores shared out "
-                                "among the models: each server process's, and its fast path's when in a process)")
+    threads: int | None = Field(None, ge=1, description="torch threads per model (default for a server: the cores "
+                                "shared out among its models, each process's and its ranker's; else torch's)")
     processes: int = Field(1, ge=1, description="server processes behind the one port (uvicorn workers), each with "
                            "its own model; they share the store (the SQLite file or Redis)")
     score_end: bool = Field(False, description="add the end token's log-probability to a fast-path score: one "
@@ -102,8 +102,8 @@ class UnknownInterest(ValueError):
 class Engine:
     def __init__(self, run_dir: Path, config: ServeConfig | None = None):
         self.run_dir, self.config = Path(run_dir), config or ServeConfig()
-        models = self.config.processes * (2 if self.config.fast_path == "process" else 1)
-        torch.set_num_threads(self.config.threads or max(1, torch.get_num_threads() // models))
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         self.model_dir = self._model_dir()
         self.model_name = (str(self.model_dir.relative_to(self.run_dir)) if self.model_dir.is_relative_to(self.run_dir)
                            else self.model_dir.name)
