@@ -10,9 +10,10 @@
 
 Fast requests that arrive together are decoded as one batch, by default in a process of its own
 (`fast_path`): a thread beside the event loop would wait on Python's lock for each of the model's
-many small steps while the loop parses requests. Slow and chat requests run on one executor thread. The slow-path worker is a separate thread (or process) writing traces to the store.
-Several processes (`processes` > 1: uvicorn workers behind one port) each hold a model and share the
-store; each has its own /metrics.
+many small steps while the loop parses requests. Slow and chat requests run on one executor thread.
+The slow-path worker is a separate thread (or process) writing traces to the store. Several server
+processes (`processes` > 1: uvicorn workers behind one port) each hold a model and share the store;
+each has its own /metrics.
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ class Batcher:
 
 def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,
                store: Store | None = None) -> FastAPI:
+    """The service for a run. An `engine` passed in answers slow and chat requests, and fast ones only with
+    `fast_path: thread` (the ranker process loads its own from the run and config)."""
     config = config or ServeConfig()
     if config.threads is None:  # the cores shared out among the models the server runs
         models = config.processes * (2 if config.fast_path == "process" else 1)
