@@ -12,7 +12,6 @@ produces L codes and the end token, and only prefixes of real SIDs are ever allo
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import chain
@@ -49,39 +48,36 @@ class PromptCache:
         self.max_bytes, self.bytes = max_bytes, 0
         self.entries: OrderedDict[tuple[int, ...], tuple[KV, torch.Tensor]] = OrderedDict()
         self.hits = self.misses = 0
-        self.lock = threading.Lock()
 
     def get(self, prompt: tuple[int, ...]) -> tuple[KV, torch.Tensor] | None:
-        with self.lock:
-            entry = self.entries.get(prompt)
-            if entry is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self.entries.move_to_end(prompt)
-            return entry
+        entry = self.entries.get(prompt)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(prompt)
+        return entry
 
     def put(self, prompt: tuple[int, ...], kv: KV, logp: torch.Tensor) -> None:
         size = _nbytes(kv, logp)
-        with self.lock:
-            if prompt in self.entries or size > self.max_bytes:
-                return
-            self.entries[prompt] = (kv, logp)
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                self.bytes -= _nbytes(*self.entries.popitem(last=False)[1])
+        if prompt in self.entries or size > self.max_bytes:
+            return
+        self.entries[prompt] = (kv, logp)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self.bytes -= _nbytes(*self.entries.popitem(last=False)[1])
 
 
 def _nbytes(kv: KV, logp: torch.Tensor) -> int:
     return sum(k.nbytes + v.nbytes for k, v in kv) + logp.nbytes
 
 
-def _prefill(model, prompts: list[list[int]], pad_id: int, device, store: PromptCache | None
+def _prefill(model, prompts: list[list[int]], pad_id: int, device, cache: PromptCache | None
              ) -> tuple[KV, torch.Tensor, torch.Tensor]:
-    """The left-padded prompts' cache, the next token's log-probabilities and the prompt mask.
-    With a store, prompts seen before are read from it and only the others run."""
+    """The left-padded prompts' keys and values, the next token's log-probabilities and the prompt
+    mask. With a cache, prompts seen before are read from it and only the others run."""
     keys = [tuple(p) for p in prompts]
-    found = [store.get(key) for key in keys] if store is not None else [None] * len(prompts)
+    found = [cache.get(key) for key in keys] if cache is not None else [None] * len(prompts)
     todo = [row for row, f in enumerate(found) if f is None]
     if todo:
         ids, attn = left_pad([prompts[r] for r in todo], pad_id)
@@ -89,14 +85,14 @@ def _prefill(model, prompts: list[list[int]], pad_id: int, device, store: Prompt
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         res = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
         logp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)
-        if store is None:  # the batch as it came out
+        if cache is None:  # the batch as it came out
             return [(layer.keys, layer.values) for layer in res.cache.layers], logp, attn.bool()
         width = ids.shape[1]
         for j, r in enumerate(todo):
             n = len(prompts[r])
             found[r] = ([(layer.keys[j, :, width - n:].clone(), layer.values[j, :, width - n:].clone())
                          for layer in res.cache.layers], logp[j].clone())
-            store.put(keys[r], *found[r])
+            cache.put(keys[r], *found[r])
     width = max(map(len, prompts))
     mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)
     layers = []
@@ -149,7 +145,7 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
         kv, logp, prompt_mask = _prefill(model, [prompts[i] for i in idx], pad_id, device, prompt_cache)
-        n, width = prompt_mask.shape
+        n = prompt_mask.shape[0]
         row_tries = [(tries[i] if tries and tries[i] is not None else sid.trie) for i in idx]
         prefixes = [(sid.begin_id[domains[i]],) for i in idx]  # one live beam per prompt at first
         scores = torch.zeros(n, 1, device=device)

@@ -171,14 +171,13 @@ class Batcher:
     def _answer(self, batch: list, done: asyncio.Future) -> None:
         self.slots.release()
         error = done.exception()  # every waiter gets the error, the loop goes on
-        results = [error] * len(batch) if error else done.result()
-        for (_, fut), res in zip(batch, results):
+        for i, (_, fut) in enumerate(batch):
             if fut.done():
                 continue
             if error:
                 fut.set_exception(error)
             else:
-                fut.set_result(res)
+                fut.set_result(done.result()[i])
 
 
 def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,

@@ -223,16 +223,16 @@ class Engine:
 
 
 def _key(e: Event) -> Event:
-    """An event as a cache key: a missing rating (NaN, never equal to itself) as None."""
-    return e if e.rating == e.rating else e._replace(rating=None)
+    """An event as a cache key: a missing rating as the one `math.nan` object (NaN is never equal to
+    itself, but tuples compare identical objects as equal)."""
+    return e if e.rating == e.rating else e._replace(rating=math.nan)
 
 
 @lru_cache(maxsize=4096)
 def _fast_prompt(engine: Engine, history: tuple[Event, ...], domain: str, trace: str | None) -> list[int]:
     """A fast request's prompt ids: the thinking prompt, the trace and `</think>` (or the non-thinking prompt),
     then the domain's begin token. Kept per input, as a user asks again before their history changes."""
-    events = [e if e.rating is not None else e._replace(rating=math.nan) for e in history]
-    q = engine._prompts([events], [domain], trace is not None)[0]
+    q = engine._prompts([list(history)], [domain], trace is not None)[0]
     body = q + engine.tok.encode(f"\n{trace}\n", add_special_tokens=False) if trace is not None else q + engine.nl
     return body + [engine.end_think] + engine.nl + [engine.sid.begin_id[domain]]
 
