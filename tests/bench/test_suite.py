@@ -55,6 +55,7 @@ def test_every_tier_and_baseline_is_reported(bench):
         assert lo <= mean <= hi
         assert mean == pytest.approx(r["methods"][best]["metrics"]["all"]["ndcg@10"] - r["methods"][b]["metrics"]["all"]["ndcg@10"])
     assert "minus each baseline, paired per user" in (run_dir / "report" / "report.md").read_text()
+    assert r["value"] == {}  # no world truth prices this dataset's lists
 
 
 def test_excluded_history_is_the_whole_history_before_the_target():

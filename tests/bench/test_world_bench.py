@@ -1,12 +1,14 @@
 """The world benchmarks' truth: cold-start groups and the generator's oracle."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from onereason.bench import report, suite
 from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import evaluate_lists
-from onereason.bench.world import COLD, WorldTruth, group_metrics, plot_value, recall_table, value_metrics, value_report
+from onereason.bench.world import COLD, WorldTruth, group_metrics, join_rows, plot_value, recall_table, value_metrics, value_report
 from onereason.data.world import WorldConfig, conversion_probability, generate
 
 
@@ -77,3 +79,39 @@ def test_value_report_pairs_each_method_with_the_reference_and_plots(tmp_path):
     assert (tmp_path / "value.png").stat().st_size > 0
     with pytest.raises(ValueError, match="reference 'SFT' is not a method"):
         value_report(world, rows, "SFT")
+
+
+def test_join_rows_pairs_files_by_user_and_refuses_disagreeing_targets():
+    a = [{"user_id": "u1", "target": ["i1"], "items": {"x": ["i1"]}},
+         {"user_id": "u2", "target": ["i2"], "items": {"x": ["i3"]}}]
+    b = [{"user_id": "u2", "target": ["i2"], "items": {"y": ["i2"]}}]
+    assert join_rows([a, b], ["a", "b"]) == [{"user_id": "u2", "target": ["i2"], "items": {"x": ["i3"], "y": ["i2"]}}]
+    assert a[1]["items"] == {"x": ["i3"]}  # the inputs stay as they were
+    with pytest.raises(ValueError, match="b: user u2's target"):
+        join_rows([a, [{**b[0], "target": ["i9"]}]], ["a", "b"])
+    with pytest.raises(ValueError, match="no user is in every file"):
+        join_rows([a, [{**b[0], "user_id": "u9"}]], ["a", "b"])
+
+
+def test_the_bench_report_prices_every_method_on_a_world_and_shows_the_served_roi(tmp_path):
+    cfg = WorldConfig(users=200, items_per_interest=6, seed=3)
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"world": json.loads(cfg.model_dump_json())}}))
+    inter = generate(cfg)[0].interactions
+    test = inter[inter["split"] == "test"]
+    pop = most_popular(inter, 10)
+    users, truths = list(test["user_id"]), [[i] for i in test["item_id"]]
+    scored = {"ours": [pop[d] for d in test["domain"]], "MostPopular": [pop["ad"]] * len(users)}
+    b = SimpleNamespace(run_dir=tmp_path, p=SimpleNamespace(users=users, truths=truths), scored=scored,
+                        config=SimpleNamespace(sample=SimpleNamespace(seed=0)))
+    assert suite.business_value(b, None) == {}  # no best method chosen: nothing to pair with
+    served = {"methods": {"fast only (no trace)": {"recall@10": 0.1, "revenue@10": 2.0}},
+              "slow_path": {"users": 5, "seconds": 1.5, "model": "m", "cost_unit": "s", "roi": {}}, "k": 10}
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "value.json").write_text(json.dumps(served))
+    v = suite.business_value(b, "ours")
+    assert v["reference"] == "ours" and v["serving"] == {k: served[k] for k in ("methods", "slow_path")}
+    assert v["methods"]["MostPopular"]["sponsored_share@10"] == 1.0  # every item of its list is an ad
+    text = "\n".join(report.value_lines(v))
+    assert "## Business value" in text and "value.png" in text and "from a replay of 5 test users" in text
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"world": None}}))
+    assert suite.business_value(b, "ours") == {}

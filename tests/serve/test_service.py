@@ -3,11 +3,13 @@ written into the trace and the trie, hostile inputs, and our own chat client ove
 
 from __future__ import annotations
 
-
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from onereason import rundir
 from onereason.bench.lists import merge_race
+from onereason.corpus.user_layer import eval_prompts
 from onereason.reasoning.chat_client import ChatClient
 from onereason.serve.app import create_app
 from onereason.serve.engine import Constraint, Engine, ServeConfig, _allowed_trie
@@ -225,3 +227,14 @@ def test_several_processes_need_the_worker_outside_them():
     with pytest.raises(ValueError, match="processes=2 with worker=thread"):
         ServeConfig(processes=2)
     assert ServeConfig(processes=2, worker="off").processes == 2
+
+
+def test_hold_out_test_serves_histories_as_they_stood_before_the_test_events(engine, tiny_run):
+    """A replay of the test split against the service (bench/serve_value.py) sees what the offline eval's
+    prompts see: no test event in any history."""
+    held = Engine(tiny_run[0], ServeConfig(hold_out_test=True))
+    inter = pd.read_parquet(tiny_run[0] / rundir.INTERACTIONS)
+    p = eval_prompts(inter, "test", held.max_items)
+    assert p.users and all(held.base[u][-held.max_items:] == h for u, h in zip(p.users, p.histories))
+    test = inter[inter["split"] == "test"].groupby("user_id").size()
+    assert all(len(engine.base[u]) - len(held.base.get(u, [])) == test.get(u, 0) for u in engine.base)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import markdown
 
+from onereason.bench.world import plot_value
 from onereason.rundir import save_figure, write_text
 
 OURS = ("pre-trained", "SFT", "RL")
@@ -100,6 +101,7 @@ def markdown_text(r: dict) -> str:
             if ts:
                 lines += [f"A trace of {n} (user {ts[0]['user_id']}, target {ts[0]['target']}):", "", "```",
                           ts[0]["trace"], "```", ""]
+    lines += value_lines(r.get("value"))
     lines += ["## R0 perception", "", "SID → title token-F1 (greedy), Describe <SID> → description token-F1 and, with "
               "a judge endpoint, information-point F1 against the item text; title → SID exact match. On items whose "
               "text pre-training held out and on items it stated.", ""]
@@ -134,6 +136,29 @@ def markdown_text(r: dict) -> str:
             for n, b in r["baselines"].items()]
     lines += _table(["baseline", "lr grid → valid NDCG@10", "chosen lr", "epoch budget", "best epoch", "train s"], rows)
     return "\n".join(lines) + "\n"
+
+
+def value_lines(v: dict | None) -> list[str]:
+    """The business-value section (synthetic worlds): revenue beside recall, and the slow path's ROI."""
+    if not v:
+        return []
+    k = v["k"]
+    lines = ["## Business value", "", f"From the synthetic world's truth: expected revenue@{k} = Σ over the top {k} "
+             "of P(the user converts) × the item's price or bid; hit value = the value of the hit items; sponsored = "
+             f"the share of ad items. Δ = minus {v['reference']} per user (mean [95% paired bootstrap interval]).", ""]
+    rows = [[m, x[f"recall@{k}"], x[f"revenue@{k}"], x[f"hit_value@{k}"], x[f"sponsored_share@{k}"],
+             *[_interval(x["minus_reference"][c]) if "minus_reference" in x else None
+               for c in (f"recall@{k}", f"revenue@{k}")]] for m, x in v["methods"].items()]
+    lines += _table(["method", f"Recall@{k}", f"revenue@{k}", f"hit value@{k}", "sponsored", "Δ recall", "Δ revenue"],
+                    rows) + ["![expected revenue against recall](value.png)", ""]
+    if "serving" in v:
+        s, served = v["serving"]["slow_path"], v["serving"]["methods"]
+        lines += [f"The slow path's ROI, from a replay of {s['users']} test users through the service "
+                  f"(bench/serve_value.py, {s['model']}): (expected revenue@{k} summed over the users with cached "
+                  f"traces − with the fast path alone) / the slow path's {s['seconds']} s ({s['cost_unit']}).", ""]
+        lines += _table(["served", f"Recall@{k}", f"revenue@{k}", "revenue per slow-path second"],
+                        [[m, x[f"recall@{k}"], x[f"revenue@{k}"], s["roi"].get(m)] for m, x in served.items()])
+    return lines
 
 
 def _ratio_table(key: str, rows) -> list[str]:
@@ -245,6 +270,8 @@ def write(results: dict, out: Path) -> None:
     if results["reasoning"]:
         plot_thinking(results, out / "thinking.png")
     plot_stages(results, out / "stages.png")
+    if results.get("value"):
+        plot_value(results["value"], out / "value.png")
     md = markdown_text(results)
     write_text(out / "report.md", md)
     write_text(out / "report.html", inline_html(md, out, f"OneReason-Bench: {results['run']}"))

@@ -42,6 +42,7 @@ from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
 from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, recommend_next, sample_prompts
 from onereason.bench.sft_eval import target_logprob, trace_stats
+from onereason.bench.world import WorldTruth, value_report
 from onereason.bench.r0_r2 import (chat_perception, interest_expansion, r2_baselines, r2_cases, relation_pairs,
                                    relations)
 from onereason.bench.stage_report import heldout_perplexity, perception
@@ -212,6 +213,9 @@ class Bench:
         return evaluate_lists(self.scored[method], self.p.truths, self.config.decoding.cutoffs(), self.domains)
 
 
+SERVE_VALUE = Path("serve/value.json")  # bench/serve_value.py's replay of the test split through the service
+
+
 def cache_settings(config: BenchConfig, max_items: int) -> dict:
     """The settings the R3 parts are cached under. Keys added later join only when set, so parts cached
     before they existed stay valid."""
@@ -274,6 +278,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
     bench_baselines(b)
     results["ratios"] = report.ratios(results)
     results["paired"] = paired_over_baselines(results, b.scored, p.truths, config.sample.seed)
+    results["value"] = business_value(b, results["ratios"].get("all", {}).get("best"))
     report.write(results, out)
     return results
 
@@ -385,6 +390,21 @@ def paired_over_baselines(results: dict, scored: dict[str, list[list[str]]], tru
     return {"best": best, "vs": {b: {c: paired_bootstrap(per_sample(c, scored[best], truths), per_sample(c, lists, truths),
                                                           seed=seed) for c in ("ndcg@10", "recall@10")}
                                  for b, lists in scored.items() if results["methods"][b]["kind"] == "baseline"}}
+
+
+def business_value(b: Bench, reference: str | None) -> dict:
+    """On a synthetic world (its truth prices every list): each method's expected revenue@10, hit value and
+    sponsored share beside Recall@10, each minus `reference` (our best) per user; with the slow path's ROI
+    when bench/serve_value.py has measured it (serve/value.json). Empty elsewhere."""
+    if not reference or not json.loads((b.run_dir / rundir.RUN_CONFIG).read_text())["data"].get("world"):
+        return {}
+    rows = [{"user_id": u, "target": t, "items": {m: lists[j] for m, lists in b.scored.items()}}
+            for j, (u, t) in enumerate(zip(b.p.users, b.p.truths))]
+    out = value_report(WorldTruth(b.run_dir), rows, reference, 10, b.config.sample.seed)
+    served = b.run_dir / SERVE_VALUE
+    if served.exists():
+        out["serving"] = {k: v for k, v in json.loads(served.read_text()).items() if k in ("methods", "slow_path")}
+    return out
 
 
 def _flat_perception(r: dict) -> dict:

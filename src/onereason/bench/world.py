@@ -105,6 +105,26 @@ def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 1
     return out
 
 
+def join_rows(files: list[list[dict]], names: list[str]) -> list[dict]:
+    """Per-user rows of several files (`names` for errors) as one: the users every file has, in the first
+    file's order, each with every file's methods. A user whose target differs between files is an error."""
+    by_user = [{r["user_id"]: r for r in rows} for rows in files]
+    out = []
+    for row in files[0]:
+        user = row["user_id"]
+        if all(user in f for f in by_user[1:]):
+            joined = {**row, "items": dict(row["items"])}
+            for name, f in zip(names[1:], by_user[1:]):
+                if f[user]["target"] != row["target"]:
+                    raise ValueError(f"{name}: user {user}'s target {f[user]['target']} is not {row['target']} as in "
+                                     f"{names[0]}: the files score different splits")
+                joined["items"] |= f[user]["items"]
+            out.append(joined)
+    if not out:
+        raise ValueError(f"{', '.join(names)}: no user is in every file")
+    return out
+
+
 def plot_value(report: dict, path: Path) -> None:
     """Expected revenue@k against Recall@k, one point per method: the trade-off at a glance."""
     import matplotlib

@@ -67,6 +67,9 @@ class ServeConfig(Config):
     prompt_cache_mb: int = Field(512, ge=0, description="per process: fast-path prompts' keys and values kept "
                                  "between requests (a user's prompt is the same until their history or trace "
                                  "changes); 0: off")
+    hold_out_test: bool = Field(False, description="serve each user's history without their test events, as it "
+                                "stood before them: a replay of the test split against the service measures it "
+                                "(bench/serve_value.py)")
 
     @model_validator(mode="after")
     def _one_slow_worker(self) -> "ServeConfig":
@@ -119,7 +122,8 @@ class Engine:
         self.price = item_prices(items)
         inter = pd.read_parquet(self.run_dir / rundir.INTERACTIONS)
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
-        self.base = user_histories(inter, ("train", "valid", "test"))
+        splits = ("train", "valid") if self.config.hold_out_test else ("train", "valid", "test")
+        self.base = user_histories(inter, splits)
         self.domains = sorted(self.sid.codec.domains)
         self.nl = self.tok.encode("\n\n", add_special_tokens=False)
         self.end_think = self.tok.convert_tokens_to_ids(END_THINK)
