@@ -9,8 +9,8 @@ offline modes and served ones are paired on the same users.
 
 For each method: Recall@k, expected revenue@k (Σ P(the user converts) × price or bid, from the world's truth),
 hit value and sponsored (ad) share; each method minus the reference per user with a paired 95% interval.
-Writes <recs stem>_value.json and _value.png (expected revenue against recall) beside the first lists, or at
---out (a path stem relative to the run).
+Writes <recs stem>_value.json and _value.png (expected revenue against recall) beside the first lists, or
+<out>.json and <out>.png (--out: a path stem relative to the run).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def main() -> None:
     rows = join_rows([[json.loads(x) for x in (args.run / r).read_text().splitlines()] for r in args.recs], args.recs)
     report = value_report(WorldTruth(args.run), rows, args.reference, args.k)
     path = args.run / args.recs[0]
-    stem = (args.run / args.out if args.out else
-            path.with_name(path.stem.removesuffix("_recommendations").removesuffix("recommendations") or "eval"))
-    write_text(stem.with_name(stem.name + "_value.json"), json.dumps(report, indent=2))
-    plot_value(report, stem.with_name(stem.name + "_value.png"))
+    stem = args.run / args.out if args.out else path.with_name(
+        (path.stem.removesuffix("_recommendations").removesuffix("recommendations") or "eval") + "_value")
+    write_text(stem.with_name(stem.name + ".json"), json.dumps(report, indent=2))
+    plot_value(report, stem.with_name(stem.name + ".png"))
     k = args.k
     print(f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored share | Δ recall | Δ revenue |")
     print("|---|---|---|---|---|---|---|")

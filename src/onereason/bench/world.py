@@ -133,11 +133,12 @@ def plot_value(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     k = report["k"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, r in report["methods"].items():
-        ax.scatter(r[f"recall@{k}"], r[f"revenue@{k}"])
-        ax.annotate(m, (r[f"recall@{k}"], r[f"revenue@{k}"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors, markers = plt.get_cmap("tab10").colors, "os^Dv<>P*X"
+    for j, (m, r) in enumerate(report["methods"].items()):  # a legend: method names collide as labels
+        ax.scatter(r[f"recall@{k}"], r[f"revenue@{k}"], color=colors[j % 10], marker=markers[j // 10 % 10], label=m)
     ax.set(xlabel=f"Recall@{k}", ylabel=f"expected revenue@{k}", title=f"revenue vs relevance ({report['users']} users)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     save_figure(fig, path)
 
 

@@ -37,6 +37,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette import types as asgi
 
 from onereason.bench.lists import merge_race
 from onereason.chat import PARTS
@@ -180,6 +181,33 @@ class Batcher:
                 fut.set_result(done.result()[i])
 
 
+class Guard:
+    """Turns requests away before routing (`reject`) and counts and times every answer. Plain ASGI: Starlette's
+    `@app.middleware("http")` runs each request through a task group and memory streams, which doubled the
+    server's CPU per small request (0.31 → 0.62 ms measured)."""
+
+    def __init__(self, app: asgi.ASGIApp, reject: Callable[[Request, str], JSONResponse | None], metrics: Metrics):
+        self.app, self.reject, self.metrics = app, reject, metrics
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 500
+        route = "/explain" if scope["path"].startswith("/explain/") else scope["path"]
+
+        async def sent(message: asgi.Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await (self.reject(Request(scope), route) or self.app)(scope, receive, sent)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
 def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine | None = None,
                store: Store | None = None) -> FastAPI:
     """The service for a run. An `engine` passed in answers slow and chat requests, and fast ones only with
@@ -245,14 +273,7 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 return JSONResponse({"detail": "missing or wrong API key"}, 401)
         return None
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        route = "/explain" if request.url.path.startswith("/explain/") else request.url.path
-        response = rejection(request, route) or await call_next(request)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Guard, reject=rejection, metrics=metrics)
 
     def resolve(req: RecommendRequest) -> tuple[list[Event], str | None]:
         if req.history is not None:
@@ -315,7 +336,8 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                 applied.append(f"newer_than {constraint.newer_than}: trie")
             if constraint.enforce and constraint.min_price is not None:
                 applied.append(f"min_price {constraint.min_price:g}: trie")
-        job = {"history": events, "domain": domain, "trace": trace, "k": req.k, "constraint": constraint}
+        job = {"history": events[-engine.max_items:], "domain": domain, "trace": trace, "k": req.k,
+               "constraint": constraint}  # the prompt's items only: the job travels to the ranker process
         raced = req.race and trace is not None
         jobs = [job, {**job, "trace": None}] if raced else [job]  # submitted together: one batch
         (items, scores), *others = await asyncio.gather(*(batcher.submit(j) for j in jobs))
