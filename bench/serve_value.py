@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from onereason import rundir
 from onereason.bench.lists import sample_prompts
-from onereason.bench.world import WorldTruth, plot_value, value_report
+from onereason.bench.world import WorldTruth, plot_value, value_report, value_table
 from onereason.data.schema import item_prices
 from onereason.serve.engine import Engine, ServeConfig
 from onereason.serve.store import open_store
@@ -142,15 +142,7 @@ def main() -> None:
         "roi_over": ROI_OVER}
     rundir.write_text(out / "value.json", json.dumps(report, indent=1))
     plot_value(report, out / "value.png")
-    k = a.k
-    print(f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored | Δ recall | Δ revenue | ROI /s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for m, r in report["methods"].items():
-        d = r.get("minus_reference", {})
-        iv = lambda c: f"{d[c][0]:+.4f} [{d[c][1]:+.4f}, {d[c][2]:+.4f}]" if c in d else "-"  # noqa: E731
-        print(f"| {m} | {r[f'recall@{k}']:.4f} | {r[f'revenue@{k}']:.3f} | {r[f'hit_value@{k}']:.3f} | "
-              f"{r[f'sponsored_share@{k}']:.3f} | {iv(f'recall@{k}')} | {iv(f'revenue@{k}')} | "
-              f"{report['slow_path']['roi'].get(m, '-')} |")
+    print("\n".join(value_table(report)))
     print(json.dumps(report["slow_path"], indent=1))
 
 

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onereason.bench.world import WorldTruth, join_rows, plot_value, value_report
+from onereason.bench.world import WorldTruth, join_rows, plot_value, value_report, value_table
 from onereason.rundir import write_text
 
 
@@ -39,14 +39,7 @@ def main() -> None:
         (path.stem.removesuffix("_recommendations").removesuffix("recommendations") or "eval") + "_value")
     write_text(stem.with_name(stem.name + ".json"), json.dumps(report, indent=2))
     plot_value(report, stem.with_name(stem.name + ".png"))
-    k = args.k
-    print(f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored share | Δ recall | Δ revenue |")
-    print("|---|---|---|---|---|---|---|")
-    for m, r in report["methods"].items():
-        d = r.get("minus_reference", {})
-        fmt = lambda c: f"{d[c][0]:+.4f} [{d[c][1]:+.4f}, {d[c][2]:+.4f}]" if c in d else "-"  # noqa: E731
-        print(f"| {m} | {r[f'recall@{k}']:.4f} | {r[f'revenue@{k}']:.3f} | {r[f'hit_value@{k}']:.3f} | "
-              f"{r[f'sponsored_share@{k}']:.3f} | {fmt(f'recall@{k}')} | {fmt(f'revenue@{k}')} |")
+    print("\n".join(value_table(report)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import markdown
 
-from onereason.bench.world import plot_value
+from onereason.bench.world import plot_value, value_table
 from onereason.rundir import save_figure, write_text
 
 OURS = ("pre-trained", "SFT", "RL")
@@ -146,11 +146,7 @@ def value_lines(v: dict | None) -> list[str]:
     lines = ["## Business value", "", f"From the synthetic world's truth: expected revenue@{k} = Σ over the top {k} "
              "of P(the user converts) × the item's price or bid; hit value = the value of the hit items; sponsored = "
              f"the share of ad items. Δ = minus {v['reference']} per user (mean [95% paired bootstrap interval]).", ""]
-    rows = [[m, x[f"recall@{k}"], x[f"revenue@{k}"], x[f"hit_value@{k}"], x[f"sponsored_share@{k}"],
-             *[_interval(x["minus_reference"][c]) if "minus_reference" in x else None
-               for c in (f"recall@{k}", f"revenue@{k}")]] for m, x in v["methods"].items()]
-    lines += _table(["method", f"Recall@{k}", f"revenue@{k}", f"hit value@{k}", "sponsored", "Δ recall", "Δ revenue"],
-                    rows) + ["![expected revenue against recall](value.png)", ""]
+    lines += value_table(v) + ["", "![expected revenue against recall](value.png)", ""]
     if "serving" in v:
         s, served = v["serving"]["slow_path"], v["serving"]["methods"]
         lines += [f"The slow path's ROI, from a replay of {s['users']} test users through the service "

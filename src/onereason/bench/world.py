@@ -125,6 +125,20 @@ def join_rows(files: list[list[dict]], names: list[str]) -> list[dict]:
     return out
 
 
+def value_table(report: dict) -> list[str]:
+    """A `value_report` as markdown lines: each method's measures and its difference to the reference."""
+    k = report["k"]
+    iv = lambda x: f"{x[0]:+.4f} [{x[1]:+.4f}, {x[2]:+.4f}]"  # noqa: E731
+    lines = [f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored | Δ recall | Δ revenue |",
+             "|---|---|---|---|---|---|---|"]
+    for m, r in report["methods"].items():
+        d = r.get("minus_reference", {})
+        lines.append(f"| {m} | {r[f'recall@{k}']:.4f} | {r[f'revenue@{k}']:.3f} | {r[f'hit_value@{k}']:.3f} | "
+                     f"{r[f'sponsored_share@{k}']:.3f} | " + " | ".join(iv(d[c]) if c in d else "-"
+                                                            for c in (f"recall@{k}", f"revenue@{k}")) + " |")
+    return lines
+
+
 def plot_value(report: dict, path: Path) -> None:
     """Expected revenue@k against Recall@k, one point per method: the trade-off at a glance."""
     import matplotlib
