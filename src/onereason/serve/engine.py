@@ -121,9 +121,10 @@ class Engine:
         self.titles = dict(zip(items["item_id"], items["title"].astype(str)))
         self.price = item_prices(items)
         inter = pd.read_parquet(self.run_dir / rundir.INTERACTIONS)
+        if self.config.hold_out_test:  # the service as it stood before the test events
+            inter = inter[inter["split"] != "test"]
         self.first_seen = inter.groupby("item_id")["timestamp"].min().to_dict()
-        splits = ("train", "valid") if self.config.hold_out_test else ("train", "valid", "test")
-        self.base = user_histories(inter, splits)
+        self.base = user_histories(inter, ("train", "valid", "test"))
         self.domains = sorted(self.sid.codec.domains)
         self.nl = self.tok.encode("\n\n", add_special_tokens=False)
         self.end_think = self.tok.convert_tokens_to_ids(END_THINK)
