@@ -75,6 +75,10 @@ def test_value_report_pairs_each_method_with_the_reference_and_plots(tmp_path):
     mean, lo, hi = m["pricey"]["minus_reference"]["revenue@10"]
     assert lo <= mean <= hi and mean == pytest.approx(m["pricey"]["revenue@10"] - m["pop"]["revenue@10"])
     assert "minus_reference" not in m["pop"]
+    by_domain, domains = m["pricey"]["by_domain"], test["domain"].to_numpy()
+    assert set(by_domain) == set(domains)  # the means per target domain weight back to the overall mean
+    assert sum(by_domain[d]["revenue@10"] * (domains == d).sum() for d in by_domain) / len(domains) == \
+        pytest.approx(m["pricey"]["revenue@10"])
     plot_value(report, tmp_path / "value.png")
     assert (tmp_path / "value.png").stat().st_size > 0
     with pytest.raises(ValueError, match="reference 'SFT' is not a method"):

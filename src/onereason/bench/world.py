@@ -84,9 +84,9 @@ def value_metrics(world: WorldTruth, users: list[str], lists: list[list[str]], t
 
 def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 10, seed: int = 0) -> dict:
     """Every method of per-user rows ({"user_id", "target", "items": {method: list}}, as sft-eval and rl-eval
-    write them): Recall@k and `value_metrics`, and each method minus `reference` per user (mean [95% paired
-    bootstrap interval]) for Recall@k and expected revenue@k: what revenue a method buys, what relevance
-    it costs."""
+    write them): Recall@k and `value_metrics`, overall and per domain of the target, and each method minus
+    `reference` per user (mean [95% paired bootstrap interval]) for Recall@k and expected revenue@k: what
+    revenue a method buys, what relevance it costs."""
     users, truths = [r["user_id"] for r in rows], [r["target"] for r in rows]
     methods = list(rows[0]["items"])
     if reference not in methods:
@@ -98,6 +98,10 @@ def value_report(world: WorldTruth, rows: list[dict], reference: str, k: int = 1
                        **value_per_user(world, users, lists, truths, k)}
     out: dict = {"k": k, "users": len(rows), "reference": reference,
                  "methods": {m: {c: float(np.mean(v)) for c, v in cols.items()} for m, cols in per_user.items()}}
+    domains = np.array([world.domain_of(t[0]) for t in truths])  # per domain: the target's
+    for m in methods:
+        out["methods"][m]["by_domain"] = {d: {c: float(np.mean(np.asarray(v)[domains == d])) for c, v in per_user[m].items()}
+                                          for d in sorted(set(domains))}
     for m in methods:
         if m != reference:
             out["methods"][m]["minus_reference"] = {c: paired_bootstrap(per_user[m][c], per_user[reference][c], seed=seed)
@@ -129,13 +133,16 @@ def value_table(report: dict) -> list[str]:
     """A `value_report` as markdown lines: each method's measures and its difference to the reference."""
     k = report["k"]
     iv = lambda x: f"{x[0]:+.4f} [{x[1]:+.4f}, {x[2]:+.4f}]"  # noqa: E731
-    lines = [f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored | Δ recall | Δ revenue |",
-             "|---|---|---|---|---|---|---|"]
+    domains = list(next(iter(report["methods"].values())).get("by_domain", {}))
+    lines = [f"| method | Recall@{k} | revenue@{k} | hit value@{k} | sponsored | Δ recall | Δ revenue | "
+             + "".join(f"Recall / revenue {d} | " for d in domains), "|---" * (7 + len(domains)) + "|"]
     for m, r in report["methods"].items():
         d = r.get("minus_reference", {})
         lines.append(f"| {m} | {r[f'recall@{k}']:.4f} | {r[f'revenue@{k}']:.3f} | {r[f'hit_value@{k}']:.3f} | "
                      f"{r[f'sponsored_share@{k}']:.3f} | " + " | ".join(iv(d[c]) if c in d else "-"
-                                                            for c in (f"recall@{k}", f"revenue@{k}")) + " |")
+                                                            for c in (f"recall@{k}", f"revenue@{k}")) + " | "
+                     + "".join(f"{x[f'recall@{k}']:.4f} / {x[f'revenue@{k}']:.3f} | "
+                               for x in (r["by_domain"][g] for g in domains)))
     return lines
 
 
