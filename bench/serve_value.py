@@ -13,8 +13,9 @@ the world's truth prices what it returns.
 
 ROI of the slow path = (expected revenue@k summed over the users with cached traces − the same without them:
 fast only, or the value rule on a grounded trace) / the slow path's seconds: revenue units (the world's price
-and bid currency) per compute second of one slow-path process on this machine. Writes serve/value_recommendations.jsonl (per-user lists, the
-format bench/world_value.py joins with rl-eval's), serve/value.json and serve/value.png.
+and bid currency) per compute second of one slow-path process on this machine. Writes
+serve/value_recommendations.jsonl (per-user lists, the format bench/world_value.py joins with rl-eval's),
+serve/value.json (the bench report shows it) and serve/value.png.
 
     python bench/serve_value.py --name world27 --model rl/grpo/model --users 2000
 """
@@ -37,7 +38,6 @@ from tqdm import tqdm
 from onereason import rundir
 from onereason.bench.lists import sample_prompts
 from onereason.bench.world import WorldTruth, plot_value, value_report, value_table
-from onereason.data.schema import item_prices
 from onereason.serve.engine import Engine, ServeConfig
 from onereason.serve.store import open_store
 from onereason.serve.worker import register_users
@@ -91,9 +91,8 @@ def main() -> None:
     users, truths = p.users, p.truths
     domains = [engine.domain_of(t[0]) for t in truths]
     histories = [engine.base[u] for u in users]
-    price = pd.Series(item_prices(pd.read_parquet(run_dir / rundir.ITEMS)))
-    min_price = {d: float(price[[i for i in price.index if engine.domain_of(i) == d]].quantile(a.quantile))
-                 for d in engine.domains if any(engine.domain_of(i) == d for i in price.index)}
+    price = pd.Series(engine.price)
+    min_price = price.groupby(price.index.map(engine.domain_of)).quantile(a.quantile).to_dict()  # priced domains
     store = open_store(store_url, run_dir)
     register_users(engine, store)
 
@@ -140,7 +139,7 @@ def main() -> None:
                      f"{a.batch}) on this machine's {os.cpu_count()} cores",
         "roi": {m: round((rev[m] - rev[base]) / slow_s, 4) for m, base in ROI_OVER.items()},
         "roi_over": ROI_OVER}
-    rundir.write_text(out / "value.json", json.dumps(report, indent=1))
+    rundir.write_text(run_dir / rundir.SERVE_VALUE, json.dumps(report, indent=1))
     plot_value(report, out / "value.png")
     print("\n".join(value_table(report)))
     print(json.dumps(report["slow_path"], indent=1))

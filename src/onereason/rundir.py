@@ -63,6 +63,7 @@ SFT_MODEL = SFT / "model"
 RL = Path("rl/grpo")
 RL_MODEL = RL / "model"
 REPORT = Path("report")  # the bench's results.json, report.md/html, plots and cached parts
+SERVE_VALUE = Path("serve/value.json")  # bench/serve_value.py's replay of the test split (the report shows it)
 
 
 def prompt_items(run_dir: Path) -> int:

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from onereason import rundir
 from onereason.bench import report, suite
 from onereason.bench.baselines.popular import most_popular
 from onereason.metrics import evaluate_lists
@@ -110,8 +111,8 @@ def test_the_bench_report_prices_every_method_on_a_world_and_shows_the_served_ro
     assert suite.business_value(b, None) == {}  # no best method chosen: nothing to pair with
     served = {"methods": {"fast only (no trace)": {"recall@10": 0.1, "revenue@10": 2.0}},
               "slow_path": {"users": 5, "seconds": 1.5, "model": "m", "cost_unit": "s", "roi": {}}, "k": 10}
-    (tmp_path / "serve").mkdir()
-    (tmp_path / "serve" / "value.json").write_text(json.dumps(served))
+    (tmp_path / rundir.SERVE_VALUE).parent.mkdir()
+    (tmp_path / rundir.SERVE_VALUE).write_text(json.dumps(served))
     v = suite.business_value(b, "ours")
     assert v["reference"] == "ours" and v["serving"] == {k: served[k] for k in ("methods", "slow_path")}
     assert v["methods"]["MostPopular"]["sponsored_share@10"] == 1.0  # every item of its list is an ad

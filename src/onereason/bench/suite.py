@@ -213,9 +213,6 @@ class Bench:
         return evaluate_lists(self.scored[method], self.p.truths, self.config.decoding.cutoffs(), self.domains)
 
 
-SERVE_VALUE = Path("serve/value.json")  # bench/serve_value.py's replay of the test split through the service
-
-
 def cache_settings(config: BenchConfig, max_items: int) -> dict:
     """The settings the R3 parts are cached under. Keys added later join only when set, so parts cached
     before they existed stay valid."""
@@ -401,7 +398,7 @@ def business_value(b: Bench, reference: str | None) -> dict:
     rows = [{"user_id": u, "target": t, "items": {m: lists[j] for m, lists in b.scored.items()}}
             for j, (u, t) in enumerate(zip(b.p.users, b.p.truths))]
     out = value_report(WorldTruth(b.run_dir), rows, reference, 10, b.config.sample.seed)
-    served = b.run_dir / SERVE_VALUE
+    served = b.run_dir / rundir.SERVE_VALUE
     if served.exists():
         out["serving"] = {k: v for k, v in json.loads(served.read_text()).items() if k in ("methods", "slow_path")}
     return out
