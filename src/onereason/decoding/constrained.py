@@ -18,7 +18,7 @@ from itertools import chain
 
 import torch
 from tqdm.auto import tqdm
-from onereason.decoding.step import KV, decode_step
+from onereason.decoding.step import KV, decoder
 from onereason.itemic.sid import SidTokens
 
 
@@ -40,16 +40,17 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 class PromptCache:
-    """Per prompt (its token ids, exactly), the keys and values of every layer and the next token's
-    log-probabilities: a prompt seen before skips its prefill. A changed history or trace is a
-    different prompt, so nothing needs invalidating. Least recently used entries go past `max_bytes`."""
+    """Per prompt (its token ids, exactly), the keys and values of every layer as one tensor [layers, 2,
+    heads, length, dim] and the next token's log-probabilities: a prompt seen before skips its prefill.
+    A changed history or trace is a different prompt, so nothing needs invalidating. Least recently used
+    entries go past `max_bytes`."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = max_bytes, 0
-        self.entries: OrderedDict[tuple[int, ...], tuple[KV, torch.Tensor]] = OrderedDict()
+        self.entries: OrderedDict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, prompt: tuple[int, ...]) -> tuple[KV, torch.Tensor] | None:
+    def get(self, prompt: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
         entry = self.entries.get(prompt)
         if entry is None:
             self.misses += 1
@@ -58,65 +59,83 @@ class PromptCache:
         self.entries.move_to_end(prompt)
         return entry
 
-    def put(self, prompt: tuple[int, ...], kv: KV, logp: torch.Tensor) -> None:
-        size = _nbytes(kv, logp)
+    def put(self, prompt: tuple[int, ...], kv: torch.Tensor, logp: torch.Tensor) -> None:
+        size = kv.nbytes + logp.nbytes
         if prompt in self.entries or size > self.max_bytes:
             return
         self.entries[prompt] = (kv, logp)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            self.bytes -= _nbytes(*self.entries.popitem(last=False)[1])
+            kv, logp = self.entries.popitem(last=False)[1]
+            self.bytes -= kv.nbytes + logp.nbytes
 
 
-def _nbytes(kv: KV, logp: torch.Tensor) -> int:
-    return sum(k.nbytes + v.nbytes for k, v in kv) + logp.nbytes
-
-
-def _prefill(model, prompts: list[list[int]], pad_id: int, device, cache: PromptCache | None
+def _prefill(model, prompts: list[list[int]], pad_id: int, device, cache: PromptCache | None, room: int
              ) -> tuple[KV, torch.Tensor, torch.Tensor]:
-    """The left-padded prompts' keys and values, the next token's log-probabilities and the prompt
-    mask. With a cache, prompts seen before are read from it and only the others run."""
+    """The left-padded prompts' keys and values in a buffer with `room` free places after them (for the
+    beams' tokens), the next token's log-probabilities and the prompt mask. With a cache, prompts seen
+    before are read from it and only the others run."""
     keys = [tuple(p) for p in prompts]
     found = [cache.get(key) for key in keys] if cache is not None else [None] * len(prompts)
     todo = [row for row, f in enumerate(found) if f is None]
+    width = max(map(len, prompts))
     if todo:
         ids, attn = left_pad([prompts[r] for r in todo], pad_id)
         ids, attn = ids.to(device), attn.to(device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         res = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
         logp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)
+        layers = res.cache.layers
         if cache is None:  # the batch as it came out
-            return [(layer.keys, layer.values) for layer in res.cache.layers], logp, attn.bool()
-        width = ids.shape[1]
+            buf = _buffer(layers[0].keys, len(layers), len(prompts), width + room)
+            for i, layer in enumerate(layers):
+                buf[i, 0, :, :, :width], buf[i, 1, :, :, :width] = layer.keys, layer.values
+            return _per_layer(buf), logp, attn.bool()
         for j, r in enumerate(todo):
-            n = len(prompts[r])
-            found[r] = ([(layer.keys[j, :, width - n:].clone(), layer.values[j, :, width - n:].clone())
-                         for layer in res.cache.layers], logp[j].clone())
+            pad = ids.shape[1] - len(prompts[r])
+            found[r] = (torch.stack([torch.stack([layer.keys[j, :, pad:], layer.values[j, :, pad:]])
+                                     for layer in layers]), logp[j].clone())
             cache.put(keys[r], *found[r])
-    width = max(map(len, prompts))
+    first = found[0][0]  # [layers, 2, heads, length, dim]
+    buf = _buffer(first[0, 0], first.shape[0], len(prompts), width + room)
     mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)
-    layers = []
-    for layer in range(len(found[0][0])):
-        k0 = found[0][0][layer][0]
-        k = k0.new_zeros(len(prompts), k0.shape[0], width, k0.shape[-1])
-        v = torch.zeros_like(k)
-        for r, (kv, _) in enumerate(found):
-            n = kv[layer][0].shape[1]
-            k[r, :, width - n:], v[r, :, width - n:] = kv[layer]
-            mask[r, width - n:] = True
-        layers.append((k, v))
-    return layers, torch.stack([f[1] for f in found]), mask
+    for r, (kv, _) in enumerate(found):
+        pad = width - kv.shape[-2]
+        buf[:, :, r, :, :pad] = 0  # attended by no one, but kept finite (0 × NaN would poison the sum)
+        buf[:, :, r, :, pad:width] = kv
+        mask[r, pad:] = True
+    return _per_layer(buf), torch.stack([f[1] for f in found]), mask
 
 
-def _allowed(logp: torch.Tensor, prefixes: list[tuple[int, ...]], tries: list[dict]) -> torch.Tensor:
-    """logp with every token that does not extend its row's prefix in its row's trie set to -inf."""
+def _buffer(like: torch.Tensor, layers: int, batch: int, capacity: int) -> torch.Tensor:
+    """An uninitialised key/value buffer [layers, 2, batch, heads, capacity, dim] for tensors like `like`."""
+    return like.new_empty(layers, 2, batch, like.shape[-3], capacity, like.shape[-1])
+
+
+def _per_layer(buf: torch.Tensor) -> KV:
+    return [(layer[0], layer[1]) for layer in buf]
+
+
+def _candidates(scores: torch.Tensor, logp: torch.Tensor, prefixes: list[tuple[int, ...]], tries: list[dict],
+                beams: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best `beams` extensions per prompt of the live beams (`scores` [prompts, beams now], `logp`
+    [prompts * beams now, vocab], a prefix and trie per beam): their scores, parent beams and tokens.
+    Only tokens that extend a beam's prefix in its trie are candidates, so the top-k runs over them
+    rather than over beams × vocabulary; a prompt with fewer candidates than `beams` pads with -inf."""
+    n, now = scores.shape
     children = [trie.get(prefix, ()) for prefix, trie in zip(prefixes, tries)]
-    rows = torch.repeat_interleave(torch.arange(len(children), device=logp.device),
-                                   torch.tensor([len(c) for c in children], device=logp.device))
+    counts = torch.tensor([len(c) for c in children], device=logp.device)
+    rows = torch.repeat_interleave(torch.arange(len(children), device=logp.device), counts)
     cols = torch.tensor(list(chain.from_iterable(children)), dtype=torch.long, device=logp.device)
-    out = torch.full_like(logp, float("-inf"))
-    out[rows, cols] = logp[rows, cols]
-    return out
+    value = scores.reshape(-1)[rows] + logp[rows, cols]
+    prompt = rows // now
+    per_prompt = torch.bincount(prompt, minlength=n)
+    start = per_prompt.cumsum(0) - per_prompt
+    padded = value.new_full((n, int(per_prompt.max())), float("-inf"))
+    padded[prompt, torch.arange(len(rows), device=logp.device) - start[prompt]] = value
+    top, slot = padded.topk(min(beams, padded.shape[1]), dim=-1)
+    pick = start[:, None] + torch.minimum(slot, per_prompt[:, None] - 1)  # padding: any candidate, at -inf
+    return top, rows[pick] - torch.arange(n, device=logp.device)[:, None] * now, cols[pick]
 
 
 @torch.no_grad()
@@ -144,20 +163,20 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     out: list[Recommendation | None] = [None] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
-        kv, logp, prompt_mask = _prefill(model, [prompts[i] for i in idx], pad_id, device, prompt_cache)
-        n = prompt_mask.shape[0]
+        chosen = sid.length - 1 if score_end else sid.length - 2  # tokens chosen by score: codes (, end token)
+        kv, logp, prompt_mask = _prefill(model, [prompts[i] for i in idx], pad_id, device, prompt_cache,
+                                         room=num_beams * (chosen - 1))
+        n, length = prompt_mask.shape
         row_tries = [(tries[i] if tries and tries[i] is not None else sid.trie) for i in idx]
         prefixes = [(sid.begin_id[domains[i]],) for i in idx]  # one live beam per prompt at first
         scores = torch.zeros(n, 1, device=device)
         next_pos = prompt_mask.sum(-1, keepdim=True)  # the position of every beam's next token
         seen = torch.zeros(n, 1, 0, dtype=torch.bool, device=device)  # [prompt, beam, earlier beam tokens]
-        chosen = sid.length - 1 if score_end else sid.length - 2  # tokens chosen by score: codes (, end token)
+        step_fn = decoder(model)
         for step in range(chosen):
             beams_now = scores.shape[1]
-            cand = scores.reshape(-1, 1) + _allowed(logp, prefixes, [t for t in row_tries for _ in range(beams_now)])
-            cand = cand.view(n, -1)  # [prompts, beams_now * vocab]
-            scores, flat = cand.topk(min(num_beams, cand.shape[1]), dim=-1)
-            parent, token = flat // logp.shape[-1], flat % logp.shape[-1]
+            scores, parent, token = _candidates(scores, logp, prefixes, [t for t in row_tries for _ in range(beams_now)],
+                                                num_beams)
             rows = (torch.arange(n, device=device)[:, None] * beams_now + parent).reshape(-1)
             prefixes = [prefixes[r] + (t,) for r, t in zip(rows.tolist(), token.reshape(-1).tolist())]
             if step == chosen - 1:
@@ -167,8 +186,8 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
             seen = torch.cat([seen.gather(1, parent[:, :, None].expand(-1, -1, seen.shape[2])),
                               torch.eye(beams, dtype=torch.bool, device=device).expand(n, -1, -1)], dim=2)
             mask = torch.cat([prompt_mask[:, None, :].expand(-1, beams, -1), seen], dim=2)[:, None]
-            logits, kv = decode_step(model, token, next_pos.expand(-1, beams), kv, mask)
-            next_pos = next_pos + 1
+            logits = step_fn(token, next_pos.expand(-1, beams), kv, length, mask)
+            next_pos, length = next_pos + 1, length + beams
             logp = torch.log_softmax(logits.float(), dim=-1).reshape(n * beams, -1)
         if not score_end:  # the end token, which the trie forces, appended unscored
             prefixes = [p + tuple(row_tries[r // scores.shape[1]].get(p, (-1,))[:1]) for r, p in enumerate(prefixes)]

@@ -1,59 +1,122 @@
-"""One decoding step over a key/value cache held as plain tensors.
+"""One decoding step over a preallocated key/value buffer held as plain tensors.
 
-For the Llama family (Llama, Qwen2, Qwen3: what our presets build) the step is written over the
-model's own modules, in the order its `forward` runs them: the same arithmetic, without the work
-around it (mask building, cache objects, output capture, argument checks) that costs more than the
-maths when a small model decodes a few tokens on a CPU. Any other model runs its `forward`.
+For the Llama family (Llama, Qwen2, Qwen3: what our presets build) the step is written out over the
+model's own weights, in the order its `forward` runs them: the same arithmetic, without the work around
+it (mask building, cache objects, module calls, output capture, argument checks) that costs more than
+the maths when a small model decodes a few tokens on a CPU. Query, key and value projections run as
+one matrix product, as do the MLP's gate and up projections; rotary angles come from a table; new keys
+and values are written into the buffer in place instead of concatenated onto the cache every step.
+Any other model runs its `forward`.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, kv heads, length, head dim]
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, kv heads, capacity, head dim]
 WRITTEN_OUT = ("llama", "qwen2", "qwen3")
 
 
 def written_out(model) -> bool:
-    """Whether `decode_step` runs the written-out step for this model (else its `forward`)."""
+    """Whether the decoder runs the written-out step for this model (else its `forward`)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     return (model.config.model_type in WRITTEN_OUT and layers is not None
             and all(getattr(layer.self_attn, "sliding_window", None) is None for layer in layers))
 
 
-@torch.no_grad()
-def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, kv: KV, mask: torch.Tensor
-                ) -> tuple[torch.Tensor, KV]:
-    """Logits for `tokens` [B, T] at `positions` [B, T] attending to the cache `kv` and to the new
-    tokens as `mask` [B, 1, T, cached + T] allows (True: attend); and the cache with them appended."""
-    if not written_out(model):
-        res = model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                    cache=DynamicCache(kv, config=model.config), use_cache=True)
-        return res.logits, [(layer.keys, layer.values) for layer in res.cache.layers]
-    body = model.model
-    x = body.embed_tokens(tokens)
-    cos, sin = body.rotary_emb(x, positions)
-    out = []
-    for layer, (past_k, past_v) in zip(body.layers, kv):
-        attn = layer.self_attn
-        h = _norm(layer.input_layernorm, x)
-        shape = (*h.shape[:-1], -1, attn.head_dim)
-        q, k = attn.q_proj(h).view(shape), attn.k_proj(h).view(shape)
-        if hasattr(attn, "q_norm"):  # Qwen3 normalizes each head's query and key
-            q, k = _norm(attn.q_norm, q), _norm(attn.k_norm, k)
-        q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
-        k = torch.cat([past_k, k], dim=2)
-        v = torch.cat([past_v, attn.v_proj(h).view(shape).transpose(1, 2)], dim=2)
-        out.append((k, v))
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling, enable_gqa=True)
-        x = x + attn.o_proj(o.transpose(1, 2).reshape(*h.shape[:-1], -1))
-        x = x + layer.mlp(_norm(layer.post_attention_layernorm, x))
-    return model.lm_head(_norm(body.norm, x)), out
+class Decoder:
+    """`model`'s decoding step: logits for `tokens` [B, T] at `positions` [B, T], attending to the first
+    `length` entries of the buffer `kv` and to the new tokens as `mask` [B, 1, T, length + T] allows
+    (True: attend); the new tokens' keys and values are written at `length` onwards."""
+
+    def __init__(self, model):
+        self.params = list(model.parameters())
+        self.signature = _signature(self.params)
+        self.fast = written_out(model)
+        if not self.fast:  # a weak reference: the decoders' table must not keep a model alive
+            self.model = weakref.ref(model)
+            return
+        body = model.model
+        self.embed, self.final_norm = body.embed_tokens.weight, body.norm
+        self.head = model.lm_head
+        self.layers = []
+        for layer in body.layers:
+            a, m = layer.self_attn, layer.mlp
+            qkv = [a.q_proj, a.k_proj, a.v_proj]
+            self.layers.append(dict(
+                qkv=torch.cat([p.weight for p in qkv]),
+                qkv_bias=torch.cat([p.bias for p in qkv]) if a.q_proj.bias is not None else None,
+                split=[p.weight.shape[0] for p in qkv], o=a.o_proj, scale=a.scaling, head_dim=a.head_dim,
+                norm_in=layer.input_layernorm, norm_q=getattr(a, "q_norm", None), norm_k=getattr(a, "k_norm", None),
+                norm_mlp=layer.post_attention_layernorm, act=m.act_fn, down=m.down_proj,
+                gate_up=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
+                gate_up_bias=torch.cat([m.gate_proj.bias, m.up_proj.bias]) if m.gate_proj.bias is not None else None))
+        self.rotary = body.rotary_emb
+        self.cos = self.sin = self.embed.new_zeros(0, self.layers[0]["head_dim"])
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, kv: KV, length: int,
+                 mask: torch.Tensor) -> torch.Tensor:
+        end = length + tokens.shape[1]
+        if not self.fast:
+            model = self.model()
+            res = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+                        cache=DynamicCache([(k[:, :, :length], v[:, :, :length]) for k, v in kv], config=model.config))
+            for (k, v), layer in zip(kv, res.cache.layers):
+                k[:, :, length:end], v[:, :, length:end] = layer.keys[:, :, length:], layer.values[:, :, length:]
+            return res.logits
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self._angles(positions)
+        for w, (k_buf, v_buf) in zip(self.layers, kv):
+            q, k, v = F.linear(_norm(w["norm_in"], x), w["qkv"], w["qkv_bias"]).split(w["split"], dim=-1)
+            shape = (*tokens.shape, -1, w["head_dim"])
+            q, k, v = q.view(shape), k.view(shape), v.view(shape)
+            if w["norm_q"] is not None:  # Qwen3 normalizes each head's query and key
+                q, k = _norm(w["norm_q"], q), _norm(w["norm_k"], k)
+            q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+            k_buf[:, :, length:end], v_buf[:, :, length:end] = k, v.transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, k_buf[:, :, :end], v_buf[:, :, :end], attn_mask=mask,
+                                               scale=w["scale"], enable_gqa=True)
+            x = x + F.linear(o.transpose(1, 2).reshape(*tokens.shape, -1), w["o"].weight, w["o"].bias)
+            gate, up = F.linear(_norm(w["norm_mlp"], x), w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
+            x = x + F.linear(w["act"](gate) * up, w["down"].weight, w["down"].bias)
+        return F.linear(_norm(self.final_norm, x), self.head.weight, self.head.bias)
+
+    def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary cos and sin at `positions`, read from a table the model's rotary module fills (each
+        angle is one product of a frequency and a position, so a table entry is what it would compute)."""
+        need = int(positions.max()) + 1
+        if need > self.cos.shape[0]:
+            size = max(need, 2 * self.cos.shape[0], 1024)
+            span = torch.arange(size, device=positions.device)[None]
+            cos, sin = self.rotary(self.embed[None, :1], span)
+            self.cos, self.sin = cos[0], sin[0]
+        return self.cos[positions], self.sin[positions]
+
+
+_decoders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def decoder(model) -> Decoder:
+    """The model's `Decoder`, built once and rebuilt when a weight changed (training between evaluations
+    updates them in place, which bumps their version counters)."""
+    found = _decoders.get(model)
+    if found is None or found.signature != _signature(found.params):
+        found = _decoders[model] = Decoder(model)
+    return found
+
+
+def _signature(params: list[torch.nn.Parameter]) -> list[tuple[int, int]]:
+    return [(p.data_ptr(), p._version) for p in params]
 
 
 def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's RMSNorm as one fused op (its module spells it out in six)."""
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+    """The model's RMSNorm, its arithmetic in five ops (in float32, as the module computes it)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(x.dtype)
