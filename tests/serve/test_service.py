@@ -3,6 +3,9 @@ written into the trace and the trie, hostile inputs, and our own chat client ove
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -204,11 +207,11 @@ def test_min_price_is_written_into_the_trace_and_with_enforce_into_the_trie(clie
 
 
 def test_fast_path_in_its_own_process_answers_as_the_thread_does(engine, tiny_run, tmp_path):
-    """The default fast path runs in a process of its own, with batches pipelined two deep: same items and
-    scores as the in-server thread, for users with and without a trace and with a constraint."""
+    """The default fast path runs in a process of its own that batches whatever is waiting: same items and
+    scores as the in-server thread, for users with and without a trace, asked one by one and all at once."""
     users = sorted(engine.base)[:6]
     cached = {u: engine.grounded_trace(engine.base[u], engine.domain_of(engine.base[u][-1].item)) for u in users[:3]}
-    answers = {}
+    answers, together = {}, {}
     for mode in ("thread", "process"):
         store = SqliteStore(tmp_path / f"{mode}.sqlite")
         register_users(engine, store)
@@ -216,11 +219,35 @@ def test_fast_path_in_its_own_process_answers_as_the_thread_does(engine, tiny_ru
             store.put_trace(u, engine.domain_of(engine.base[u][-1].item), t, len(engine.base[u]))
         cfg = ServeConfig(worker="off", decoding={"trace_tokens": 48, "beams": 8}, fast_path=mode)
         with TestClient(create_app(tiny_run[0], cfg, engine, store)) as c:
-            answers[mode] = [c.post("/recommend", json={"user_id": u, "k": 5, "mode": "fast"}).json() for u in users]
+            ask = partial(c.post, "/recommend")
+            answers[mode] = [ask(json={"user_id": u, "k": 5, "mode": "fast"}).json() for u in users]
+            with ThreadPoolExecutor(6) as pool:
+                together[mode] = [r.json() for r in pool.map(lambda u: ask(json={"user_id": u, "k": 5, "mode": "fast"}),
+                                                             users * 3)]
     assert [a["mode"] for a in answers["process"]] == ["fast+trace"] * 3 + ["fast"] * 3
-    for t, p in zip(answers["thread"], answers["process"]):
+    for t, p in zip(answers["thread"] + together["thread"], answers["process"] + together["process"]):
         assert [i["id"] for i in t["items"]] == [i["id"] for i in p["items"]]
         assert [i["score"] for i in t["items"]] == pytest.approx([i["score"] for i in p["items"]], abs=1e-4)
+
+
+def test_a_ranker_that_dies_fails_requests_instead_of_hanging_them(engine, tiny_run, tmp_path):
+    cfg = ServeConfig(worker="off", decoding={"beams": 8}, store=f"sqlite:///{tmp_path / 'd.sqlite'}")
+    app = create_app(tiny_run[0], cfg, engine)
+    user = sorted(engine.base)[0]
+    with TestClient(app) as c:
+        assert c.post("/recommend", json={"user_id": user, "k": 5, "mode": "fast"}).status_code == 200
+        app.state.fast.process.kill()
+        app.state.fast.process.join(10)
+        for _ in range(2):  # the request in flight when it is noticed, and any after
+            with pytest.raises(RuntimeError, match="ranker process exited"):
+                c.post("/recommend", json={"user_id": user, "k": 5, "mode": "fast"})
+
+
+def test_a_ranker_whose_model_fails_to_load_fails_the_server_start(engine, tiny_run, tmp_path):
+    cfg = ServeConfig(worker="off", model=str(tmp_path), store=f"sqlite:///{tmp_path / 'e.sqlite'}")
+    with pytest.raises(RuntimeError, match="(?s)ranker process failed to start.*no model at"):
+        with TestClient(create_app(tiny_run[0], cfg, engine)):
+            pass
 
 
 def test_several_processes_need_the_worker_outside_them():

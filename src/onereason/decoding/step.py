@@ -16,7 +16,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import rotate_half
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, kv heads, capacity, head dim]
 WRITTEN_OUT = ("llama", "qwen2", "qwen3")
@@ -42,20 +42,25 @@ class Decoder:
             self.model = weakref.ref(model)
             return
         body = model.model
-        self.embed, self.final_norm = body.embed_tokens.weight, body.norm
+        self.embed, self.final_norm = body.embed_tokens.weight, _weights(body.norm)
         self.head = model.lm_head
         self.layers = []
         for layer in body.layers:
             a, m = layer.self_attn, layer.mlp
             qkv = [a.q_proj, a.k_proj, a.v_proj]
+            heads = [p.weight.shape[0] // a.head_dim for p in qkv]
+            qk_norm = None
+            if hasattr(a, "q_norm"):  # Qwen3 normalizes each head's query and key: one weight row per head
+                qk_norm = (torch.cat([a.q_norm.weight.expand(heads[0], -1), a.k_norm.weight.expand(heads[1], -1)]),
+                           a.q_norm.variance_epsilon)
             self.layers.append(dict(
                 qkv=torch.cat([p.weight for p in qkv]),
                 qkv_bias=torch.cat([p.bias for p in qkv]) if a.q_proj.bias is not None else None,
-                split=[p.weight.shape[0] for p in qkv], o=a.o_proj, scale=a.scaling, head_dim=a.head_dim,
-                norm_in=layer.input_layernorm, norm_q=getattr(a, "q_norm", None), norm_k=getattr(a, "k_norm", None),
-                norm_mlp=layer.post_attention_layernorm, act=m.act_fn, down=m.down_proj,
+                heads=heads, head_dim=a.head_dim, scale=a.scaling, o=a.o_proj, qk_norm=qk_norm,
+                norm_in=_weights(layer.input_layernorm), norm_mlp=_weights(layer.post_attention_layernorm),
                 gate_up=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-                gate_up_bias=torch.cat([m.gate_proj.bias, m.up_proj.bias]) if m.gate_proj.bias is not None else None))
+                gate_up_bias=torch.cat([m.gate_proj.bias, m.up_proj.bias]) if m.gate_proj.bias is not None else None,
+                act=m.act_fn, down=m.down_proj))
         self.rotary = body.rotary_emb
         self.cos = self.sin = self.embed.new_zeros(0, self.layers[0]["head_dim"])
 
@@ -71,21 +76,24 @@ class Decoder:
                 k[:, :, length:end], v[:, :, length:end] = layer.keys[:, :, length:], layer.values[:, :, length:]
             return res.logits
         x = F.embedding(tokens, self.embed)
+        mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         cos, sin = self._angles(positions)
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1 (every head), head dim]
         for w, (k_buf, v_buf) in zip(self.layers, kv):
-            q, k, v = F.linear(_norm(w["norm_in"], x), w["qkv"], w["qkv_bias"]).split(w["split"], dim=-1)
-            shape = (*tokens.shape, -1, w["head_dim"])
-            q, k, v = q.view(shape), k.view(shape), v.view(shape)
-            if w["norm_q"] is not None:  # Qwen3 normalizes each head's query and key
-                q, k = _norm(w["norm_q"], q), _norm(w["norm_k"], k)
-            q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+            nq, nk = w["heads"][:2]
+            qkv = F.linear(_norm(x, *w["norm_in"]), w["qkv"], w["qkv_bias"]).view(*tokens.shape, -1, w["head_dim"])
+            qk, v = qkv[:, :, :nq + nk], qkv[:, :, nq + nk:]  # queries and keys normalized and rotated together
+            if w["qk_norm"] is not None:
+                qk = _norm(qk, *w["qk_norm"])
+            qk = qk * cos + rotate_half(qk) * sin
+            q, k = qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:].transpose(1, 2)
             k_buf[:, :, length:end], v_buf[:, :, length:end] = k, v.transpose(1, 2)
             o = F.scaled_dot_product_attention(q, k_buf[:, :, :end], v_buf[:, :, :end], attn_mask=mask,
                                                scale=w["scale"], enable_gqa=True)
             x = x + F.linear(o.transpose(1, 2).reshape(*tokens.shape, -1), w["o"].weight, w["o"].bias)
-            gate, up = F.linear(_norm(w["norm_mlp"], x), w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
+            gate, up = F.linear(_norm(x, *w["norm_mlp"]), w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
             x = x + F.linear(w["act"](gate) * up, w["down"].weight, w["down"].bias)
-        return F.linear(_norm(self.final_norm, x), self.head.weight, self.head.bias)
+        return F.linear(_norm(x, *self.final_norm), self.head.weight, self.head.bias)
 
     def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rotary cos and sin at `positions`, read from a table the model's rotary module fills (each
@@ -115,8 +123,12 @@ def _signature(params: list[torch.nn.Parameter]) -> list[tuple[int, int]]:
     return [(p.data_ptr(), p._version) for p in params]
 
 
-def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _weights(norm: torch.nn.Module) -> tuple[torch.Tensor, float]:
+    return norm.weight, norm.variance_epsilon
+
+
+def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The model's RMSNorm, its arithmetic in five ops (in float32, as the module computes it)."""
     h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(x.dtype)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)

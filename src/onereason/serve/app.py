@@ -8,9 +8,9 @@
     GET  /v1/models            the served model, as OpenAI clients list it
     GET  /health, GET /metrics (Prometheus text)
 
-Fast requests that arrive together are decoded as one batch, by default in a process of its own
-(`fast_path`): a thread beside the event loop would wait on Python's lock for each of the model's
-many small steps while the loop parses requests. Slow and chat requests run on one executor thread.
+Fast requests that arrive together are decoded as one batch, by default in a process of its own that
+takes whatever is waiting whenever it is free (`fast_path`, `serve/ranker.py`). Slow and chat requests
+run on one executor thread.
 The slow-path worker is a separate thread (or process) writing traces to the store. Several server
 processes (`processes` > 1: uvicorn workers behind one port) each hold a model and share the store;
 each has its own /metrics.
@@ -22,11 +22,9 @@ import asyncio
 import gc
 import hmac
 import json
-import multiprocessing
 import os
-import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -44,6 +42,7 @@ from onereason.chat import PARTS
 from onereason.data.histories import Event
 from onereason.reasoning.traces import split_trace
 from onereason.serve.engine import Constraint, Engine, ServeConfig, UnknownInterest, chat_completion
+from onereason.serve.ranker import Ranker, rank_jobs
 from onereason.serve.store import NewEvent, Store, open_store
 from onereason.serve.worker import Worker, history, register_users
 
@@ -131,19 +130,19 @@ class Metrics:
 
 
 class Batcher:
-    """Collects requests for up to `max_wait` after the first and hands them to the pool as one batch.
-    Up to `in_flight` batches are handed over at once: the next one waits in the pool's queue while one
-    runs, so the model does not idle while results travel back and new requests come in."""
+    """Collects requests for up to `max_wait` after the first arrived and hands them to the pool as one batch,
+    one batch at a time: the slow path's, and the fast path's when it runs in a thread of the server."""
 
     def __init__(self, fn: Callable[[list], list], pool: Executor, max_batch: int, max_wait: float,
-                 on_batch: Callable[[int], None], in_flight: int = 1):
+                 on_batch: Callable[[int], None]):
         self.fn, self.pool, self.max_batch, self.max_wait, self.on_batch = fn, pool, max_batch, max_wait, on_batch
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.slots = asyncio.Semaphore(in_flight)
+        self.slots = asyncio.Semaphore(1)
 
     async def submit(self, job):
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((job, fut))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        await self.queue.put((job, fut, loop.time()))
         return await fut
 
     async def run(self) -> None:
@@ -151,8 +150,8 @@ class Batcher:
         while True:
             await self.slots.acquire()
             batch = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
+            deadline = batch[0][2] + self.max_wait  # from the first request's arrival: one queued while the
+            while len(batch) < self.max_batch:  # model was busy has waited already
                 try:
                     batch.append(self.queue.get_nowait())
                     continue
@@ -166,13 +165,13 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             self.on_batch(len(batch))
-            loop.run_in_executor(self.pool, self.fn, [job for job, _ in batch]).add_done_callback(
+            loop.run_in_executor(self.pool, self.fn, [job for job, _, _ in batch]).add_done_callback(
                 partial(self._answer, batch))
 
     def _answer(self, batch: list, done: asyncio.Future) -> None:
         self.slots.release()
         error = done.exception()  # every waiter gets the error, the loop goes on
-        for i, (_, fut) in enumerate(batch):
+        for i, (_, fut, _) in enumerate(batch):
             if fut.done():
                 continue
             if error:
@@ -222,29 +221,26 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
     register_users(engine, store)
     metrics = Metrics(store.queue_length)
     pool = ThreadPoolExecutor(1, thread_name_prefix="model")
-    if config.fast_path == "process":  # the engine of its own process answers fast batches
-        fast_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_ranker,
-                                        initargs=(Path(run_dir), config))
-        fast_batch: Callable[[list], list] = _rank_in_ranker
-    else:
-        fast_pool, fast_batch = pool, partial(rank_jobs, engine)
 
     def slow_batch(jobs: list[dict]) -> list[str]:
         return engine.think([j["history"] for j in jobs], [j["domain"] for j in jobs])
 
     wait = config.max_wait_ms / 1000
-    batcher = Batcher(fast_batch, fast_pool, config.max_batch, wait, metrics.batch.labels("fast").observe,
-                      in_flight=2 if fast_pool is not pool else 1)
+    fast: Ranker | Batcher = (  # the engine of its own process answers fast batches, or the server's thread
+        Ranker(Path(run_dir), config, metrics.batch.labels("fast").observe) if config.fast_path == "process" else
+        Batcher(partial(rank_jobs, engine), pool, config.max_batch, wait, metrics.batch.labels("fast").observe))
     thinker = Batcher(slow_batch, pool, config.max_batch, wait, metrics.batch.labels("slow").observe)
     worker = (Worker(engine, store, config.worker_batch, on_written=lambda n, s: metrics.traces.labels("worker").inc(n))
               if config.worker == "thread" else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if fast_pool is not pool:  # serve once the ranker is up; a model that fails to load fails here
-            await asyncio.get_running_loop().run_in_executor(fast_pool, _rank_in_ranker, [])
+        tasks = [asyncio.create_task(thinker.run())]
+        if isinstance(fast, Ranker):  # serve once the ranker is up; a model that fails to load fails here
+            await asyncio.to_thread(fast.start, asyncio.get_running_loop())
+        else:
+            tasks.append(asyncio.create_task(fast.run()))
         gc.freeze()  # everything loaded so far stays: a collection under load need not walk the run's histories
-        tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(thinker.run())]
         if worker:
             worker.start()
         yield
@@ -253,10 +249,12 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         if worker:
             worker.stop()
         pool.shutdown(wait=True)
-        fast_pool.shutdown(wait=True)
+        if isinstance(fast, Ranker):
+            fast.close()
         store.close()
 
     app = FastAPI(title="onereason", lifespan=lifespan)
+    app.state.fast = fast
 
     def rejection(request: Request, route: str) -> JSONResponse | None:
         """A request turned away before routing: body size unknown or too large, wrong API key."""
@@ -340,7 +338,7 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
                "constraint": constraint}  # the prompt's items only: the job travels to the ranker process
         raced = req.race and trace is not None
         jobs = [job, {**job, "trace": None}] if raced else [job]  # submitted together: one batch
-        (items, scores), *others = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        (items, scores), *others = await asyncio.gather(*(fast.submit(j) for j in jobs))
         if raced:
             plain, plain_scores = others[0]
             score_of = dict(zip(plain, plain_scores)) | dict(zip(items, scores))
@@ -429,37 +427,6 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
 
     return app
-
-
-def rank_jobs(engine: Engine, jobs: list[dict]) -> list[tuple[list[str], list[float]]]:
-    """One fast batch: each job's top k items and scores."""
-    if not jobs:
-        return []
-    k = max(j["k"] for j in jobs)
-    ranked = engine.rank([j["history"] for j in jobs], [j["domain"] for j in jobs], [j["trace"] for j in jobs],
-                         k, [j["constraint"] for j in jobs])
-    return [(r.items[:j["k"]], r.scores[:j["k"]]) for j, r in zip(jobs, ranked)]
-
-
-_ranker: Engine | None = None  # the engine of a fast-path process
-
-
-def _start_ranker(run_dir: Path, config: ServeConfig) -> None:
-    global _ranker
-    threading.Thread(target=_exit_with_server, args=(os.getppid(),), daemon=True).start()
-    _ranker = Engine(run_dir, config)
-    gc.freeze()  # the run's histories and tables stay: collections need not walk them
-
-
-def _exit_with_server(server: int) -> None:
-    """A server killed outright (kill -9) cannot stop its ranker: the ranker leaves when it is orphaned."""
-    while os.getppid() == server:
-        time.sleep(1)
-    os._exit(0)
-
-
-def _rank_in_ranker(jobs: list[dict]) -> list[tuple[list[str], list[float]]]:
-    return rank_jobs(_ranker, jobs)
 
 
 def app_from_env() -> FastAPI:

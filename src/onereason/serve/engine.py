@@ -49,7 +49,8 @@ class ServeConfig(Config):
     decoding: Decoding = Field(Decoding(beams=10), description="the slow path's trace; beams: the fast path's "
                                "beam width floor (a request's k raises it)")
     max_batch: int = Field(16, ge=1, description="fast requests decoded together")
-    max_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for others")
+    max_wait_ms: float = Field(2.0, ge=0, description="fast_path thread, and the slow path: how long the first "
+                               "request of a batch waits for others (the ranker process takes what is waiting)")
     fast_path: str = Field("process", pattern="^(process|thread)$", description="where fast batches run: a process "
                            "of their own with its own copy of the model (the HTTP event loop and the model then do "
                            "not take turns at Python's lock), or a thread of the server")
