@@ -74,7 +74,9 @@ def test_prompts_read_from_the_prompt_cache_give_the_same_lists(tiny_run):
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model"))
     inter = pd.read_parquet(run_dir / "data" / "interactions.parquet")
     text = HistoryText(sid, tok)
-    prompts = [text.prompt(h, "movies") for h in eval_prompts(inter, "test", 30).histories[:5]]
+    # the cached prompts the longest: the mixed batch is wider than the prompts it prefills
+    prompts = [text.prompt(h[-n:], "movies") for h, n in zip(eval_prompts(inter, "test", 30).histories, (30, 20, 15, 8, 4))]
+    assert len(prompts[2]) > len(prompts[3])
     plain = recommend(model, prompts, ["movies"] * 5, sid, tok.pad_token_id, k=6, batch_size=5)
     cache = PromptCache(max_bytes=1 << 30)
     first = recommend(model, prompts[:3], ["movies"] * 3, sid, tok.pad_token_id, k=6, prompt_cache=cache)

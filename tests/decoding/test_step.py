@@ -58,3 +58,9 @@ def test_prompt_cache_keeps_the_recent_within_its_bytes():
             cache.put(p, kv, torch.zeros(10))
     assert list(cache.entries) == [(1,), (3,)] and cache.bytes == 1360
     assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_rotary_angles_that_depend_on_the_sequence_length_are_not_read_from_a_table():
+    model = build_model("tiny", 50, seed=0)
+    model.config.rope_parameters = {**model.config.rope_parameters, "rope_type": "dynamic", "factor": 2.0}
+    assert not written_out(model)  # the model's own forward runs

@@ -22,10 +22,15 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [batch, 
 WRITTEN_OUT = ("llama", "qwen2", "qwen3")
 
 
+SEQUENCE_DEPENDENT_ROPE = ("dynamic", "longrope")  # angles that depend on the sequence length: no table
+
+
 def written_out(model) -> bool:
     """Whether the decoder runs the written-out step for this model (else its `forward`)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
+    rope = getattr(model.config, "rope_parameters", None) or {}
     return (model.config.model_type in WRITTEN_OUT and layers is not None
+            and rope.get("rope_type", "default") not in SEQUENCE_DEPENDENT_ROPE
             and all(getattr(layer.self_attn, "sliding_window", None) is None for layer in layers))
 
 
