@@ -46,6 +46,13 @@ def test_all_items_of_a_small_domain_come_back():
     assert sorted(rec.items) == sorted(i for i in codec.item_ids if codec.item_domain[i] == "y")
 
 
+def test_a_trie_that_allows_nothing_is_an_error_not_another_prompts_items():
+    codec, tok, sid = _two_domain_world(0)
+    prompts = [[tok.bos_token_id, sid.begin_id[d]] for d in ("x", "y")]
+    with pytest.raises(ValueError, match="prompt 1 of the batch: its trie allows no token"):
+        recommend(build_model("tiny", len(tok)), prompts, ["x", "y"], sid, tok.pad_token_id, k=3, tries=[None, {}])
+
+
 def test_beam_narrower_than_k_is_an_error():
     codec, tok, sid = _two_domain_world(0)
     with pytest.raises(ValueError, match="num_beams=5 < k=10"):

@@ -130,6 +130,9 @@ def _candidates(scores: torch.Tensor, logp: torch.Tensor, prefixes: list[tuple[i
     value = scores.reshape(-1)[rows] + logp[rows, cols]
     prompt = rows // now
     per_prompt = torch.bincount(prompt, minlength=n)
+    if not per_prompt.all():
+        raise ValueError(f"prompt {int((per_prompt == 0).nonzero()[0])} of the batch: its trie allows no token after "
+                         f"its beams' prefixes (an empty item subset?)")
     start = per_prompt.cumsum(0) - per_prompt
     padded = value.new_full((n, int(per_prompt.max())), float("-inf"))
     padded[prompt, torch.arange(len(rows), device=logp.device) - start[prompt]] = value

@@ -87,12 +87,15 @@ class Ranker:
                     if self.process.is_alive():
                         continue
                     raise EOFError
-                msg = self.answers.recv()
+                handle, args = self._answer, self.answers.recv()
             except (EOFError, OSError):
-                error = RuntimeError(f"the ranker process exited (code {self.process.exitcode})")
-                self.loop.call_soon_threadsafe(self._fail_all, error)
+                handle, args = self._fail_all, (RuntimeError(f"the ranker process exited (code {self.process.exitcode})"),)
+            try:
+                self.loop.call_soon_threadsafe(handle, *args)
+            except RuntimeError:  # the server's loop has closed: nobody is waiting
                 return
-            self.loop.call_soon_threadsafe(self._answer, *msg)
+            if handle == self._fail_all:
+                return
 
     def _answer(self, keys: list[int], results: list | None, error: str | None) -> None:
         self.on_batch(len(keys))
