@@ -1,7 +1,5 @@
 """The written-out decoding step computes what the model's own forward computes, on a tree of beams."""
 
-import weakref
-
 import pytest
 import torch
 from transformers import DynamicCache
@@ -15,10 +13,10 @@ from onereason.model.backbone import build_model
 @pytest.mark.parametrize("fast", [True, False])
 def test_step_matches_the_forward_with_a_tree_mask_and_writes_the_buffer_in_place(beams, fast):
     model = build_model("tiny", 50, seed=0).eval()
-    assert written_out(model)
+    if not fast:  # a rope the table cannot hold: the generic path, the model's own forward over the buffer
+        model.config.rope_parameters = {**model.config.rope_parameters, "rope_type": "dynamic", "factor": 2.0}
     step = Decoder(model)
-    step.fast = step.fast and fast  # False: the generic path, the model's own forward over the buffer
-    step.model = weakref.ref(model)
+    assert step.fast == fast == written_out(model)
     torch.manual_seed(0)
     prompt = torch.randint(0, 50, (2, 7))
     with torch.no_grad():

@@ -164,6 +164,7 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Recommendation | None] = [None] * len(prompts)
+    step_fn = decoder(model)
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
         chosen = sid.length - 1 if score_end else sid.length - 2  # tokens chosen by score: codes (, end token)
@@ -175,7 +176,6 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
         scores = torch.zeros(n, 1, device=device)
         next_pos = prompt_mask.sum(-1, keepdim=True)  # the position of every beam's next token
         seen = torch.zeros(n, 1, 0, dtype=torch.bool, device=device)  # [prompt, beam, earlier beam tokens]
-        step_fn = decoder(model)
         for step in range(chosen):
             beams_now = scores.shape[1]
             scores, parent, token = _candidates(scores, logp, prefixes, [t for t in row_tries for _ in range(beams_now)],

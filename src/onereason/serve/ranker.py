@@ -27,8 +27,6 @@ from onereason.serve.engine import Engine, ServeConfig
 
 def rank_jobs(engine: Engine, jobs: list[dict]) -> list[tuple[list[str], list[float]]]:
     """One fast batch: each job's top k items and scores."""
-    if not jobs:
-        return []
     k = max(j["k"] for j in jobs)
     ranked = engine.rank([j["history"] for j in jobs], [j["domain"] for j in jobs], [j["trace"] for j in jobs],
                          k, [j["constraint"] for j in jobs])
