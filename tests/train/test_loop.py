@@ -125,3 +125,52 @@ def test_patience_stops_training_and_a_rerun_does_not_train_on(tmp_path):
     _, again = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path, progress=False,
                      score=score, selections=8, patience=2)
     assert len(seen) == 4 and again["steps"] == stats["steps"] and again["selection"]["step"] == steps[1]
+
+
+def test_ema_half_life_is_a_share_of_the_run():
+    """A weight that jumps from 0 to 1 is half-way there in the average after half_life × total steps."""
+    lin = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(lin.weight)
+    ema = loop._ema(lin, 0.1, total=200)  # half-life 20 steps
+    ema.update_parameters(lin)  # the first update copies
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    for _ in range(20):
+        ema.update_parameters(lin)
+    assert ema.module.weight.item() == pytest.approx(0.5, abs=1e-6)
+    assert loop._ema(lin, 0.0, total=200) is None
+
+
+def test_ema_is_scored_returned_and_resumed(tmp_path, monkeypatch):
+    """The average, not the raw weights, is what is scored and what comes back, and a run killed mid-way
+    resumes with the average it had."""
+    cfg = LoopConfig(epochs=3, lr=1e-2, batch_tokens=128, checkpoint_every=4, log_every=100, ema_half_life=0.2)
+    raw, _ = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg.model_copy(update={"ema_half_life": 0.0}),
+                   tmp_path / "raw", progress=False)
+    seen: list[dict] = []
+
+    def score(model):
+        seen.append(_params(model))
+        return float(len(seen))  # the last scoring is the best
+
+    avg, stats = train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path / "a", progress=False,
+                       score=score, selections=2)
+    got, plain = _params(avg), _params(raw)
+    assert all(torch.equal(got[k], seen[-1][k]) for k in got)
+    assert not all(torch.allclose(got[k], plain[k]) for k in got)  # the average is not the last weights
+
+    calls, real = {"n": 0}, loop.collate
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "collate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(loop, "collate", real)
+    resumed, _ = train(build_model("tiny", 48, seed=1), _samples(), PAD, cfg, tmp_path / "b", progress=False)
+    again = _params(resumed)
+    assert all(torch.allclose(got[k], again[k], atol=1e-5) for k in got)

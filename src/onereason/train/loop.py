@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from pydantic import Field
 from tqdm.auto import tqdm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
@@ -42,6 +43,9 @@ class LoopConfig(Config):
     dropout: float = Field(0.0, ge=0, lt=1, description="embedding and residual-branch dropout while training "
                            "(nothing of it is saved with the model)")
     warmup_ratio: float = Field(0.05, ge=0, le=1)
+    ema_half_life: float = Field(0.0, ge=0, lt=1, description="an exponential moving average of the weights, "
+                                 "with this half-life as a share of the run's steps, is what gets scored and "
+                                 "returned (0: the raw weights)")
     batch_tokens: int = Field(4096, ge=16, description="padded tokens per batch (4096 beat 8192 and 2048 on valid)")
     grad_clip: float = 1.0
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
@@ -164,8 +168,11 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(optim, int(cfg.warmup_ratio * total), total)
+    ema = _ema(model, cfg.ema_half_life, total)  # before the dropout hooks: the average is scored without them
     hooks = add_dropout(model, cfg.dropout)
     model, optim, sched = accelerator.prepare(model, optim, sched)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)  # resumes with the average it had
 
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +212,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(accelerator.unwrap_model(model))
         tokens += int((batch["input_ids"] != pad_id).sum())
         losses.append(loss.item())
         bar.update(1)
@@ -225,7 +234,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
             losses, group_stats = [], torch.zeros_like(group_stats)
         if score_every and ((step + 1) % score_every == 0 and total - (step + 1) >= score_every // 2
                             or step + 1 == total):
-            chosen = _select(accelerator.unwrap_model(model), score, step + 1, chosen, best_dir, accelerator)
+            scored = ema.module if ema is not None else accelerator.unwrap_model(model)
+            chosen = _select(scored, score, step + 1, chosen, best_dir, accelerator)
             model.train()
             if _out_of_patience(chosen["scores"], patience):
                 end = step + 1
@@ -241,6 +251,8 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
     model = accelerator.unwrap_model(model)
     for h in hooks:
         h.remove()
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     stats = {"steps": end, "planned_steps": total, "resumed_from": start, "seconds": elapsed,
              "tokens": tokens * accelerator.num_processes,
              "final_loss": mean, "tokens_per_s": tokens * accelerator.num_processes / max(elapsed, 1e-9)}
@@ -249,6 +261,15 @@ def train(model: torch.nn.Module, samples: list[Sample], pad_id: int, cfg: LoopC
             model.load_state_dict(torch.load(best_dir / "model.pt", map_location="cpu"))
         stats["selection"] = chosen
     return model, stats
+
+
+def _ema(model: torch.nn.Module, half_life: float, total: int) -> AveragedModel | None:
+    """The weights' moving average (torch's AveragedModel), its decay set so that a step's weight halves
+    after `half_life` × `total` steps; None when off."""
+    if half_life == 0:
+        return None
+    decay = 0.5 ** (1 / max(1.0, half_life * total))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _out_of_patience(scores: list[dict], patience: int | None) -> bool:

@@ -68,6 +68,8 @@ class StageConfig(Config):
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1, description="training-time dropout (see LoopConfig.dropout)")
+    ema_half_life: float = Field(0.0, ge=0, lt=1, description="score and keep a moving average of the weights "
+                                 "(see LoopConfig.ema_half_life)")
     mixture: dict[str, float] = Field(..., description=f"weight per layer ({', '.join(LAYERS)})")
     domain_weights: dict[str, float] = Field(default_factory=dict,
                                              description="factor per domain ('general' = general text); default 1")
@@ -222,7 +224,8 @@ def run(config: PretrainConfig, run_dir: Path, stage: str, progress: bool = True
             init_item_rows_from_text(model, tok, sid, pd.read_parquet(run_dir / rundir.ITEMS))
         freeze_all_but_rows(model, item_token_ids(tok, sid))
     loop = LoopConfig(epochs=1.0, lr=sc.lr, batch_tokens=sc.batch_tokens, warmup_ratio=sc.warmup_ratio,
-                      weight_decay=sc.weight_decay, dropout=sc.dropout, checkpoint_every=config.checkpoint_every,
+                      weight_decay=sc.weight_decay, dropout=sc.dropout, ema_half_life=sc.ema_half_life,
+                      checkpoint_every=config.checkpoint_every,
                       log_every=config.log_every, seed=config.seed)
     model, stats = train(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(LAYERS),
                          score=score, selections=sc.selections, patience=sc.patience)
