@@ -8,7 +8,9 @@ the same split and evaluated on the same users.
   and against the run's judge, on pairs the SFT data never showed;
 - R2 evolution: the interests the model names for a user's next window (the valid and test items)
   against the interests of those items: precision / recall / F1, next to "the most recent
-  interests" and "the most frequent interests";
+  interests" and "the most frequent interests"; and R2 as a choice (`r0_r2.interest_choice`): the
+  domain's interests ranked by the model's probability, top-1 / recall@n against the next item's
+  interest, next to the last item's interest and the most frequent one;
 - R3 recommendation: pass / recall / ndcg / position1_pass @k and sid_validity, full ranking in
   the target's domain, for every model in every mode (non-thinking, thinking, race = the first
   half of each list merged, thinking first), delta_ll and history-citation rate of the traces;
@@ -43,8 +45,8 @@ from onereason.bench.baselines.tiger import TigerConfig
 from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, recommend_next, sample_prompts
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.world import WorldTruth, value_report
-from onereason.bench.r0_r2 import (chat_perception, interest_expansion, r2_baselines, r2_cases, relation_pairs,
-                                   relations)
+from onereason.bench.r0_r2 import (chat_perception, interest_choice, interest_expansion, r2_baselines, r2_cases,
+                                   relation_pairs, relations)
 from onereason.bench.stage_report import heldout_perplexity, perception
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, eval_prompts
@@ -259,7 +261,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "protocol": "full ranking over all items of the target's domain; history items "
                                  + ("removed from every list" if config.exclude_history else "not removed"),
                      "methods": {}, "selection": {"split": config.select.split, "users": len(sel.users), "ndcg@10": {}},
-                     "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
+                     "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "r2_choice": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
     b = Bench(run_dir, config, Parts(out / "parts", log), inter, pd.read_parquet(run_dir / rundir.ITEMS), tok, sid,
               p, domains, sel, sel_domains, results, max_items, progress,
@@ -339,6 +341,9 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
                 results["r2"][name] = b.parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
                                                   lambda: interest_expansion(model(), tok, sid, interests, r2_v, r2_window,
                                                                              config.r2_interests, config.batch_size))
+                results["r2_choice"][name] = b.parts.get(
+                    f"r2-choice/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
+                    lambda: interest_choice(model(), tok, sid, interests, r2_v, config.r2_interests, config.batch_size))
     if interests is not None and r2_window:
         results["r2"].update(r2_baselines(interests, r2_v, r2_window, config.r2_interests, sid))
 
