@@ -38,6 +38,8 @@ ap.add_argument("--beams", type=int, default=20)
 ap.add_argument("--hypotheses", type=int, default=3)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--exact-n", action="store_true", help="traces list exactly --hypotheses interests (Decoding.exact_n)")
+ap.add_argument("--chosen", action="store_true", help="the trace's Interests line chosen by score, not sampled "
+                "(Decoding.interests=chosen): its thinking modes are then the chosen-interest traces'")
 ap.add_argument("--out", default="hypothesis_beams")
 a = ap.parse_args()
 
@@ -47,16 +49,16 @@ model = load_model(run_dir / a.model).eval()
 inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
 p = sample_prompts(inter, a.split, rundir.prompt_items(run_dir), a.max_users, a.seed)
 domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-dec = Decoding(beams=a.beams, exact_n=a.exact_n)
+dec = Decoding(beams=a.beams, exact_n=a.exact_n, interests="chosen" if a.chosen else "sampled")
+teacher = load_teacher(run_dir)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
-think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True)
+think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True, teacher.interests)
 lists = {"non-thinking": plain, "thinking": think,
          "race": [merge_race(x[:a.beams // 2], y[:a.beams // 2], a.beams) for x, y in zip(think, plain)],
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
 half = a.beams // 2
 lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
 # the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
-teacher = load_teacher(run_dir)
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)
 end_think = tok.convert_tokens_to_ids(END_THINK)

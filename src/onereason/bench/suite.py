@@ -118,14 +118,14 @@ class Parts:
 
 
 def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
-               thinking: bool = True) -> tuple[dict[str, list[list[str]]], tuple | None]:
+               thinking: bool = True, interests: Interests | None = None) -> tuple[dict[str, list[list[str]]], tuple | None]:
     """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race), and the
     (non-thinking prompts, thinking prompts, traces) the reasoning statistics read."""
     args = (cfg.decoding, cfg.hypotheses, cfg.batch_size, cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
-    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
+    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
     half = cfg.decoding.beams // 2
     race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
     lists = {"non-thinking": plain, "thinking": think, "race": race}
@@ -141,9 +141,9 @@ def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress:
 
 
 def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
-            thinking: bool = True) -> dict:
+            thinking: bool = True, interests: Interests | None = None) -> dict:
     """`mode_lists`, and with `thinking` the traces' delta_ll and citations."""
-    lists, used = mode_lists(model, tok, sid, p, domains, cfg, progress, thinking)
+    lists, used = mode_lists(model, tok, sid, p, domains, cfg, progress, thinking, interests)
     if used is None:
         return {"lists": lists}
     (plain_prompts, think_prompts, traces), think = used, lists["thinking"]
@@ -301,12 +301,13 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
             chosen = b.parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
-                model(), tok, sid, b.sel, b.sel_domains, config, b.progress)[0] if chat else {
+                model(), tok, sid, b.sel, b.sel_domains, config, b.progress, interests=interests)[0] if chat else {
                     "non-thinking": next_item_lists(model(), tok, sid, b.sel, config, b.progress)}})
             for mode, lists in chosen["lists"].items():
                 results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, b.sel.truths, [10])["all"]["ndcg@10"]
         if chat:
-            r3 = b.parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, b.p, b.domains, config, b.progress, ours))
+            r3 = b.parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, b.p, b.domains, config, b.progress, ours,
+                                                                  interests))
             for mode, lists in r3["lists"].items():
                 if ours or mode == "non-thinking":
                     results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
