@@ -185,7 +185,8 @@ def rule_interests(history: list, domain: str, interests: Interests, frequent: b
     return sorted(last, key=lambda i: (-seq.count(i), -last[i]) if frequent else -last[i])
 
 
-def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: int, batch_size: int) -> dict:
+def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: int, batch_size: int,
+                    per_user: bool = False) -> dict:
     """R2 as a choice over known interests: every interest of the next item's domain scored as the answer's
     first entry ("1. <name>;" or "1. <name>.", their probabilities summed), ranked. Top-1 accuracy, recall@n
     and the probability given to the next item's interest, beside two rules restricted to that domain too: the
@@ -221,7 +222,7 @@ def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: in
                         "most frequent interest": table([rule_interests(h, d, interests, frequent=True)
                                                          for h, d in zip(v.histories, domains)])},
             "examples": [{"truth": interests.names[t], "ranked": [interests.names[i] for i in r[:n]]}
-                         for r, t in list(zip(ranked, truth))[:5]]}
+                         for r, t in list(zip(ranked, truth))[:5]]} | ({"ranked": ranked} if per_user else {})
 
 
 def _prf_table(pred: list[list[int]], window: list[list[str]], interests: Interests, sid) -> dict:
