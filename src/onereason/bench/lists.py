@@ -69,6 +69,19 @@ def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bo
     return items, answer_prompts, traces
 
 
+def latent_lists(model, p: EvalPrompts, domains: list[str], sid, tok, decoding: Decoding, hypotheses: int,
+                 batch_size: int, progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
+    """A latent model's thinking mode (`sft.latent_steps`): the thinking prompt, its k latent steps and
+    `</think>` (the tokens its SFT samples held in place of a trace), then the beam: (item lists, prompts)."""
+    ids = getattr(model.config, "latent_token_ids", None)
+    if not ids:
+        raise ValueError("latent mode: this model was not trained with latent steps (sft.latent_steps)")
+    prompts = r3_prompts(p.histories, domains, hypotheses, HistoryText(sid, tok), tok)
+    nl = tok.encode("\n", add_special_tokens=False)
+    silent = nl + list(ids) + nl + [tok.convert_tokens_to_ids(END_THINK)]
+    return answer_items(model, [q + silent for q in prompts], domains, sid, tok, decoding.beams, batch_size, progress)
+
+
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
     """Alternate the two lists (a first), dropping repeats, up to k items."""
     return interleave([a, b], k)

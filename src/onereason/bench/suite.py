@@ -42,7 +42,8 @@ from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
-from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, recommend_next, sample_prompts
+from onereason.bench.lists import (chat_lists, hypothesis_lists, latent_lists, merge_race, recommend_next,
+                                   sample_prompts)
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.world import WorldTruth, value_report
 from onereason.bench.r0_r2 import (chat_perception, interest_choice, interest_expansion, r2_baselines, r2_cases,
@@ -119,14 +120,19 @@ class Parts:
 
 def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
                thinking: bool = True, interests: Interests | None = None) -> tuple[dict[str, list[list[str]]], tuple | None]:
-    """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race), and the
-    (non-thinking prompts, thinking prompts, traces) the reasoning statistics read."""
+    """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race, or for a latent
+    model latent and race), and the (non-thinking prompts, thinking prompts, traces) the reasoning
+    statistics read."""
     args = (cfg.decoding, cfg.hypotheses, cfg.batch_size, cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
-    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
     half = cfg.decoding.beams // 2
+    if getattr(model.config, "latent_token_ids", None):  # a latent model thinks silently: no trace to read
+        latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]
+        return {"non-thinking": plain, "latent": latent,
+                "race": [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(latent, plain)]}, None
+    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
     race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
     lists = {"non-thinking": plain, "thinking": think, "race": race}
     if cfg.per_hypothesis:
