@@ -6,7 +6,9 @@ One set of sampled traces serves every thinking mode: thinking (one beam after t
 half merged with non-thinking's), hypotheses (a beam per listed interest, merged by score) and
 hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first half merged with non-thinking's);
 and the grounded teacher's trace without hindsight (no model call) from the prompt's window or from the whole
-history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis).
+history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis); with --ablate the model's
+traces with the Persona, Interests or Transition line left out; with --chosen the traces' Interests line is
+chosen by score (`Decoding.interests`).
 Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
 non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json and the per-user
 lists to runs/RUN/<out>_lists.jsonl.
@@ -19,7 +21,7 @@ import pandas as pd
 
 from onereason import rundir
 from onereason.bench.lists import answer_items, chat_lists, hypothesis_lists, merge_race, sample_prompts
-from onereason.chat import END_THINK
+from onereason.chat import END_THINK, PARTS
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import user_histories
 from onereason.itemic.sid import load_sid_tokens
@@ -38,6 +40,10 @@ ap.add_argument("--beams", type=int, default=20)
 ap.add_argument("--hypotheses", type=int, default=3)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--exact-n", action="store_true", help="traces list exactly --hypotheses interests (Decoding.exact_n)")
+ap.add_argument("--chosen", action="store_true", help="the trace's Interests line chosen by score, not sampled "
+                "(Decoding.interests=chosen): its thinking modes are then the chosen-interest traces'")
+ap.add_argument("--ablate", action="store_true", help="also the model's traces with one line removed (Persona, "
+                "Interests or Transition): what each part adds")
 ap.add_argument("--out", default="hypothesis_beams")
 a = ap.parse_args()
 
@@ -47,16 +53,16 @@ model = load_model(run_dir / a.model).eval()
 inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
 p = sample_prompts(inter, a.split, rundir.prompt_items(run_dir), a.max_users, a.seed)
 domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-dec = Decoding(beams=a.beams, exact_n=a.exact_n)
+dec = Decoding(beams=a.beams, exact_n=a.exact_n, interests="chosen" if a.chosen else "sampled")
+teacher = load_teacher(run_dir)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
-think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True)
+think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True, teacher.interests)
 lists = {"non-thinking": plain, "thinking": think,
          "race": [merge_race(x[:a.beams // 2], y[:a.beams // 2], a.beams) for x, y in zip(think, plain)],
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
 half = a.beams // 2
 lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
 # the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
-teacher = load_teacher(run_dir)
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)
 end_think = tok.convert_tokens_to_ids(END_THINK)
@@ -66,6 +72,13 @@ for name, hists in (("teacher-window", p.histories), ("teacher-whole", [whole[u]
     lists[name] = answer_items(model, [q + t for q, t in zip(prompts, written)], domains, sid, tok, a.beams, 16, True)[0]
     lists[name + "-hypotheses"] = hypothesis_lists(model, p, domains, sid, tok, written, a.hypotheses, a.beams, 16,
                                                    True)["hypotheses"]
+if a.ablate:  # the model's own traces with one part left out, then the same beam
+    decoded = [tok.decode(t[:-1], skip_special_tokens=False) for t in traces]
+    for part in PARTS:
+        kept = ["\n".join(x for x in d.split("\n") if not x.startswith(part)) for d in decoded]
+        written = [tok.encode(f"{k.rstrip()}\n", add_special_tokens=False) + [end_think] for k in kept]
+        lists[f"thinking without {part.rstrip(':')}"] = answer_items(model, [q + t for q, t in zip(prompts, written)],
+                                                                     domains, sid, tok, a.beams, 16, True)[0]
 listed = [len(split_trace(tok.decode(t[:-1], skip_special_tokens=False))[1]) for t in traces]
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
           "hypotheses": a.hypotheses, "exact_n": a.exact_n, "listed_mean": sum(listed) / len(listed), "modes": {}}

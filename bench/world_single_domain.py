@@ -70,7 +70,7 @@ def main() -> None:
     t0 = time.perf_counter()
     methods = {f"multi-domain {m}": v for m, v in model_lists(args.run, p, domain, args, think=True).items()}
     in_domain = [[e for e in h if world.domain_of(e.item) == domain] for h in p.histories]
-    single = EvalPrompts(p.users, in_domain, p.truths, p.times)
+    single = EvalPrompts(p.users, in_domain, p.truths)
     methods |= {f"single-domain {m}": v for m, v in model_lists(args.single, single, domain, args, False).items()}
     methods[f"MostPopular ({domain})"] = [most_popular(inter, args.k)[domain]] * len(p.users)
     methods["oracle (true persona, topic chain, popularity)"] = [world.oracle(u, domain, args.k) for u in p.users]

@@ -5,6 +5,8 @@ MOPD and the service decode with a `Decoding` too (their beam is the items per t
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from onereason.config import Config
@@ -30,6 +32,9 @@ class Decoding(Config):
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus cut of trace sampling (1: none)")
     exact_n: bool = Field(False, description="the trace's Interests line lists exactly the n hypotheses the "
                           "prompt asks for (`decoding.two_stage.InterestCountLogitsProcessor`)")
+    interests: Literal["sampled", "chosen"] = Field("sampled", description="the trace's Interests line sampled, or "
+                                                    "chosen: the n interests of the target domain the model scores "
+                                                    "most probable (`decoding.two_stage`), the rest sampled")
 
     def cutoffs(self) -> list[int]:
         """The cut-offs the beam can fill."""

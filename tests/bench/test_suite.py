@@ -215,3 +215,28 @@ def test_users_per_domain_draws_from_each_domain(tiny_run):
     assert again.users == p.users  # seeded
     whole, _ = suite.bench_users(inter, sid, suite.BenchConfig(users_per_domain=10_000), 20)
     assert len(whole.users) == len(suite.eval_prompts(inter, "test", 50).users)
+
+
+def test_r2_choice_ranks_every_interest_of_the_domain_beside_the_two_rules(bench):
+    _, cfg, r, _ = bench
+    n = cfg.r2_interests
+    for name in ("SFT", "RL"):
+        c = r["r2_choice"][name]
+        assert c["n"] == n and c["users"] > 0
+        for x in c["methods"].values():
+            assert 0 <= x["top1"]["all"] <= x[f"recall@{n}"]["all"] <= 1
+        assert 0 < c["methods"]["model (scored choice)"]["p_truth"]["all"] <= 1
+        assert all(len(e["ranked"]) == min(n, sum(c["options"].values())) for e in c["examples"])
+    assert "R2 as a choice" in report.markdown_text(r)
+
+
+def test_the_r2_rules_by_hand():
+    from onereason.bench.r0_r2 import rule_interests
+    from onereason.data.histories import Event
+    from onereason.reasoning.interests import Interests
+
+    interests = Interests({"a": 0, "b": 1, "c": 2, "x": 3}, ["A", "B", "C", "X"], ["d", "d", "d", "e"], [0, 1, 2, 3])
+    history = [Event(i, 0, 5.0) for i in ["a", "b", "a", "x", "c", "b"]]
+    assert rule_interests(history, "d", interests) == [1, 2, 0]  # latest first; x is another domain's
+    assert rule_interests(history, "d", interests, frequent=True) == [1, 0, 2]  # a and b twice, b later
+    assert rule_interests(history, "e", interests) == [3]

@@ -14,6 +14,7 @@ from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.protocol import Decoding
+from onereason.reasoning.interests import Interests
 from onereason.reasoning.sft_data import r3_prompts
 from onereason.reasoning.traces import hypothesis_traces
 
@@ -48,22 +49,37 @@ def answer_items(model, prefixes: list[list[int]], domains: list[str], sid, tok,
 
 
 def chat_lists(model, p: EvalPrompts, domains: list[str], sid, tok, thinking: bool, decoding: Decoding,
-               hypotheses: int, batch_size: int, seed: int = 0, progress: bool = False
-               ) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
+               hypotheses: int, batch_size: int, seed: int = 0, progress: bool = False,
+               interests: Interests | None = None) -> tuple[list[list[str]], list[list[int]], list[list[int]] | None]:
     """R3 in the chat format: (item lists, the answer prompts the beam started from, the sampled traces
-    or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block."""
+    or None). Thinking: a trace with `hypotheses` interests, then the beam; otherwise an empty think block.
+    `interests` (the run's) is what `decoding.interests == "chosen"` chooses from."""
     text = HistoryText(sid, tok)
     prompts = r3_prompts(p.histories, domains, hypotheses if thinking else None, text, tok)
     traces = None
     if thinking:
+        names = [interests.names_in(d) for d in domains] if interests is not None else None
         traces = generate_traces(model, prompts, [[e.item for e in h] for h in p.histories], sid, tok, decoding,
-                                 batch_size, seed, progress, hypotheses)
+                                 batch_size, seed, progress, hypotheses, names)
         prefixes = [q + x for q, x in zip(prompts, traces)]
     else:
         nl = tok.encode("\n\n", add_special_tokens=False)
         prefixes = [q + nl + [tok.convert_tokens_to_ids(END_THINK)] for q in prompts]
     items, answer_prompts = answer_items(model, prefixes, domains, sid, tok, decoding.beams, batch_size, progress)
     return items, answer_prompts, traces
+
+
+def latent_lists(model, p: EvalPrompts, domains: list[str], sid, tok, decoding: Decoding, hypotheses: int,
+                 batch_size: int, progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
+    """A latent model's thinking mode (`sft.latent_steps`): the thinking prompt, its k latent steps and
+    `</think>` (the tokens its SFT samples held in place of a trace), then the beam: (item lists, prompts)."""
+    ids = getattr(model.config, "latent_token_ids", None)
+    if not ids:
+        raise ValueError("latent mode: this model was not trained with latent steps (sft.latent_steps)")
+    prompts = r3_prompts(p.histories, domains, hypotheses, HistoryText(sid, tok), tok)
+    nl = tok.encode("\n", add_special_tokens=False)
+    silent = nl + list(ids) + nl + [tok.convert_tokens_to_ids(END_THINK)]
+    return answer_items(model, [q + silent for q in prompts], domains, sid, tok, decoding.beams, batch_size, progress)
 
 
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:

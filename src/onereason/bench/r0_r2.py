@@ -17,6 +17,7 @@ from onereason.bench.stage_report import TITLE_TO_SID_BEAMS, token_f1
 from onereason.chat import IM_END, answer_turn
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
+from onereason.decoding.choice import option_logprobs
 from onereason.decoding.constrained import left_pad, recommend
 from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
@@ -174,6 +175,54 @@ def interest_expansion(model, tok, sid, interests: Interests, v: EvalPrompts, wi
     pred = [[index[x] for x in numbered(a) if x in index][:n] for a in said]
     return _prf_table(pred, window, interests, sid) | {"parsed": float(np.mean([bool(p) for p in pred])),
                                                        "examples": said[:5]}
+
+
+def rule_interests(history: list, domain: str, interests: Interests, frequent: bool = False) -> list[int]:
+    """The interests of the history's items in `domain`, latest first (the first is the last item's interest),
+    or most frequent first with ties to the latest: the two rules R2 has to beat."""
+    seq = [interests.of[e.item] for e in history if interests.domain[interests.of[e.item]] == domain]
+    last = {i: k for k, i in enumerate(seq)}
+    return sorted(last, key=lambda i: (-seq.count(i), -last[i]) if frequent else -last[i])
+
+
+def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: int, batch_size: int,
+                    per_user: bool = False) -> dict:
+    """R2 as a choice over known interests: every interest of the next item's domain scored as the answer's
+    first entry ("1. <name>;" or "1. <name>.", their probabilities summed), ranked. Top-1 accuracy, recall@n
+    and the probability given to the next item's interest, beside two rules restricted to that domain too: the
+    interest of the last history item there, and the most frequent one (ties: the most recent)."""
+    text = HistoryText(sid, tok)
+    domains = [sid.codec.item_domain[t[0]] for t in v.truths]
+    of_domain = {d: [i for i, x in enumerate(interests.domain) if x == d] for d in set(domains)}
+    asked = [answer_turn(r2_user(text.text(h), n)) for h in v.histories]
+    written = [f"1. {name}{end}" for name in interests.names for end in (";", ".")]
+    ids = tok(written, add_special_tokens=False)["input_ids"]
+    if asked and tok(asked[0] + written[0], add_special_tokens=False)["input_ids"] != (
+            tok(asked[0], add_special_tokens=False)["input_ids"] + ids[0]):
+        raise ValueError("interest_choice: the tokenizer merges the answer's first tokens into the prompt's last")
+    prompts = tok(asked, add_special_tokens=False)["input_ids"]
+    scores = option_logprobs(model, prompts, [[ids[2 * i + e] for i in of_domain[d] for e in (0, 1)] for d in domains],
+                             tok.pad_token_id, batch_size)
+    truth = [interests.of[t[0]] for t in v.truths]
+    ranked, p_truth = [], []
+    for d, s, t in zip(domains, scores, truth):
+        logp = np.logaddexp(s[0::2], s[1::2])
+        prob = np.exp(logp - logp.max())
+        prob /= prob.sum()
+        ranked.append([of_domain[d][j] for j in np.argsort(-logp, kind="stable")])
+        p_truth.append(float(prob[of_domain[d].index(t)]))
+
+    def table(lists: list[list[int]]) -> dict:
+        return {"top1": by_domain([float(bool(r) and r[0] == t) for r, t in zip(lists, truth)], domains),
+                f"recall@{n}": by_domain([float(t in r[:n]) for r, t in zip(lists, truth)], domains)}
+
+    return {"users": len(truth), "n": n, "options": {d: len(c) for d, c in sorted(of_domain.items())},
+            "methods": {"model (scored choice)": table(ranked) | {"p_truth": by_domain(p_truth, domains)},
+                        "last item's interest": table([rule_interests(h, d, interests) for h, d in zip(v.histories, domains)]),
+                        "most frequent interest": table([rule_interests(h, d, interests, frequent=True)
+                                                         for h, d in zip(v.histories, domains)])},
+            "examples": [{"truth": interests.names[t], "ranked": [interests.names[i] for i in r[:n]]}
+                         for r, t in list(zip(ranked, truth))[:5]]} | ({"ranked": ranked} if per_user else {})
 
 
 def _prf_table(pred: list[list[int]], window: list[list[str]], interests: Interests, sid) -> dict:

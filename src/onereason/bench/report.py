@@ -126,6 +126,19 @@ def markdown_text(r: dict) -> str:
         rows = [[n, x["users"], x["precision"]["all"], x["recall"]["all"], x["f1"]["all"], *[x["f1"].get(d) for d in doms]]
                 for n, x in r["r2"].items()]
         lines += _table(["method", "users", "precision", "recall", "F1", *[f"F1 {d}" for d in doms]], rows)
+    if r.get("r2_choice"):
+        first = next(iter(r["r2_choice"].values()))
+        n = first["n"]
+        lines += ["### R2 as a choice", "", f"Every interest of the next item's domain scored as the answer's first entry, "
+                  f"ranked by the model's probability; top-1 and recall@{n} against the next item's interest "
+                  f"({first['users']} users), beside two rules.", ""]
+
+        def row(label: str, x: dict) -> list:
+            return [label, x["top1"]["all"], x[f"recall@{n}"]["all"], x.get("p_truth", {}).get("all")]
+
+        rows = [row(f"{m} (scored choice)", c["methods"]["model (scored choice)"]) for m, c in r["r2_choice"].items()]
+        rows += [row(name, x) for name, x in first["methods"].items() if name != "model (scored choice)"]
+        lines += _table(["method", "top-1", f"recall@{n}", "P(true interest)"], rows)
     lines += ["## Language retention", "", *_table(["model", "held-out text perplexity"],
                                                    [[n, v] for n, v in r["perplexity"].items()])]
     lines += ["## Stages", "", "![pre-trained → SFT → RL](stages.png)", "", "## Baselines: tuning budget", "",

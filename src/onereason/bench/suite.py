@@ -8,7 +8,9 @@ the same split and evaluated on the same users.
   and against the run's judge, on pairs the SFT data never showed;
 - R2 evolution: the interests the model names for a user's next window (the valid and test items)
   against the interests of those items: precision / recall / F1, next to "the most recent
-  interests" and "the most frequent interests";
+  interests" and "the most frequent interests"; and R2 as a choice (`r0_r2.interest_choice`): the
+  domain's interests ranked by the model's probability, top-1 / recall@n against the next item's
+  interest, next to the last item's interest and the most frequent one;
 - R3 recommendation: pass / recall / ndcg / position1_pass @k and sid_validity, full ranking in
   the target's domain, for every model in every mode (non-thinking, thinking, race = the first
   half of each list merged, thinking first), delta_ll and history-citation rate of the traces;
@@ -40,11 +42,12 @@ from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
-from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, recommend_next, sample_prompts
+from onereason.bench.lists import (chat_lists, hypothesis_lists, latent_lists, merge_race, recommend_next,
+                                   sample_prompts)
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.world import WorldTruth, value_report
-from onereason.bench.r0_r2 import (chat_perception, interest_expansion, r2_baselines, r2_cases, relation_pairs,
-                                   relations)
+from onereason.bench.r0_r2 import (chat_perception, interest_choice, interest_expansion, r2_baselines, r2_cases,
+                                   relation_pairs, relations)
 from onereason.bench.stage_report import heldout_perplexity, perception
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, eval_prompts
@@ -116,15 +119,20 @@ class Parts:
 
 
 def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
-               thinking: bool = True) -> tuple[dict[str, list[list[str]]], tuple | None]:
-    """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race), and the
-    (non-thinking prompts, thinking prompts, traces) the reasoning statistics read."""
+               thinking: bool = True, interests: Interests | None = None) -> tuple[dict[str, list[list[str]]], tuple | None]:
+    """A chat model's lists per mode (non-thinking; with `thinking` also thinking and race, or for a latent
+    model latent and race), and the (non-thinking prompts, thinking prompts, traces) the reasoning
+    statistics read."""
     args = (cfg.decoding, cfg.hypotheses, cfg.batch_size, cfg.sample.seed, progress)
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
-    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args)
     half = cfg.decoding.beams // 2
+    if getattr(model.config, "latent_token_ids", None):  # a latent model thinks silently: no trace to read
+        latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]
+        return {"non-thinking": plain, "latent": latent,
+                "race": [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(latent, plain)]}, None
+    think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
     race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
     lists = {"non-thinking": plain, "thinking": think, "race": race}
     if cfg.per_hypothesis:
@@ -139,9 +147,9 @@ def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress:
 
 
 def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
-            thinking: bool = True) -> dict:
+            thinking: bool = True, interests: Interests | None = None) -> dict:
     """`mode_lists`, and with `thinking` the traces' delta_ll and citations."""
-    lists, used = mode_lists(model, tok, sid, p, domains, cfg, progress, thinking)
+    lists, used = mode_lists(model, tok, sid, p, domains, cfg, progress, thinking, interests)
     if used is None:
         return {"lists": lists}
     (plain_prompts, think_prompts, traces), think = used, lists["thinking"]
@@ -259,7 +267,7 @@ def run(config: BenchConfig, run_dir: Path, progress: bool = True, log: Callable
                      "protocol": "full ranking over all items of the target's domain; history items "
                                  + ("removed from every list" if config.exclude_history else "not removed"),
                      "methods": {}, "selection": {"split": config.select.split, "users": len(sel.users), "ndcg@10": {}},
-                     "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "perplexity": {},
+                     "reasoning": {}, "r0": {}, "r1": {}, "r2": {}, "r2_choice": {}, "perplexity": {},
                      "baselines": {}, "traces": {}}
     b = Bench(run_dir, config, Parts(out / "parts", log), inter, pd.read_parquet(run_dir / rundir.ITEMS), tok, sid,
               p, domains, sel, sel_domains, results, max_items, progress,
@@ -299,12 +307,13 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
             chosen = b.parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
-                model(), tok, sid, b.sel, b.sel_domains, config, b.progress)[0] if chat else {
+                model(), tok, sid, b.sel, b.sel_domains, config, b.progress, interests=interests)[0] if chat else {
                     "non-thinking": next_item_lists(model(), tok, sid, b.sel, config, b.progress)}})
             for mode, lists in chosen["lists"].items():
                 results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, b.sel.truths, [10])["all"]["ndcg@10"]
         if chat:
-            r3 = b.parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, b.p, b.domains, config, b.progress, ours))
+            r3 = b.parts.get(f"r3/{name}", key, lambda: r3_chat(model(), tok, sid, b.p, b.domains, config, b.progress, ours,
+                                                                  interests))
             for mode, lists in r3["lists"].items():
                 if ours or mode == "non-thinking":
                     results["methods"][f"{name} {mode}"] = {"model": name, "mode": mode, "kind": "ours" if ours else "baseline",
@@ -339,6 +348,9 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
                 results["r2"][name] = b.parts.get(f"r2/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
                                                   lambda: interest_expansion(model(), tok, sid, interests, r2_v, r2_window,
                                                                              config.r2_interests, config.batch_size))
+                results["r2_choice"][name] = b.parts.get(
+                    f"r2-choice/{name}", {"model": model_dir, "n": config.r2_interests, **sampling},
+                    lambda: interest_choice(model(), tok, sid, interests, r2_v, config.r2_interests, config.batch_size))
     if interests is not None and r2_window:
         results["r2"].update(r2_baselines(interests, r2_v, r2_window, config.r2_interests, sid))
 

@@ -70,7 +70,7 @@ class PromptCache:
             self.bytes -= kv.nbytes + logp.nbytes
 
 
-def _prefill(model, prompts: list[list[int]], pad_id: int, device, cache: PromptCache | None, room: int
+def prefill(model, prompts: list[list[int]], pad_id: int, device, cache: PromptCache | None, room: int
              ) -> tuple[KV, torch.Tensor, torch.Tensor]:
     """The left-padded prompts' keys and values in a buffer with `room` free places after them (for the
     beams' tokens), the next token's log-probabilities and the prompt mask. With a cache, prompts seen
@@ -168,7 +168,7 @@ def recommend(model, prompts: list[list[int]], domains: list[str], sid: SidToken
     for start in tqdm(range(0, len(order), batch_size), desc="recommend", disable=not progress):
         idx = order[start:start + batch_size]
         chosen = sid.length - 1 if score_end else sid.length - 2  # tokens chosen by score: codes (, end token)
-        kv, logp, prompt_mask = _prefill(model, [prompts[i] for i in idx], pad_id, device, prompt_cache,
+        kv, logp, prompt_mask = prefill(model, [prompts[i] for i in idx], pad_id, device, prompt_cache,
                                          room=num_beams * (chosen - 1))
         n, length = prompt_mask.shape
         row_tries = [(tries[i] if tries and tries[i] is not None else sid.trie) for i in idx]

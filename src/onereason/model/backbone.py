@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen3Config, Qwen3ForCausalLM
 
+from onereason.model.latent import install_latent_steps
+
 
 def qwen3_tiny(vocab_size: int) -> Qwen3Config:
     """~74k parameters besides the embeddings: for tests."""
@@ -61,10 +63,13 @@ def build_model(preset_or_path: str, vocab_size: int, seed: int = 0) -> PreTrain
 
 
 def load_model(path: Path) -> PreTrainedModel:
-    """A model a stage saved (sft/model, rl/grpo/model, ...); a missing one is an error naming the folder."""
+    """A model a stage saved (sft/model, rl/grpo/model, ...), with its latent steps if it was trained with
+    them (`model/latent.py`); a missing one is an error naming the folder."""
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"no model at {path}: run the stage that writes it first")
-    return AutoModelForCausalLM.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    install_latent_steps(model)
+    return model
 
 
 def add_dropout(model: torch.nn.Module, p: float) -> list[torch.utils.hooks.RemovableHandle]:

@@ -47,6 +47,10 @@ class Interests:
         """(name, domain) → interest index: names repeat across domains, not within one."""
         return {(n, d): i for i, (n, d) in enumerate(zip(self.names, self.domain))}
 
+    def names_in(self, domain: str) -> list[str]:
+        """The names of the domain's interests, in index order: the options of an interest choice."""
+        return [n for n, d in zip(self.names, self.domain) if d == domain]
+
     @property
     def themes(self) -> int:
         return max(self.theme) + 1

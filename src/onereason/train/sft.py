@@ -5,7 +5,8 @@ The loss is on the assistant turn only: a sample's prompt (user turn and the ope
 `<|im_end|>`) mask 1. A share of the tokens is plain text from the corpus Token layer (loss on
 every token), replayed so that the chat samples do not erase the language model. Thinking R3
 traces are checked again before training, so a malformed trace in an edited or LLM-written
-sft.parquet is rejected with its sample id.
+sft.parquet is rejected with its sample id. With `latent_steps` the thinking R3 samples keep their
+prompts and answers but think in k latent steps instead of words (the comparison of issue 24).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
-from onereason.chat import TRACE
+from onereason.chat import ANSWER, TRACE, chat_response
 from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
 from onereason.itemic.sid import load_sid_tokens, SidCodec
 from onereason.model.backbone import load_model
+from onereason.model.latent import add_latent_steps, latent_tokens
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
 from onereason.rundir import write_text
@@ -38,6 +40,9 @@ class SftConfig(Config):
     text_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is Token-layer "
                               "text (language retention); 0 trains on the chat samples alone")
     text_context: int = Field(512, ge=16, description="Token-layer documents are cut into pieces of this many tokens")
+    latent_steps: int = Field(0, ge=0, le=16, description="train thinking R3 samples with this many latent steps "
+                              "in place of their text trace (model/latent.py): a model whose thinking is silent, "
+                              "trained on the same samples as the text one; 0: text traces")
     loop: LoopConfig = LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.03, checkpoint_every=200)
 
 
@@ -56,12 +61,22 @@ def group_of(task: str, think: bool) -> int:
     return GROUPS.index("R3 thinking" if think else "R3 non-thinking") if task == "R3" else GROUPS.index(task)
 
 
-def to_samples(df: pd.DataFrame, tok) -> list[Sample]:
-    """Prompt tokens (mask 0) then assistant tokens (mask 1), grouped by task and mode for the loss log."""
+def to_samples(df: pd.DataFrame, tok, untargeted: frozenset[int] = frozenset()) -> list[Sample]:
+    """Prompt tokens (mask 0) then assistant tokens (mask 1, except the `untargeted` ones: latent steps are
+    inputs, never predictions), grouped by task and mode for the loss log."""
     prompts = tok(df["user"].tolist(), add_special_tokens=False)["input_ids"]
     answers = tok(df["assistant"].tolist(), add_special_tokens=False)["input_ids"]
-    return [Sample(p + a, [0] * len(p) + [1] * len(a), groups=[group_of(t, k)] * (len(p) + len(a)))
-            for p, a, t, k in zip(prompts, answers, df["task"], df["think"])]
+    return [Sample(p + a, [0] * len(p) + [int(t not in untargeted) for t in a], groups=[group_of(task, k)] * (len(p) + len(a)))
+            for p, a, task, k in zip(prompts, answers, df["task"], df["think"])]
+
+
+def latent_samples(df: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """The thinking R3 samples with their text trace replaced by `steps` latent tokens; the rest unchanged."""
+    think = (df["task"] == "R3") & df["think"]
+    silent = "".join(latent_tokens(steps))
+    out = df.copy()
+    out.loc[think, "assistant"] = [chat_response(ANSWER.search(a).group(1), silent) for a in df.loc[think, "assistant"]]
+    return out
 
 
 def with_text(samples: list[Sample], run_dir: Path, share: float, context: int, seed: int) -> list[Sample]:
@@ -93,7 +108,11 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     if not (init / "config.json").exists():
         raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
     model = load_model(init)
-    samples = with_text(to_samples(df, tok), run_dir, config.text_share, config.text_context, config.loop.seed)
+    latent = frozenset()
+    if config.latent_steps:
+        latent = frozenset(add_latent_steps(model, tok, config.latent_steps))
+        df = latent_samples(df, config.latent_steps)
+    samples = with_text(to_samples(df, tok, latent), run_dir, config.text_share, config.text_context, config.loop.seed)
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")

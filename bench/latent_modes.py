@@ -1,0 +1,73 @@
+"""A latent model's modes against non-thinking, and against a text-reasoning model's modes (issue 24).
+
+    python bench/latent_modes.py RUN --model sft/model --split valid --max-users 1000 \
+        [--text-lists runs/TEXT_RUN/hypothesis_beams_lists.jsonl]
+
+RUN's model was trained with `sft.latent_steps` (k thinking steps in hidden space, the same SFT samples as the
+text model). Prints R@10 / NDCG@10 / pass@4 of non-thinking, latent and race (latent and non-thinking, half
+each), each minus non-thinking paired per user; with --text-lists (written by bench/hypothesis_beams.py on
+the same split, sample and seed) also latent minus the text model's thinking and non-thinking modes.
+Writes runs/RUN/<out>.json and the per-user lists to runs/RUN/<out>_lists.jsonl.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from onereason import rundir
+from onereason.bench.lists import chat_lists, latent_lists, merge_race, sample_prompts
+from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
+from onereason.model.backbone import load_model
+from onereason.protocol import Decoding
+
+METRICS = ("recall@10", "ndcg@10", "pass@4")
+
+ap = argparse.ArgumentParser()
+ap.add_argument("run")
+ap.add_argument("--model", default="sft/model")
+ap.add_argument("--split", default="valid", choices=["valid", "test"])
+ap.add_argument("--max-users", type=int, default=1000)
+ap.add_argument("--beams", type=int, default=20)
+ap.add_argument("--hypotheses", type=int, default=3)
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--text-lists", type=Path, help="a text model's per-user lists (bench/hypothesis_beams.py)")
+ap.add_argument("--out", default="latent_modes")
+a = ap.parse_args()
+
+run_dir = Path("runs") / a.run
+tok, sid = load_sid_tokens(run_dir)
+model = load_model(run_dir / a.model).eval()
+p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), a.split, rundir.prompt_items(run_dir), a.max_users,
+                   a.seed)
+domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+dec = Decoding(beams=a.beams)
+plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
+latent = latent_lists(model, p, domains, sid, tok, dec, a.hypotheses, 16, True)[0]
+half = a.beams // 2
+lists = {"non-thinking": plain, "latent": latent,
+         "race": [merge_race(x[:half], y[:half], a.beams) for x, y in zip(latent, plain)]}
+refs = {"non-thinking": plain}
+if a.text_lists:
+    rows = {r["user_id"]: r for r in map(json.loads, a.text_lists.read_text().splitlines())}
+    missing = [u for u in p.users if u not in rows]
+    if missing:
+        raise SystemExit(f"{a.text_lists}: {len(missing)} of these users are not in it (same split, sample, seed?)")
+    for mode in ("non-thinking", "thinking"):
+        refs[f"text model {mode}"] = [rows[u]["items"][mode] for u in p.users]
+report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
+          "latent_steps": len(model.config.latent_token_ids), "modes": {}}
+for mode, got in lists.items():
+    m = evaluate_lists(got, p.truths, [4, 10], domains)["all"]
+    row = {k: m[k] for k in METRICS}
+    row["minus"] = {name: {c: paired_bootstrap(per_sample(c, got, p.truths), per_sample(c, ref, p.truths), seed=a.seed)
+                           for c in METRICS} for name, ref in refs.items() if ref is not got}
+    report["modes"][mode] = row
+    print(f"{mode:14s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}")
+    for name, d in row["minus"].items():
+        print(f"    minus {name}: " + "  ".join(f"{c} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for c, v in d.items()))
+rundir.write_text(run_dir / f"{a.out}.json", json.dumps(report, indent=2))
+rundir.write_text(run_dir / f"{a.out}_lists.jsonl", "".join(
+    json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n"
+    for j, (u, t) in enumerate(zip(p.users, p.truths))))

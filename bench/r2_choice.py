@@ -1,0 +1,56 @@
+"""R2 as a choice on one chat model, without the rest of the bench (issue 24).
+
+    python bench/r2_choice.py RUN --model sft/model --max-users 1000 --n 3
+
+For a seeded sample of valid users (the history before their valid item), every interest of the valid
+item's domain is scored by the model as the R2 answer's first entry (`bench.r0_r2.interest_choice`); prints
+top-1 accuracy, recall@n and the probability of the true interest against the last item's interest and the
+most frequent interest, with the paired bootstrap interval of the model minus each rule; writes
+runs/RUN/<out>.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from onereason import rundir
+from onereason.bench.lists import sample_prompts
+from onereason.bench.r0_r2 import interest_choice, rule_interests
+from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import paired_bootstrap
+from onereason.model.backbone import load_model
+from onereason.reasoning.interests import Interests
+
+ap = argparse.ArgumentParser()
+ap.add_argument("run")
+ap.add_argument("--model", default="sft/model")
+ap.add_argument("--max-users", type=int, default=1000)
+ap.add_argument("--n", type=int, default=3, help="interests the R2 question asks for (recall@n)")
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--out", default="r2_choice")
+a = ap.parse_args()
+
+run_dir = Path("runs") / a.run
+tok, sid = load_sid_tokens(run_dir)
+model = load_model(run_dir / a.model).eval()
+interests = Interests.load(run_dir / rundir.INTERESTS)
+p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", rundir.prompt_items(run_dir), a.max_users,
+                   a.seed)
+res = interest_choice(model, tok, sid, interests, p, a.n, 16, per_user=True)
+truth = [interests.of[t[0]] for t in p.truths]
+domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+ranked = {"model (scored choice)": res.pop("ranked"),
+          "last item's interest": [rule_interests(h, d, interests) for h, d in zip(p.histories, domains)],
+          "most frequent interest": [rule_interests(h, d, interests, frequent=True) for h, d in zip(p.histories, domains)]}
+hits = {m: {"top1": [float(bool(r) and r[0] == t) for r, t in zip(rs, truth)],
+            f"recall@{a.n}": [float(t in r[:a.n]) for r, t in zip(rs, truth)]} for m, rs in ranked.items()}
+res["minus"] = {rule: {k: paired_bootstrap(hits["model (scored choice)"][k], hits[rule][k], seed=a.seed)
+                       for k in hits[rule]} for rule in ranked if rule != "model (scored choice)"}
+print(f"{res['users']} valid users, options per domain {res['options']}")
+for m, x in res["methods"].items():
+    print(f"{m:24s} top-1 {x['top1']['all']:.4f}  recall@{a.n} {x[f'recall@{a.n}']['all']:.4f}"
+          + (f"  P(true interest) {x['p_truth']['all']:.4f}" if "p_truth" in x else ""))
+for rule, d in res["minus"].items():
+    print(f"model minus {rule}: " + "  ".join(f"{k} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for k, v in d.items()))
+rundir.write_text(run_dir / f"{a.out}.json", json.dumps({"run": a.run, "model": a.model, **res}, indent=2))

@@ -1,0 +1,87 @@
+"""Latent reasoning (ReaRec-style): k "thinking" steps taken in hidden space instead of in words.
+
+A latent step is a position whose input is not a token's embedding alone: it is the last hidden state
+of the position before it plus the embedding of that step's token (`<|latent_j|>`, j = 0..k-1, which act
+as the reasoning position embeddings and are learned with the model). Step j's input needs step j-1's
+output, so a sequence that holds k latent tokens runs k extra passes over its prefix before the pass that
+is returned; a sequence without them runs as usual. The rule is a forward pre-hook on the model's
+decoder, so training, a prefill, `generate` and the beam search all get it with no change of their own;
+`load_model` installs it for a model whose config names its latent tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+LATENT = "<|latent_{}|>"
+
+
+def latent_tokens(steps: int) -> list[str]:
+    return [LATENT.format(j) for j in range(steps)]
+
+
+def add_latent_steps(model: PreTrainedModel, tok, steps: int) -> list[int]:
+    """Give `model` (and `tok`) `steps` latent tokens, rows initialised to the mean embedding, record their
+    ids in the model's config (saved with it) and install the rule; returns the ids."""
+    if steps < 1:
+        raise ValueError(f"latent steps: {steps}; at least 1")
+    new = [t for t in latent_tokens(steps) if t not in tok.get_vocab()]
+    tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+    ids = tok.convert_tokens_to_ids(latent_tokens(steps))
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        old = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        with torch.no_grad():
+            emb = model.get_input_embeddings().weight
+            emb[old:] = emb[:old].mean(0)
+    model.config.latent_token_ids = ids
+    install_latent_steps(model)
+    return ids
+
+
+def install_latent_steps(model: PreTrainedModel) -> torch.utils.hooks.RemovableHandle | None:
+    """The latent rule on `model.model` (once), for the ids in `model.config.latent_token_ids`; None without them."""
+    ids = getattr(model.config, "latent_token_ids", None)
+    body = getattr(model, "model", None)
+    if not ids or body is None:
+        return None
+    if getattr(body, "_latent_hook", None) is not None:
+        return body._latent_hook
+    latent = torch.tensor(ids)
+    busy = [False]
+
+    def fill(module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if busy[0] or input_ids is None:
+            return None
+        at = input_ids[..., None] == latent.to(input_ids.device)  # [B, T, k]
+        if not at.any():
+            return None
+        embeds = module.embed_tokens(input_ids)
+        inner = {k: v for k, v in kwargs.items() if k not in ("input_ids", "inputs_embeds", "cache", "use_cache")}
+        busy[0] = True
+        try:
+            for j in range(len(ids)):
+                rows, cols = at[..., j].nonzero(as_tuple=True)
+                if not len(rows):
+                    break
+                upto = int(cols.max())  # the prefix that step j reads: positions before it
+                hidden = module(inputs_embeds=embeds[:, :upto], use_cache=False,
+                                **{k: _prefix(v, upto) for k, v in inner.items()}).last_hidden_state
+                embeds = embeds.index_put((rows, cols), embeds[rows, cols] + hidden[rows, cols - 1])
+        finally:
+            busy[0] = False
+        return (), {**kwargs, "input_ids": None, "inputs_embeds": embeds}
+
+    body._latent_hook = body.register_forward_pre_hook(fill, with_kwargs=True)
+    return body._latent_hook
+
+
+def _prefix(value, upto: int):
+    """An attention mask or position ids cut to the first `upto` positions (a 4-d mask on both axes)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.dim() == 4:
+        return value[..., :upto, :upto]
+    return value[..., :upto]
