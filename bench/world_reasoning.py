@@ -27,14 +27,13 @@ from transformers import AutoModelForCausalLM
 
 from onereason.bench.lists import sample_prompts
 from onereason.bench.r0_r2 import greedy_answers, relations, sft_relation_pairs
-from onereason.chat import answer_turn
+from onereason.chat import answer_turn, numbered
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth
 from onereason.itemic.sid import load_sid_tokens
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
 from onereason.reasoning.sft_data import r2_user
-from onereason.reasoning.traces import numbered
 
 
 def main() -> None:

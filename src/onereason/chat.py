@@ -38,3 +38,13 @@ def answer_turn(user: str) -> str:
 def conversation(messages: list[dict]) -> str:
     """OpenAI-style messages as turns, ending with the assistant turn opened (the served chat endpoint)."""
     return "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages) + f"{IM_START}assistant\n"
+
+
+def numbered_list(names: list[str]) -> str:
+    """"1. a; 2. b": how R2 answers and a trace's Interests line list interests."""
+    return "; ".join(f"{k + 1}. {n}" for k, n in enumerate(names))
+
+
+def numbered(text: str) -> list[str]:
+    """The names of a `numbered_list` (a trailing period allowed)."""
+    return [re.sub(r"^\d+\.\s*", "", x.strip()) for x in text.strip().rstrip(".").split(";") if x.strip()]

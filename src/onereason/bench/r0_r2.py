@@ -14,7 +14,7 @@ import torch
 from onereason import rundir
 from onereason.bench.info_points import info_point_f1
 from onereason.bench.stage_report import TITLE_TO_SID_BEAMS, token_f1
-from onereason.chat import IM_END, answer_turn
+from onereason.chat import IM_END, answer_turn, numbered, numbered_list
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.choice import option_logprobs
@@ -23,7 +23,6 @@ from onereason.reasoning.chat_client import ChatClient
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.judge import RELATIONS, GroundedJudge, candidate_pairs
 from onereason.reasoning.sft_data import clip_words, describe_user, find_user, r1_user, r2_user, title_user
-from onereason.reasoning.traces import numbered
 
 
 def by_domain(values: list[float], domains: list[str]) -> dict[str, float]:
@@ -195,7 +194,7 @@ def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: in
     domains = [sid.codec.item_domain[t[0]] for t in v.truths]
     of_domain = {d: [i for i, x in enumerate(interests.domain) if x == d] for d in set(domains)}
     asked = [answer_turn(r2_user(text.text(h), n)) for h in v.histories]
-    written = [f"1. {name}{end}" for name in interests.names for end in (";", ".")]
+    written = [f"{numbered_list([name])}{end}" for name in interests.names for end in (";", ".")]
     ids = tok(written, add_special_tokens=False)["input_ids"]
     if asked and tok(asked[0] + written[0], add_special_tokens=False)["input_ids"] != (
             tok(asked[0], add_special_tokens=False)["input_ids"] + ids[0]):

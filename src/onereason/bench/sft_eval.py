@@ -26,7 +26,7 @@ from pydantic import Field
 
 from onereason import rundir
 from onereason.bench.lists import answer_items, recommend_next, sample_prompts
-from onereason.chat import END_THINK, PARTS
+from onereason.chat import END_THINK, PARTS, numbered
 from onereason.config import Config
 from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.two_stage import generate_traces
@@ -35,7 +35,6 @@ from onereason.metrics import evaluate_lists
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.sft_data import load_teacher, r3_prompts
-from onereason.reasoning.traces import numbered
 from onereason.rundir import write_text
 from onereason.train.loop import Sample, collate
 

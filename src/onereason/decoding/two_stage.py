@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from onereason.chat import END_THINK, IM_END, IM_START, PARTS, THINK
+from onereason.chat import END_THINK, IM_END, IM_START, PARTS, THINK, numbered_list
 from onereason.decoding.choice import option_logprobs
 from onereason.decoding.constrained import left_pad
 from onereason.itemic.sid import SidTokens, build_trie
@@ -179,14 +179,14 @@ def _chosen_interest_traces(model, prompts, histories, sid, tok, decoding: Decod
                 text = tok.decode(close_trace(seq, sid, end_think)[:-1], skip_special_tokens=False).rstrip()
             heads.append((text[:cut] if cut >= 0 else text) + f"\n{PARTS[1]}")
         head_ids = [tok(h, add_special_tokens=False)["input_ids"] for h in heads]
-        options = [[tok(f" 1. {name}{end}", add_special_tokens=False)["input_ids"] for name in names[i] for end in ";."]
-                   for i in idx]
+        options = [[tok(f" {numbered_list([name])}{end}", add_special_tokens=False)["input_ids"]
+                    for name in names[i] for end in ";."] for i in idx]
         scores = option_logprobs(model, [p + h for p, h in zip(batch, head_ids)], options, tok.pad_token_id, len(idx))
         lines = []
         for i, head, s in zip(idx, heads, scores):
             logp = np.logaddexp(s[0::2], s[1::2])
             top = [names[i][j] for j in np.argsort(-logp, kind="stable")[:ns[i]]]
-            lines.append(f"{head} {'; '.join(f'{k + 1}. {n}' for k, n in enumerate(top))}.\n{PARTS[2]}")
+            lines.append(f"{head} {numbered_list(top)}.\n{PARTS[2]}")
         line_ids = [tok(x, add_special_tokens=False)["input_ids"] for x in lines]
         left = max(1, decoding.trace_tokens - max(map(len, line_ids)))
         rest = _sample(model, [p + x for p, x in zip(batch, line_ids)], hist, sid, tok, decoding, left)

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from onereason import rundir
-from onereason.chat import chat_prompt, chat_response
+from onereason.chat import chat_prompt, chat_response, numbered_list
 from onereason.config import Config
 from onereason.corpus.relational_layer import transition_counts
 from onereason.corpus.user_layer import HistoryText
@@ -36,8 +36,7 @@ from onereason.reasoning.interests import Interests, learn_interests
 from onereason.reasoning.judge import (GroundedJudge, Judge, LLMJudge, candidate_pairs, leaf_category,
                                       random_pairs)
 from onereason.reasoning.personas import Personas, learn_personas
-from onereason.reasoning.traces import (GroundedTeacher, LLMTeacher, check_trace, interest_transitions,
-                                        numbered_list)
+from onereason.reasoning.traces import GroundedTeacher, LLMTeacher, check_trace, interest_transitions
 from onereason.rundir import write_text
 
 TASKS = ("R0", "R1", "R2", "R3")

@@ -16,12 +16,11 @@ A trace reads:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import numpy as np
 
-from onereason.chat import PARTS
+from onereason.chat import PARTS, numbered, numbered_list
 from onereason.data.histories import Event
 from onereason.itemic.sid import SidCodec
 from onereason.reasoning.chat_client import ChatClient
@@ -29,16 +28,6 @@ from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
 
 REASONS = ("recency", "repeat", "complement", "drift")
-
-
-def numbered_list(names: list[str]) -> str:
-    """"1. a; 2. b": how R2 answers and the trace's Interests line list interests."""
-    return "; ".join(f"{k + 1}. {n}" for k, n in enumerate(names))
-
-
-def numbered(text: str) -> list[str]:
-    """The names of a `numbered_list` (a trailing period allowed)."""
-    return [re.sub(r"^\d+\.\s*", "", x.strip()) for x in text.strip().rstrip(".").split(";") if x.strip()]
 
 
 def drift_to(name: str) -> str:
