@@ -37,6 +37,22 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _killed_at_step_11(monkeypatch, model, samples, cfg, out) -> None:
+    """Train until the 11th batch is collated, then die as a kill would (checkpoints up to then stay)."""
+    calls, real = {"n": 0}, loop.collate
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "collate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, samples, PAD, cfg, out, progress=False)
+    monkeypatch.setattr(loop, "collate", real)
+
+
 def test_learns_and_resumes_after_crash_to_the_same_weights(tmp_path, monkeypatch):
     cfg = LoopConfig(epochs=3, lr=1e-2, batch_tokens=128, checkpoint_every=4, log_every=1, warmup_ratio=0.1)
     samples = _samples()
@@ -47,19 +63,7 @@ def test_learns_and_resumes_after_crash_to_the_same_weights(tmp_path, monkeypatc
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in log_a)
     assert all(not torch.equal(init[k], v) for k, v in full.named_parameters())  # every parameter was updated
 
-    calls = {"n": 0}
-    real = loop.collate
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 11:
-            raise KeyboardInterrupt("simulated kill")
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "collate", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        train(build_model("tiny", 48, seed=0), samples, PAD, cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop, "collate", real)
+    _killed_at_step_11(monkeypatch, build_model("tiny", 48, seed=0), samples, cfg, tmp_path / "b")
     assert loop.latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_8"
     resumed, stats_b = train(build_model("tiny", 48, seed=1), samples, PAD, cfg, tmp_path / "b", progress=False)
     assert stats_b["resumed_from"] == 8 and stats_b["steps"] == stats["steps"]
@@ -159,18 +163,7 @@ def test_ema_is_scored_returned_and_resumed(tmp_path, monkeypatch):
     assert all(torch.equal(got[k], seen[-1][k]) for k in got)
     assert not all(torch.allclose(got[k], plain[k]) for k in got)  # the average is not the last weights
 
-    calls, real = {"n": 0}, loop.collate
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 11:
-            raise KeyboardInterrupt("simulated kill")
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "collate", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        train(build_model("tiny", 48, seed=0), _samples(), PAD, cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop, "collate", real)
+    _killed_at_step_11(monkeypatch, build_model("tiny", 48, seed=0), _samples(), cfg, tmp_path / "b")
     resumed, _ = train(build_model("tiny", 48, seed=1), _samples(), PAD, cfg, tmp_path / "b", progress=False)
     again = _params(resumed)
     assert all(torch.allclose(got[k], again[k], atol=1e-5) for k in got)
