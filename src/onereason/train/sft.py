@@ -66,7 +66,8 @@ def to_samples(df: pd.DataFrame, tok, untargeted: frozenset[int] = frozenset()) 
     inputs, never predictions), grouped by task and mode for the loss log."""
     prompts = tok(df["user"].tolist(), add_special_tokens=False)["input_ids"]
     answers = tok(df["assistant"].tolist(), add_special_tokens=False)["input_ids"]
-    return [Sample(p + a, [0] * len(p) + [int(t not in untargeted) for t in a], groups=[group_of(task, k)] * (len(p) + len(a)))
+    return [Sample(p + a, [0] * len(p) + [int(t not in untargeted) for t in a],
+                   groups=[group_of(task, k)] * (len(p) + len(a)))
             for p, a, task, k in zip(prompts, answers, df["task"], df["think"])]
 
 
