@@ -1,10 +1,11 @@
 """Latent steps: each latent position's input is the previous position's last hidden state plus its token's
 embedding, computed as written out by hand; a sequence without latent tokens runs as before."""
 
+import pytest
 import torch
 
 from onereason.model.backbone import build_model, load_model
-from onereason.model.latent import add_latent_steps
+from onereason.model.latent import add_latent_steps, install_latent_steps
 
 
 class _Tok:
@@ -73,3 +74,11 @@ def test_gradients_reach_the_prefix_through_the_latent_steps():
     x = model(input_ids=ids).logits[0, -1].sum()
     x.backward()
     assert model.get_input_embeddings().weight.grad[latent[0]].abs().sum() > 0
+
+
+def test_a_model_without_the_llama_layout_is_refused():
+    model = build_model("tiny", 40, seed=0)
+    model.config.latent_token_ids = [38, 39]
+    del model.model.embed_tokens
+    with pytest.raises(ValueError, match="latent steps"):
+        install_latent_steps(model)

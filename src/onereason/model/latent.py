@@ -43,9 +43,12 @@ def add_latent_steps(model: PreTrainedModel, tok, steps: int) -> list[int]:
 def install_latent_steps(model: PreTrainedModel) -> torch.utils.hooks.RemovableHandle | None:
     """The latent rule on `model.model` (once), for the ids in `model.config.latent_token_ids`; None without them."""
     ids = getattr(model.config, "latent_token_ids", None)
-    body = getattr(model, "model", None)
-    if not ids or body is None:
+    if not ids:
         return None
+    body = getattr(model, "model", None)
+    if body is None or not hasattr(body, "embed_tokens"):
+        raise ValueError(f"latent steps: {type(model).__name__} has no decoder at .model with .embed_tokens "
+                         "(a Llama-family layout) to feed hidden states back into")
     if getattr(body, "_latent_hook", None) is not None:
         return body._latent_hook
     latent = torch.tensor(ids)
