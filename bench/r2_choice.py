@@ -16,7 +16,7 @@ import pandas as pd
 
 from onereason import rundir
 from onereason.bench.lists import sample_prompts
-from onereason.bench.r0_r2 import interest_choice, rule_interests
+from onereason.bench.r0_r2 import interest_choice
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import paired_bootstrap
 from onereason.model.backbone import load_model
@@ -38,15 +38,9 @@ interests = Interests.load(run_dir / rundir.INTERESTS)
 p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", rundir.prompt_items(run_dir), a.max_users,
                    a.seed)
 res = interest_choice(model, tok, sid, interests, p, a.n, 16, per_user=True)
-truth = [interests.of[t[0]] for t in p.truths]
-domains = [sid.codec.item_domain[t[0]] for t in p.truths]
-ranked = {"model (scored choice)": res.pop("ranked"),
-          "last item's interest": [rule_interests(h, d, interests) for h, d in zip(p.histories, domains)],
-          "most frequent interest": [rule_interests(h, d, interests, frequent=True) for h, d in zip(p.histories, domains)]}
-hits = {m: {"top1": [float(bool(r) and r[0] == t) for r, t in zip(rs, truth)],
-            f"recall@{a.n}": [float(t in r[:a.n]) for r, t in zip(rs, truth)]} for m, rs in ranked.items()}
-res["minus"] = {rule: {k: paired_bootstrap(hits["model (scored choice)"][k], hits[rule][k], seed=a.seed)
-                       for k in hits[rule]} for rule in ranked if rule != "model (scored choice)"}
+hits = res.pop("hits")
+res["minus"] = {rule: {k: paired_bootstrap(hits["model (scored choice)"][k], x, seed=a.seed) for k, x in h.items()}
+                for rule, h in hits.items() if rule != "model (scored choice)"}
 print(f"{res['users']} valid users, options per domain {res['options']}")
 for m, x in res["methods"].items():
     print(f"{m:24s} top-1 {x['top1']['all']:.4f}  recall@{a.n} {x[f'recall@{a.n}']['all']:.4f}"

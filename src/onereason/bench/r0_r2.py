@@ -211,17 +211,18 @@ def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: in
         ranked.append([of_domain[d][j] for j in np.argsort(-logp, kind="stable")])
         p_truth.append(float(prob[of_domain[d].index(t)]))
 
-    def table(lists: list[list[int]]) -> dict:
-        return {"top1": by_domain([float(bool(r) and r[0] == t) for r, t in zip(lists, truth)], domains),
-                f"recall@{n}": by_domain([float(t in r[:n]) for r, t in zip(lists, truth)], domains)}
-
+    lists = {"model (scored choice)": ranked,
+             "last item's interest": [rule_interests(h, d, interests) for h, d in zip(v.histories, domains)],
+             "most frequent interest": [rule_interests(h, d, interests, frequent=True)
+                                        for h, d in zip(v.histories, domains)]}
+    hits = {m: {"top1": [float(bool(r) and r[0] == t) for r, t in zip(rs, truth)],
+                f"recall@{n}": [float(t in r[:n]) for r, t in zip(rs, truth)]} for m, rs in lists.items()}
+    methods = {m: {k: by_domain(x, domains) for k, x in h.items()} for m, h in hits.items()}
+    methods["model (scored choice)"]["p_truth"] = by_domain(p_truth, domains)
     return {"users": len(truth), "n": n, "options": {d: len(c) for d, c in sorted(of_domain.items())},
-            "methods": {"model (scored choice)": table(ranked) | {"p_truth": by_domain(p_truth, domains)},
-                        "last item's interest": table([rule_interests(h, d, interests) for h, d in zip(v.histories, domains)]),
-                        "most frequent interest": table([rule_interests(h, d, interests, frequent=True)
-                                                         for h, d in zip(v.histories, domains)])},
+            "methods": methods,
             "examples": [{"truth": interests.names[t], "ranked": [interests.names[i] for i in r[:n]]}
-                         for r, t in list(zip(ranked, truth))[:5]]} | ({"ranked": ranked} if per_user else {})
+                         for r, t in list(zip(ranked, truth))[:5]]} | ({"hits": hits} if per_user else {})
 
 
 def _prf_table(pred: list[list[int]], window: list[list[str]], interests: Interests, sid) -> dict:

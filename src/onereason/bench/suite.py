@@ -128,13 +128,15 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     if not thinking:
         return {"non-thinking": plain}, None
     half = cfg.decoding.beams // 2
+
+    def race(first: list[list[str]]) -> list[list[str]]:
+        return [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(first, plain)]
+
     if getattr(model.config, "latent_token_ids", None):  # a latent model thinks silently: no trace to read
         latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]
-        return {"non-thinking": plain, "latent": latent,
-                "race": [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(latent, plain)]}, None
+        return {"non-thinking": plain, "latent": latent, "race": race(latent)}, None
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
-    race = [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(think, plain)]
-    lists = {"non-thinking": plain, "thinking": think, "race": race}
+    lists = {"non-thinking": plain, "thinking": think, "race": race(think)}
     if cfg.per_hypothesis:
         lists |= hypothesis_lists(model, p, domains, sid, tok, traces, cfg.hypotheses, cfg.decoding.beams,
                                   cfg.batch_size, progress)
