@@ -1,12 +1,14 @@
 """A latent model's modes against non-thinking, and against a text-reasoning model's modes (issue 24).
 
     python bench/latent_modes.py RUN --model sft/model --split valid --max-users 1000 \
-        [--text-lists runs/TEXT_RUN/hypothesis_beams_lists.jsonl]
+        [--text-lists runs/TEXT_RUN/hypothesis_beams_lists.jsonl] [--before runs/RUN/latent_modes_lists.jsonl]
 
 RUN's model was trained with `sft.latent_steps` (k thinking steps in hidden space, the same SFT samples as the
 text model). Prints R@10 / NDCG@10 / pass@4 of non-thinking, latent and race (latent and non-thinking, half
 each), each minus non-thinking paired per user; with --text-lists (written by bench/hypothesis_beams.py on
-the same split, sample and seed) also latent minus the text model's thinking and non-thinking modes.
+the same split, sample and seed) also latent minus the text model's thinking and non-thinking modes; with
+--before (this script's lists of another model of RUN, e.g. the SFT model before RL) each mode minus the
+same mode of that model. pass@64 is reported when --beams is at least 64.
 Writes runs/RUN/<out>.json and the per-user lists to runs/RUN/<out>_lists.jsonl.
 """
 import argparse
@@ -22,8 +24,6 @@ from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding
 
-METRICS = ("recall@10", "ndcg@10", "pass@4")
-
 ap = argparse.ArgumentParser()
 ap.add_argument("run")
 ap.add_argument("--model", default="sft/model")
@@ -33,8 +33,11 @@ ap.add_argument("--beams", type=int, default=20)
 ap.add_argument("--hypotheses", type=int, default=3)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--text-lists", type=Path, help="a text model's per-user lists (bench/hypothesis_beams.py)")
+ap.add_argument("--before", type=Path, help="this script's per-user lists of another model on the same users")
 ap.add_argument("--out", default="latent_modes")
 a = ap.parse_args()
+ks = [4, 10] + ([64] if a.beams >= 64 else [])
+METRICS = ("recall@10", "ndcg@10") + tuple(f"pass@{k}" for k in ks if k != 10)
 
 run_dir = Path("runs") / a.run
 tok, sid = load_sid_tokens(run_dir)
@@ -49,22 +52,33 @@ half = a.beams // 2
 lists = {"non-thinking": plain, "latent": latent,
          "race": [merge_race(x[:half], y[:half], a.beams) for x, y in zip(latent, plain)]}
 refs = {"non-thinking": plain}
-if a.text_lists:
-    rows = {r["user_id"]: r for r in map(json.loads, a.text_lists.read_text().splitlines())}
+
+
+def saved_lists(path: Path) -> dict[str, dict]:
+    rows = {r["user_id"]: r for r in map(json.loads, path.read_text().splitlines())}
     missing = [u for u in p.users if u not in rows]
     if missing:
-        raise SystemExit(f"{a.text_lists}: {len(missing)} of these users are not in it (same split, sample, seed?)")
+        raise SystemExit(f"{path}: {len(missing)} of these users are not in it (same split, sample, seed?)")
+    return rows
+
+
+if a.text_lists:
+    rows = saved_lists(a.text_lists)
     for mode in ("non-thinking", "thinking"):
         refs[f"text model {mode}"] = [rows[u]["items"][mode] for u in p.users]
+before = saved_lists(a.before) if a.before else None
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
           "latent_steps": len(model.config.latent_token_ids), "modes": {}}
 for mode, got in lists.items():
-    m = evaluate_lists(got, p.truths, [4, 10], domains)["all"]
+    m = evaluate_lists(got, p.truths, ks, domains)["all"]
     row = {k: m[k] for k in METRICS}
+    against = {name: ref for name, ref in refs.items() if ref is not got}
+    if before is not None:
+        against[f"before {mode}"] = [before[u]["items"][mode] for u in p.users]
     row["minus"] = {name: {c: paired_bootstrap(per_sample(c, got, p.truths), per_sample(c, ref, p.truths), seed=a.seed)
-                           for c in METRICS} for name, ref in refs.items() if ref is not got}
+                           for c in METRICS} for name, ref in against.items()}
     report["modes"][mode] = row
-    print(f"{mode:14s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}")
+    print(f"{mode:14s} " + " ".join(f"{c} {row[c]:.4f}" for c in METRICS))
     for name, d in row["minus"].items():
         print(f"    minus {name}: " + "  ".join(f"{c} {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for c, v in d.items()))
 rundir.write_text(run_dir / f"{a.out}.json", json.dumps(report, indent=2))

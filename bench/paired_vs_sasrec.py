@@ -1,8 +1,13 @@
-"""Ours (a run's eval/recommendations.jsonl, test) minus SASRec (a bench part's per-user lists), paired per user."""
+"""Ours (a run's eval/recommendations.jsonl, test) minus SASRec, paired per user. SASRec's per-user lists come
+from a bench part (report/parts/baseline__SASRec__lr*.json) or from bench/baselines.py's bench/baselines.json.
+
+    python bench/paired_vs_sasrec.py RUN runs/RUN/bench/baselines.json
+"""
 import json, sys
 from onereason.metrics import paired_bootstrap, per_sample
 ours = [json.loads(l) for l in open(f"runs/{sys.argv[1]}/eval/recommendations.jsonl")]
-sas = json.load(open(sys.argv[2]))["result"]["lists"]
+saved = json.load(open(sys.argv[2]))
+sas = saved["sasrec"]["chosen"]["lists"] if "sasrec" in saved else saved["result"]["lists"]
 truths = [r["target"] for r in ours]
 a, b = [r["items"] for r in ours], [sas[r["user_id"]] for r in ours]
 for c in ("ndcg@10", "recall@10"):

@@ -95,6 +95,22 @@ def tiny_run(ml_slice, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def latent_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run before SFT, SFT'd with 2 latent steps (a third of an epoch)."""
+    import json
+
+    from onereason.pipeline import RunConfig
+    from onereason.train import sft
+
+    run_dir = tmp_path_factory.mktemp("runs") / "latent"
+    shutil.copytree(tiny_run[0], run_dir, ignore=shutil.ignore_patterns("sft", "rl", "report", "bench", "eval"))
+    cfg = RunConfig.model_validate(json.loads((run_dir / "config.json").read_text())).sft
+    cfg = cfg.model_copy(update={"latent_steps": 2, "loop": cfg.loop.model_copy(update={"epochs": 0.3})})
+    sft.run(cfg, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     exe = shutil.which("redis-server")
     if exe is None:

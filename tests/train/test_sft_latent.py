@@ -1,9 +1,6 @@
 """SFT with latent steps: the thinking R3 samples think in k latent steps instead of words, their latent
 positions are never targets, and the saved model decodes the latent mode with the rule it was trained with."""
 
-import json
-import shutil
-
 import pandas as pd
 
 from onereason import rundir
@@ -11,31 +8,26 @@ from onereason.bench.lists import latent_lists, sample_prompts
 from onereason.chat import END_THINK
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
-from onereason.pipeline import RunConfig
+from onereason.model.latent import latent_trace
 from onereason.protocol import Decoding
 from onereason.train import sft
 
 
-def test_latent_sft_trains_and_decodes(tiny_run, tmp_path):
-    src = tiny_run[0]
-    run_dir = tmp_path / "run"
-    shutil.copytree(src, run_dir, ignore=shutil.ignore_patterns("sft", "rl", "report", "bench", "eval"))
-    cfg = RunConfig.model_validate(json.loads((run_dir / "config.json").read_text())).sft
-    cfg = cfg.model_copy(update={"latent_steps": 2, "loop": cfg.loop.model_copy(update={"epochs": 0.3})})
+def test_latent_sft_trains_and_decodes(latent_run):
+    run_dir = latent_run  # the tiny run's SFT data, trained with 2 latent steps (conftest)
     df = pd.read_parquet(run_dir / rundir.SFT_DATA)
     tok, _ = load_sid_tokens(run_dir)
     nl = tok.encode("\n", add_special_tokens=False)
     silent = sft.latent_samples(df, 2)
     think = (df["task"] == "R3") & df["think"]
     assert think.any() and (silent.loc[~think, "assistant"] == df.loc[~think, "assistant"]).all()
-    sft.run(cfg, run_dir, progress=False)
 
     model = load_model(run_dir / rundir.SFT_MODEL).eval()
     ids = model.config.latent_token_ids
     assert len(ids) == 2 and min(ids) >= len(tok)  # new rows past the run's tokenizer
     saved = type(tok).from_pretrained(str(run_dir / rundir.SFT_MODEL))
     answer = saved(silent.loc[think, "assistant"].iloc[0], add_special_tokens=False)["input_ids"]
-    assert answer[:len(nl) * 2 + 3] == nl + ids + nl + [tok.convert_tokens_to_ids(END_THINK)]  # what decoding feeds
+    assert answer[:len(nl) * 2 + 3] == nl + ids + nl + [tok.convert_tokens_to_ids(END_THINK)] == latent_trace(tok, ids)
     masks = sft.to_samples(silent.loc[think].head(3), saved, frozenset(ids))
     assert all(m == 0 for s in masks for t, m in zip(s.ids, s.mask) if t in ids)
 

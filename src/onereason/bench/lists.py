@@ -13,6 +13,7 @@ from onereason.chat import END_THINK
 from onereason.corpus.user_layer import EvalPrompts, HistoryText, eval_prompts
 from onereason.decoding.constrained import Recommendation, recommend
 from onereason.decoding.two_stage import generate_traces
+from onereason.model.latent import latent_ids, latent_trace
 from onereason.protocol import Decoding
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.sft_data import r3_prompts
@@ -73,12 +74,11 @@ def latent_lists(model, p: EvalPrompts, domains: list[str], sid, tok, decoding: 
                  batch_size: int, progress: bool = False) -> tuple[list[list[str]], list[list[int]]]:
     """A latent model's thinking mode (`sft.latent_steps`): the thinking prompt, its k latent steps and
     `</think>` (the tokens its SFT samples held in place of a trace), then the beam: (item lists, prompts)."""
-    ids = getattr(model.config, "latent_token_ids", None)
+    ids = latent_ids(model)
     if not ids:
         raise ValueError("latent mode: this model was not trained with latent steps (sft.latent_steps)")
     prompts = r3_prompts(p.histories, domains, hypotheses, HistoryText(sid, tok), tok)
-    nl = tok.encode("\n", add_special_tokens=False)
-    silent = nl + list(ids) + nl + [tok.convert_tokens_to_ids(END_THINK)]
+    silent = latent_trace(tok, ids)
     return answer_items(model, [q + silent for q in prompts], domains, sid, tok, decoding.beams, batch_size, progress)
 
 

@@ -55,6 +55,7 @@ from onereason.data.histories import user_histories
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
+from onereason.model.latent import latent_ids
 from onereason.protocol import Decoding, EvalSample
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.sft_data import JudgeConfig
@@ -132,7 +133,7 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     def race(first: list[list[str]]) -> list[list[str]]:
         return [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(first, plain)]
 
-    if getattr(model.config, "latent_token_ids", None):  # a latent model thinks silently: no trace to read
+    if latent_ids(model):  # a latent model thinks silently: no trace to read
         latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]
         return {"non-thinking": plain, "latent": latent, "race": race(latent)}, None
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)

@@ -14,11 +14,25 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from onereason.chat import END_THINK
+
 LATENT = "<|latent_{}|>"
 
 
 def latent_tokens(steps: int) -> list[str]:
     return [LATENT.format(j) for j in range(steps)]
+
+
+def latent_ids(model) -> list[int] | None:
+    """The latent tokens a model thinks with (`sft.latent_steps`), or None for a model that thinks in words."""
+    return getattr(getattr(model, "config", None), "latent_token_ids", None) or None
+
+
+def latent_trace(tok, ids: list[int]) -> list[int]:
+    """A latent model's think block after its prompt: the k latent tokens on a line, then `</think>` (what its
+    SFT samples hold in place of a text trace); decoding, the bench and RL all continue a prompt with it."""
+    nl = tok.encode("\n", add_special_tokens=False)
+    return nl + list(ids) + nl + [tok.convert_tokens_to_ids(END_THINK)]
 
 
 def add_latent_steps(model: PreTrainedModel, tok, steps: int) -> list[int]:
@@ -42,7 +56,7 @@ def add_latent_steps(model: PreTrainedModel, tok, steps: int) -> list[int]:
 
 def install_latent_steps(model: PreTrainedModel) -> torch.utils.hooks.RemovableHandle | None:
     """The latent rule on `model.model` (once), for the ids in `model.config.latent_token_ids`; None without them."""
-    ids = getattr(model.config, "latent_token_ids", None)
+    ids = latent_ids(model)
     if not ids:
         return None
     body = getattr(model, "model", None)

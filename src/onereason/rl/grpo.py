@@ -173,7 +173,7 @@ def run(cfg: GrpoConfig, run_dir: Path, progress: bool = True, reward_hook=None)
             row.update({"reward": float(np.mean([t.reward for t in kept])), **comp.mean().to_dict(),
                         "item_hit_rate": float(np.mean(np.concatenate([t.item_rewards for t in kept]))),
                         "trace_tokens": float(np.mean([t.trace_len for t in kept]))})
-            think = [t for t in kept if t.trace_len]
+            think = [t for t in kept if t.thinking]
             if think and cfg.mode == "both":
                 row["hit_thinking"] = float(np.mean([t.components["hit"] for t in think]))
         row.update({"generation_s": t1 - t0, "optimization_s": time.perf_counter() - t1})

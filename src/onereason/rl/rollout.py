@@ -3,7 +3,9 @@
 Stage 1 samples the traces (temperature, top-p; citations limited to the user's history), stage 2
 runs the trie-constrained beam search from prompt + trace, so every candidate is a real item of
 the target domain. In non-thinking mode the think block is empty and there is one trajectory
-per prompt (the beam is deterministic). The backend is an interface: `HFBackend` uses
+per prompt (the beam is deterministic). A latent model (`sft.latent_steps`) thinks in its k latent steps
+instead of a sampled trace: deterministic too, so one trajectory per prompt whose items carry the gradient
+(through the latent steps' hidden states) and no trace tokens. The backend is an interface: `HFBackend` uses
 transformers generate; a vLLM backend plugs in with the same two methods. `RolloutConfig` is what
 GRPO, RFT and MOPD share (their configs extend it); `rollout_step` draws each prompt's mode and n.
 """
@@ -22,6 +24,7 @@ from onereason.corpus.user_layer import HistoryText
 from onereason.decoding.constrained import recommend
 from onereason.decoding.two_stage import generate_traces
 from onereason.itemic.sid import SidTokens
+from onereason.model.latent import latent_ids, latent_trace
 from onereason.protocol import Decoding
 from onereason.reasoning.sft_data import hypothesis_choices, r3_prompts
 from onereason.reasoning.traces import TraceError, check_trace
@@ -68,6 +71,7 @@ class Trajectory:
     trace_len: int
     items: list[str]
     item_tokens: list[list[int]]  # codes + end token per item (the begin token is in the prefix)
+    thinking: bool = False  # a thinking prompt (its trace in words, or latent steps with trace_len 0)
     trace: str = ""
     format_ok: bool = True
     reward: float = float("nan")
@@ -76,6 +80,8 @@ class Trajectory:
 
 
 class RolloutBackend(Protocol):
+    latent: list[int] | None  # a latent model's latent tokens: it thinks with them, not with sampled traces
+
     def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int, hypotheses: list[int]
                ) -> list[list[int]]:
         """One sampled trace per prompt, ending with `</think>`; `hypotheses`: the n each prompt asks for."""
@@ -87,6 +93,7 @@ class RolloutBackend(Protocol):
 class HFBackend:
     def __init__(self, model, sid: SidTokens, tok, decoding: Decoding, batch_size: int = 32):
         self.model, self.sid, self.tok, self.decoding, self.batch_size = model, sid, tok, decoding, batch_size
+        self.latent = latent_ids(model)
 
     def traces(self, prompts: list[list[int]], histories: list[list[str]], seed: int, hypotheses: list[int]
                ) -> list[list[int]]:
@@ -114,9 +121,12 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     end_think = tok.convert_tokens_to_ids(END_THINK)
     ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
     base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], ns if thinking else None, text, tok)
-    g = g if thinking else 1
+    latent = thinking and bool(backend.latent)
+    g = g if thinking and not latent else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
-    if thinking:
+    if latent:
+        traces = [latent_trace(tok, backend.latent) for _ in owner]
+    elif thinking:
         traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed,
                                 [ns[i] for i in owner])
     else:
@@ -125,8 +135,9 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     items = backend.items(prefixes, [prompts[i].domain for i in owner], m)
     out = []
     for j, (i, t, pre, its) in enumerate(zip(owner, traces, prefixes, items)):
-        traj = Trajectory(i, pre, len(base[i]), len(t) if thinking else 0, its, [sid.ids(x)[1:] for x in its])
-        if thinking:
+        traj = Trajectory(i, pre, len(base[i]), len(t) if thinking and not latent else 0, its,
+                          [sid.ids(x)[1:] for x in its], thinking=thinking)
+        if thinking and not latent:
             traj.trace = tok.decode(t[:-1], skip_special_tokens=False).strip()
             try:
                 check_trace(traj.trace, [e.item for e in prompts[i].history], sid.codec, None, prompts[i].prompt_id)
