@@ -8,7 +8,8 @@ text model). Prints R@10 / NDCG@10 / pass@4 of non-thinking, latent and race (la
 each), each minus non-thinking paired per user; with --text-lists (written by bench/hypothesis_beams.py on
 the same split, sample and seed) also latent minus the text model's thinking and non-thinking modes; with
 --before (this script's lists of another model of RUN, e.g. the SFT model before RL) each mode minus the
-same mode of that model. pass@64 is reported when --beams is at least 64.
+same mode of that model. pass@64 is reported when --beams is at least 64. delta_ll: the target's log-probability
+after the latent steps minus after an empty think block, per user (> 0: the latent steps raise it).
 Writes runs/RUN/<out>.json and the per-user lists to runs/RUN/<out>_lists.jsonl.
 """
 import argparse
@@ -16,9 +17,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from onereason import rundir
 from onereason.bench.lists import chat_lists, latent_lists, merge_race, sample_prompts
+from onereason.bench.sft_eval import target_logprob
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
@@ -46,8 +49,13 @@ p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), a.split, rund
                    a.seed)
 domains = [sid.codec.item_domain[t[0]] for t in p.truths]
 dec = Decoding(beams=a.beams)
-plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
-latent = latent_lists(model, p, domains, sid, tok, dec, a.hypotheses, 16, True)[0]
+plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)
+latent, latent_prompts = latent_lists(model, p, domains, sid, tok, dec, a.hypotheses, 16, True)
+targets = [sid.ids(t[0])[1:] for t in p.truths]  # codes + end token; the begin token ends each prompt
+with torch.no_grad():
+    ll = {m: target_logprob(model, q, targets, tok.pad_token_id, 16) for m, q in
+          (("non-thinking", plain_prompts), ("latent", latent_prompts))}
+delta_ll = paired_bootstrap(ll["latent"], ll["non-thinking"], seed=a.seed)
 half = a.beams // 2
 lists = {"non-thinking": plain, "latent": latent,
          "race": [merge_race(x[:half], y[:half], a.beams) for x, y in zip(latent, plain)]}
@@ -68,7 +76,10 @@ if a.text_lists:
         refs[f"text model {mode}"] = [rows[u]["items"][mode] for u in p.users]
 before = saved_lists(a.before) if a.before else None
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
-          "latent_steps": len(model.config.latent_token_ids), "modes": {}}
+          "latent_steps": len(model.config.latent_token_ids), "modes": {},
+          "delta_ll": {"latent_minus_non_thinking": delta_ll, "non_thinking_mean": float(ll["non-thinking"].mean())}}
+print(f"delta_ll (log P(target) after the latent steps minus after an empty think block): {delta_ll[0]:+.4f} "
+      f"[{delta_ll[1]:+.4f}, {delta_ll[2]:+.4f}]; non-thinking mean log P(target) {ll['non-thinking'].mean():.3f}")
 for mode, got in lists.items():
     m = evaluate_lists(got, p.truths, ks, domains)["all"]
     row = {k: m[k] for k in METRICS}
