@@ -8,7 +8,9 @@
 - R2: the SFT model answers "Which interests will this user explore next? Name up to 1." for test
   users; its answer is a learned interest, mapped to the true (domain, topic) interest that most of
   its items have; accuracy = that equals the true interest of the user's test item. Baselines: the
-  interest of the last history item, the most frequent one.
+  interest of the last history item, the most frequent one. The same for R2 as a scored choice
+  (`bench.r0_r2.interest_choice`: the learned interest the model scores highest, mapped the same way), with
+  its paired interval against each rule.
 
     python bench/world_reasoning.py --run runs/world --users 500
 """
@@ -26,11 +28,12 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from transformers import AutoModelForCausalLM
 
 from onereason.bench.lists import sample_prompts
-from onereason.bench.r0_r2 import greedy_answers, relations, sft_relation_pairs
+from onereason.bench.r0_r2 import greedy_answers, interest_choice, relations, sft_relation_pairs
 from onereason.chat import answer_turn, numbered
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.world import run_truth
 from onereason.itemic.sid import load_sid_tokens
+from onereason.metrics import paired_bootstrap
 from onereason.reasoning.interests import Interests
 from onereason.reasoning.personas import Personas, user_features
 from onereason.reasoning.sft_data import r2_user
@@ -60,8 +63,17 @@ def main() -> None:
         listed = numbered(a)
         return learned_to_true.get(names.get(listed[0], -1)) if listed else None
     model_acc = np.mean([parsed(a) == t for a, t in zip(answers, truth_int)])
-    last = np.mean([true_of[h[-1].item] == t for h, t in zip(p.histories, truth_int)])
-    freq = np.mean([Counter(true_of[e.item] for e in h).most_common(1)[0][0] == t for h, t in zip(p.histories, truth_int)])
+    chosen = interest_choice(model, tok, sid, interests, p, 1, 32, per_user=True)["ranked"]
+    hit = {"scored choice": [float(learned_to_true[r[0]] == t) for r, t in zip(chosen, truth_int)],
+           "last": [float(true_of[h[-1].item] == t) for h, t in zip(p.histories, truth_int)],
+           "frequent": [float(Counter(true_of[e.item] for e in h).most_common(1)[0][0] == t)
+                        for h, t in zip(p.histories, truth_int)]}
+    dom = sid.codec.item_domain  # the rules again, over the history in the target's domain (as the choice is)
+    there = [[true_of[e.item] for e in h if dom[e.item] == dom[t[0]]] for h, t in zip(p.histories, p.truths)]
+    hit["last in domain"] = [float(bool(x) and x[-1] == t) for x, t in zip(there, truth_int)]
+    hit["frequent in domain"] = [float(bool(x) and Counter(reversed(x)).most_common(1)[0][0] == t)
+                                 for x, t in zip(there, truth_int)]
+    last, freq = np.mean(hit["last"]), np.mean(hit["frequent"])
     personas = Personas.load(args.run / "reasoning" / "personas.json")
     brand = dict(zip(*(pd.read_parquet(args.run / "data" / "items.parquet")[c] for c in ("item_id", "brand"))))
     assigned = personas.assign(np.stack([user_features(h, interests, brand) for h in p.histories]))
@@ -75,7 +87,12 @@ def main() -> None:
                       "persona_nmi": normalized_mutual_info_score(true_persona, assigned),
                       "users": len(answers), "answers_parsed": float(np.mean([parsed(a) is not None for a in answers])),
                       "r2_accuracy_sft": float(model_acc), "last_item_interest": float(last),
-                      "most_frequent_interest": float(freq), "example_answers": answers[:3]}, indent=2))
+                      "most_frequent_interest": float(freq), "example_answers": answers[:3],
+                      "r2_accuracy_scored_choice": float(np.mean(hit["scored choice"])),
+                      "rules_in_domain": {k: float(np.mean(hit[k])) for k in ("last in domain", "frequent in domain")},
+                      "scored_choice_minus": {k: paired_bootstrap(hit["scored choice"], v) for k, v in hit.items()
+                                              if k != "scored choice"}},
+                     indent=2))
 
 
 if __name__ == "__main__":

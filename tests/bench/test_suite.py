@@ -240,3 +240,24 @@ def test_the_r2_rules_by_hand():
     assert rule_interests(history, "d", interests) == [1, 2, 0]  # latest first; x is another domain's
     assert rule_interests(history, "d", interests, frequent=True) == [1, 0, 2]  # a and b twice, b later
     assert rule_interests(history, "e", interests) == [3]
+
+
+def test_interest_choice_ranks_every_interest_of_the_target_domain_per_user(tiny_run):
+    from onereason import rundir
+    from onereason.bench.lists import sample_prompts
+    from onereason.bench.r0_r2 import interest_choice
+    from onereason.itemic.sid import load_sid_tokens
+    from onereason.model.backbone import load_model
+    from onereason.reasoning.interests import Interests
+
+    run_dir, _ = tiny_run
+    tok, sid = load_sid_tokens(run_dir)
+    interests = Interests.load(run_dir / rundir.INTERESTS)
+    p = sample_prompts(pd.read_parquet(run_dir / rundir.INTERACTIONS), "valid", 20, 10, 0)
+    res = interest_choice(load_model(run_dir / rundir.SFT_MODEL).eval(), tok, sid, interests, p, 2, 8, per_user=True)
+    domains = [sid.codec.item_domain[t[0]] for t in p.truths]
+    assert len(res["ranked"]) == len(p.users) == res["users"]
+    assert all(sorted(r) == [i for i, d in enumerate(interests.domain) if d == dom]
+               for r, dom in zip(res["ranked"], domains))
+    truth = [interests.of[t[0]] for t in p.truths]
+    assert res["hits"]["model (scored choice)"]["top1"] == [float(r[0] == t) for r, t in zip(res["ranked"], truth)]

@@ -222,7 +222,7 @@ def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: in
     return {"users": len(truth), "n": n, "options": {d: len(c) for d, c in sorted(of_domain.items())},
             "methods": methods,
             "examples": [{"truth": interests.names[t], "ranked": [interests.names[i] for i in r[:n]]}
-                         for r, t in list(zip(ranked, truth))[:5]]} | ({"hits": hits} if per_user else {})
+                         for r, t in list(zip(ranked, truth))[:5]]} | ({"hits": hits, "ranked": ranked} if per_user else {})
 
 
 def _prf_table(pred: list[list[int]], window: list[list[str]], interests: Interests, sid) -> dict:
