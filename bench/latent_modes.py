@@ -25,6 +25,7 @@ from onereason.bench.sft_eval import target_logprob
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
+from onereason.model.latent import latent_ids
 from onereason.protocol import Decoding
 
 ap = argparse.ArgumentParser()
@@ -76,7 +77,7 @@ if a.text_lists:
         refs[f"text model {mode}"] = [rows[u]["items"][mode] for u in p.users]
 before = saved_lists(a.before) if a.before else None
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
-          "latent_steps": len(model.config.latent_token_ids), "modes": {},
+          "latent_steps": len(latent_ids(model)), "modes": {},
           "delta_ll": {"latent_minus_non_thinking": delta_ll, "non_thinking_mean": float(ll["non-thinking"].mean())}}
 print(f"delta_ll (log P(target) after the latent steps minus after an empty think block): {delta_ll[0]:+.4f} "
       f"[{delta_ll[1]:+.4f}, {delta_ll[2]:+.4f}]; non-thinking mean log P(target) {ll['non-thinking'].mean():.3f}")

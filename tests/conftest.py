@@ -4,6 +4,7 @@ a real redis-server on loopback for the Redis store (`make test` setup installs 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -97,8 +98,6 @@ def tiny_run(ml_slice, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def latent_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run before SFT, SFT'd with 2 latent steps (a third of an epoch)."""
-    import json
-
     from onereason.pipeline import RunConfig
     from onereason.train import sft
 

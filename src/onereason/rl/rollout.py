@@ -121,23 +121,23 @@ def two_stage(backend: RolloutBackend, prompts: list[RlPrompt], text: HistoryTex
     end_think = tok.convert_tokens_to_ids(END_THINK)
     ns = hypotheses if isinstance(hypotheses, list) else [hypotheses] * len(prompts)
     base = r3_prompts([p.history for p in prompts], [p.domain for p in prompts], ns if thinking else None, text, tok)
-    latent = thinking and bool(backend.latent)
-    g = g if thinking and not latent else 1
+    words = thinking and not backend.latent  # a sampled text trace (a latent model thinks in its latent steps)
+    g = g if words else 1
     owner = [i for i in range(len(prompts)) for _ in range(g)]
-    if latent:
-        traces = [latent_trace(tok, backend.latent) for _ in owner]
-    elif thinking:
+    if words:
         traces = backend.traces([base[i] for i in owner], [[e.item for e in prompts[i].history] for i in owner], seed,
                                 [ns[i] for i in owner])
+    elif thinking:
+        traces = [latent_trace(tok, backend.latent) for _ in owner]
     else:
         traces = [nl + [end_think] for _ in owner]
     prefixes = [base[i] + t + nl + [sid.begin_id[prompts[i].domain]] for i, t in zip(owner, traces)]
     items = backend.items(prefixes, [prompts[i].domain for i in owner], m)
     out = []
-    for j, (i, t, pre, its) in enumerate(zip(owner, traces, prefixes, items)):
-        traj = Trajectory(i, pre, len(base[i]), len(t) if thinking and not latent else 0, its,
-                          [sid.ids(x)[1:] for x in its], thinking=thinking)
-        if thinking and not latent:
+    for i, t, pre, its in zip(owner, traces, prefixes, items):
+        traj = Trajectory(i, pre, len(base[i]), len(t) if words else 0, its, [sid.ids(x)[1:] for x in its],
+                          thinking=thinking)
+        if words:
             traj.trace = tok.decode(t[:-1], skip_special_tokens=False).strip()
             try:
                 check_trace(traj.trace, [e.item for e in prompts[i].history], sid.codec, None, prompts[i].prompt_id)
