@@ -4,6 +4,10 @@ trie). Prints one table (test split, full ranking, history items not removed) wi
 chosen setting and the training time, and writes runs/<name>/bench/baselines.json.
 
     python bench/baselines.py --run-dir runs/demo [--only tiger] [--grid-lr 1e-3,3e-3] [--epochs 40]
+        [--item-vectors runs/demo/bench/sasrec_vectors.parquet]
+
+`--item-vectors` also writes the chosen SASRec's item embeddings (item_id, vector), the collaborative
+vectors `itemic.collab_vectors` reads.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def main() -> None:
     ap.add_argument("--only", default="sasrec,tiger")
     ap.add_argument("--grid-lr", default="1e-3,3e-3", help="learning rates tried; the valid split picks one")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--item-vectors", type=Path, help="write the chosen SASRec's item embeddings here (parquet)")
     a = ap.parse_args()
     inter = pd.read_parquet(a.run_dir / "data" / "interactions.parquet")
     _, sid = load_sid_tokens(a.run_dir)
@@ -35,13 +40,19 @@ def main() -> None:
         runs = []
         for lr in lrs:
             if name == "sasrec":
-                r = sasrec.train_and_evaluate(inter, sasrec.SASRecConfig(lr=lr, epochs=max(a.epochs, 200)), KS)
+                r = sasrec.train_and_evaluate(inter, sasrec.SASRecConfig(lr=lr, epochs=max(a.epochs, 200)), KS,
+                                              item_vectors=a.item_vectors is not None)
             else:
                 r = tiger.train_and_evaluate(inter, sid, tiger.TigerConfig(lr=lr, epochs=a.epochs), KS)
             runs.append(r)
             print(f"{name} lr {lr:g}: valid NDCG@10 {r['valid_ndcg@10']:.4f} (epoch {r['best_epoch']}, "
                   f"{r['seconds']:.0f} s)", flush=True)
         best = max(runs, key=lambda r: r["valid_ndcg@10"])
+        if name == "sasrec" and a.item_vectors:
+            a.item_vectors.parent.mkdir(parents=True, exist_ok=True)
+            best.pop("item_vectors").to_parquet(a.item_vectors)
+            for r in runs:
+                r.pop("item_vectors", None)
         out[name] = {"chosen": best, "grid": [{"lr": lr, "valid_ndcg@10": r["valid_ndcg@10"],
                                                "best_epoch": r["best_epoch"], "seconds": r["seconds"]}
                                               for lr, r in zip(lrs, runs)]}

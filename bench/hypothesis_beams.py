@@ -8,7 +8,7 @@ hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first ha
 and the grounded teacher's trace without hindsight (no model call) from the prompt's window or from the whole
 history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis); with --ablate the model's
 traces with the Persona, Interests or Transition line left out; with --chosen the traces' Interests line is
-chosen by score (`Decoding.interests`).
+chosen by score (`Decoding.interests`); with --before each mode is also paired with another model's same mode.
 Prints R@10 / NDCG@10 / pass@4 per mode and each mode minus
 non-thinking, paired per user (mean [95% bootstrap interval]); writes runs/RUN/<out>.json and the per-user
 lists to runs/RUN/<out>_lists.jsonl.
@@ -44,6 +44,9 @@ ap.add_argument("--chosen", action="store_true", help="the trace's Interests lin
                 "(Decoding.interests=chosen): its thinking modes are then the chosen-interest traces'")
 ap.add_argument("--ablate", action="store_true", help="also the model's traces with one line removed (Persona, "
                 "Interests or Transition): what each part adds")
+ap.add_argument("--no-teacher", action="store_true", help="leave out the teacher's traces (four fewer beams)")
+ap.add_argument("--before", type=Path, help="another model's lists from this script on the same users: each mode "
+                "minus that model's same mode, paired (e.g. interest tokens against names)")
 ap.add_argument("--out", default="hypothesis_beams")
 a = ap.parse_args()
 
@@ -66,7 +69,7 @@ lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in 
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)
 end_think = tok.convert_tokens_to_ids(END_THINK)
-for name, hists in (("teacher-window", p.histories), ("teacher-whole", [whole[u] for u in p.users])):
+for name, hists in () if a.no_teacher else (("teacher-window", p.histories), ("teacher-whole", [whole[u] for u in p.users])):
     written = [tok.encode(f"\n{teacher.foresight_trace(h, a.hypotheses, d)}\n", add_special_tokens=False) + [end_think]
                for h, d in zip(hists, domains)]
     lists[name] = answer_items(model, [q + t for q, t in zip(prompts, written)], domains, sid, tok, a.beams, 16, True)[0]
@@ -83,15 +86,24 @@ listed = [len(split_trace(tok.decode(t[:-1], skip_special_tokens=False))[1]) for
 report = {"run": a.run, "model": a.model, "split": a.split, "users": len(p.users), "beams": a.beams,
           "hypotheses": a.hypotheses, "exact_n": a.exact_n, "listed_mean": sum(listed) / len(listed), "modes": {}}
 print(f"interests listed per trace: {report['listed_mean']:.2f} (asked {a.hypotheses})")
+before = {r["user_id"]: r["items"] for r in map(json.loads, a.before.read_text().splitlines())} if a.before else {}
+if before and any(u not in before for u in p.users):
+    raise SystemExit(f"{a.before}: not every user of this sample is in it (same split, sample, seed?)")
+METRICS = ("recall@10", "ndcg@10", "pass@4")
 for mode, got in lists.items():
     m = evaluate_lists(got, p.truths, [4, 10], domains)["all"]
-    row = {k: m[k] for k in ("recall@10", "ndcg@10", "pass@4")}
-    if mode != "non-thinking":
-        row["minus non-thinking"] = {c: paired_bootstrap(per_sample(c, got, p.truths), per_sample(c, plain, p.truths),
-                                                         seed=a.seed) for c in ("recall@10", "ndcg@10", "pass@4")}
+    row = {k: m[k] for k in METRICS}
+    refs = {"non-thinking": plain} if mode != "non-thinking" else {}
+    if before and mode in before[p.users[0]]:
+        refs["before"] = [before[u][mode] for u in p.users]
+    for name, ref in refs.items():
+        row[f"minus {name}"] = {c: paired_bootstrap(per_sample(c, got, p.truths), per_sample(c, ref, p.truths),
+                                                    seed=a.seed) for c in METRICS}
     report["modes"][mode] = row
-    diff = "  ".join(f"{c} {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]" for c, d in row.get("minus non-thinking", {}).items())
-    print(f"{mode:18s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}  {diff}")
+    print(f"{mode:18s} R@10 {row['recall@10']:.4f} NDCG@10 {row['ndcg@10']:.4f} pass@4 {row['pass@4']:.4f}")
+    for name in refs:
+        print(f"    minus {name}: " + "  ".join(f"{c} {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
+                                          for c, d in row[f"minus {name}"].items()))
 rundir.write_text(run_dir / f"{a.out}.json", json.dumps(report, indent=2))
 rundir.write_text(run_dir / f"{a.out}_lists.jsonl", "".join(  # per user: runs on nested samples can be paired
     json.dumps({"user_id": u, "target": t, "items": {m: v[j] for m, v in lists.items()}}) + "\n"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import atomic_dir, atomic_path, write_text
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path):
@@ -24,3 +24,19 @@ def test_the_temporary_keeps_the_suffix_writers_need(tmp_path):
         np.savez(tmp, ids=np.arange(3))
     assert np.load(tmp_path / "rows.npz")["ids"].tolist() == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["rows.npz"]
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "tokenizer"
+    out.mkdir()
+    (out / "old.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            tmp.mkdir()
+            (tmp / "new.json").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer"] and (out / "old.json").read_text() == "old"
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new.json").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.json"] and [p.name for p in tmp_path.iterdir()] == ["tokenizer"]

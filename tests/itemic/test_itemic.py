@@ -151,6 +151,49 @@ def test_itemic_stage_clusters_text_joined_with_train_cooccurrence_by_default(tm
     assert len(set(first[:16])) == 1 and len(set(first[16:])) == 1 and first[0] != first[16]
 
 
+def test_itemic_stage_clusters_text_joined_with_vectors_from_a_file(tmp_path, monkeypatch):
+    """`collab_vectors` replaces co-occurrence: two groups in the file's vectors become two first codes; an
+    item the file lacks gets a zero row."""
+    import onereason.itemic.build as build
+    from onereason import rundir
+
+    n = 32
+    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(n)], "domain": "x", "title": [f"item {j}" for j in range(n)],
+                          "description": [f"item {j}" for j in range(n)]})
+    (tmp_path / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(tmp_path / rundir.ITEMS)
+    vectors = pd.DataFrame({"item_id": [f"i{j}" for j in range(n - 1)],
+                            "vector": [np.array([1.0, 0.0, 0.1 * j]) if j < 16 else np.array([0.0, 1.0, 0.1 * j])
+                                       for j in range(n - 1)]})
+    vectors.to_parquet(tmp_path / "vec.parquet")
+    monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: 0.1 * np.random.default_rng(0).normal(
+        size=(len(texts), 8)).astype(np.float32))
+    build.run(build.ItemicConfig(levels=2, codebook_size=2, vocab_size=300, collab_vectors=tmp_path / "vec.parquet"),
+              tmp_path)
+    emb = np.load(tmp_path / rundir.EMBEDDINGS)
+    assert emb.shape == (n, 8 + 3) and not emb[-1, 8:].any()
+    assert np.allclose(np.linalg.norm(emb[:-1, 8:], axis=1), 1.0, atol=1e-5)
+    first = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")["code_0"].to_numpy()
+    assert len(set(first[:16])) == 1 and len(set(first[16:31])) == 1 and first[0] != first[16]
+
+
+def test_item_vectors_file_errors_name_the_file_and_the_problem(tmp_path):
+    from onereason.itemic.item_vectors import read_item_vectors
+
+    with pytest.raises(FileNotFoundError, match="itemic.collab_vectors"):
+        read_item_vectors(tmp_path / "none.parquet", ["a"])
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"item_id": ["a"], "vec": [[1.0]]}).to_parquet(bad)
+    with pytest.raises(ValueError, match=r"bad.parquet: missing column\(s\) \['vector'\]"):
+        read_item_vectors(bad, ["a"])
+    pd.DataFrame({"item_id": ["a", "b"], "vector": [[1.0, 2.0], [1.0]]}).to_parquet(bad)
+    with pytest.raises(ValueError, match="row 1 \\(item b\\) has 1 dimensions"):
+        read_item_vectors(bad, ["a", "b"])
+    pd.DataFrame({"item_id": ["z"], "vector": [[1.0]]}).to_parquet(bad)
+    with pytest.raises(ValueError, match="none of its 1 items"):
+        read_item_vectors(bad, ["a"])
+
+
 def test_real_minilm_embeddings_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEREASON_CACHE", str(tmp_path))
     texts = ["stainless steel hex bolts", "zinc plated hex bolts and nuts", "romantic comedy film"]

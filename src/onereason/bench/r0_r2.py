@@ -187,25 +187,28 @@ def rule_interests(history: list, domain: str, interests: Interests, frequent: b
 def interest_choice(model, tok, sid, interests: Interests, v: EvalPrompts, n: int, batch_size: int,
                     per_user: bool = False) -> dict:
     """R2 as a choice over known interests: every interest of the next item's domain scored as the answer's
-    first entry ("1. <name>;" or "1. <name>.", their probabilities summed), ranked. Top-1 accuracy, recall@n
-    and the probability given to the next item's interest, beside two rules restricted to that domain too: the
-    interest of the last history item there, and the most frequent one (ties: the most recent)."""
+    first entry ("1. <name>;" or "1. <name>.", their probabilities summed; with interest tokens "1. <token>",
+    the token's own probability), ranked. Top-1 accuracy, recall@n and the probability given to the next
+    item's interest, beside two rules restricted to that domain too: the interest of the last history item
+    there, and the most frequent one (ties: the most recent)."""
     text = HistoryText(sid, tok)
     domains = [sid.codec.item_domain[t[0]] for t in v.truths]
     of_domain = {d: [i for i, x in enumerate(interests.domain) if x == d] for d in set(domains)}
     asked = [answer_turn(r2_user(text.text(h), n)) for h in v.histories]
-    written = [f"{numbered_list([name])}{end}" for name in interests.names for end in (";", ".")]
+    ends = ("",) if interests.tokens else (";", ".")  # a token decides alone; a name's entry ends one of two ways
+    written = [f"{numbered_list([name])}{end}" for name in (interests.token_strings() or interests.names) for end in ends]
     ids = tok(written, add_special_tokens=False)["input_ids"]
+    per = len(ends)
     if asked and tok(asked[0] + written[0], add_special_tokens=False)["input_ids"] != (
             tok(asked[0], add_special_tokens=False)["input_ids"] + ids[0]):
         raise ValueError("interest_choice: the tokenizer merges the answer's first tokens into the prompt's last")
     prompts = tok(asked, add_special_tokens=False)["input_ids"]
-    scores = option_logprobs(model, prompts, [[ids[2 * i + e] for i in of_domain[d] for e in (0, 1)] for d in domains],
-                             tok.pad_token_id, batch_size)
+    scores = option_logprobs(model, prompts, [[ids[per * i + e] for i in of_domain[d] for e in range(per)]
+                                              for d in domains], tok.pad_token_id, batch_size)
     truth = [interests.of[t[0]] for t in v.truths]
     ranked, p_truth = [], []
     for d, s, t in zip(domains, scores, truth):
-        logp = np.logaddexp(s[0::2], s[1::2])
+        logp = np.asarray(s) if per == 1 else np.logaddexp(s[0::2], s[1::2])
         prob = np.exp(logp - logp.max())
         prob /= prob.sum()
         ranked.append([of_domain[d][j] for j in np.argsort(-logp, kind="stable")])

@@ -15,12 +15,13 @@ from onereason.config import Config
 from onereason.data.schema import write_parquet
 from onereason.itemic.cooccurrence import cooccurrence_embeddings
 from onereason.itemic.embed import DEFAULT_MODEL, embed_texts
+from onereason.itemic.item_vectors import read_item_vectors
 from onereason.itemic.marks import mark_vocab
 from onereason.itemic.rqkmeans import (codebook_stats, collision_rate, default_codebook_size, residual_kmeans,
                                        unique_codes)
 from onereason.itemic.sid import SidCodec
 from onereason.itemic.tokenizer import build_tokenizer
-from onereason.rundir import atomic_path, write_text
+from onereason.rundir import atomic_dir, atomic_path, write_text
 
 
 class ItemicConfig(Config):
@@ -42,6 +43,9 @@ class ItemicConfig(Config):
     collab_weight: float = Field(1.0, ge=0, description="weight of the train split's co-occurrence vectors "
                                  "concatenated to the text embedding before clustering (0: text only)")
     collab_dim: int = Field(64, ge=2, description="dimensions of the co-occurrence vectors")
+    collab_vectors: Path | None = Field(None, description="parquet of (item_id, vector) joined instead of the "
+                                        "co-occurrence vectors, e.g. a SASRec's item embeddings "
+                                        "(`bench/baselines.py --item-vectors`); learned from the train split only")
     marks: list[Literal["gap", "rating"]] = Field(
         ["rating"], description="one-token marks written after each history item where the data has them: "
         "the time-gap bucket since the previous event, the rating (docs/design.md §2)")
@@ -53,8 +57,10 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     texts = [f"{t}" if d == t else f"{t}. {d}" for t, d in zip(items["title"], items["description"])]
     emb = embed_texts(texts, config.embed_model, max_tokens=config.embed_max_tokens)
     if config.collab_weight > 0:
-        inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
-        collab = cooccurrence_embeddings(inter, items["item_id"].tolist(), config.collab_dim, seed=config.seed)
+        ids = items["item_id"].tolist()
+        collab = (read_item_vectors(config.collab_vectors, ids) if config.collab_vectors is not None else
+                  cooccurrence_embeddings(pd.read_parquet(run_dir / rundir.INTERACTIONS), ids, config.collab_dim,
+                                          seed=config.seed))
         emb = np.concatenate([emb, np.sqrt(config.collab_weight) * collab], axis=1).astype(np.float32)
     k = config.codebook_size or default_codebook_size(len(items), config.levels)
     if config.identity:  # the identity code tells items apart: semantic codes stay as clustered
@@ -80,7 +86,8 @@ def run(config: ItemicConfig, run_dir: Path) -> dict:
     tok = build_tokenizer(texts, codec.code_vocab(), codec.special_vocab() + mark_vocab(config.marks),
                           config.base_tokenizer,
                           config.vocab_size)
-    tok.save_pretrained(str(run_dir / "tokenizer"))
+    with atomic_dir(run_dir / "tokenizer") as tmp:
+        tok.save_pretrained(str(tmp))
     stats = {
         "items": len(items), "levels": int(codes.shape[1]), "codebook_size": k,
         "collision_rate_before": before, "collision_rate_after": collision_rate(codes),

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedModel
 
 from onereason.chat import END_THINK
+from onereason.model.vocab import grow_vocab
 
 LATENT = "<|latent_{}|>"
 
@@ -43,12 +44,7 @@ def add_latent_steps(model: PreTrainedModel, tok, steps: int) -> list[int]:
     new = [t for t in latent_tokens(steps) if t not in tok.get_vocab()]
     tok.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     ids = tok.convert_tokens_to_ids(latent_tokens(steps))
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
-        old = model.get_input_embeddings().weight.shape[0]
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-        with torch.no_grad():
-            emb = model.get_input_embeddings().weight
-            emb[old:] = emb[:old].mean(0)
+    grow_vocab(model, len(tok))
     model.config.latent_token_ids = ids
     install_latent_steps(model)
     return ids

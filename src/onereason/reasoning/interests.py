@@ -3,7 +3,9 @@ the words that set its items apart from the rest of the catalogue (class-based T
 
 Interests are the vocabulary of R2 (interest expansion) and of the R3 trace; personas are
 built on a user's distribution over them. Items are clustered per domain, so an interest
-never mixes domains.
+never mixes domains. With `tokens` an interest is also one special token (`<|interest_3|>`, added to
+the run's tokenizer like item tokens) written before its words, so choosing an interest is choosing
+one token whose probability the model states directly (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from onereason.rundir import write_text
 
 _WORD = re.compile(r"[a-z][a-z]+")
+INTEREST = "<|interest_{}|>"
 # Words that name no theme: English glue, packaging and units that every catalogue repeats.
 STOPWORDS = frozenset("""a an and the for of with to in on by or at from as is are be this that it its
 your you our we all new pack set pcs piece pieces inch inches mm cm ml oz lb lbs kg size color black white
@@ -32,12 +35,13 @@ includes including item items product products other more one two use used x""".
 class Interests:
     """`of[item_id]` → interest index; `names[i]` a readable name; `domain[i]` the domain;
     `theme[i]` the cross-domain theme the interest belongs to (cooking videos and cooking
-    products share one)."""
+    products share one); with `tokens` each name begins with the interest's token."""
 
     of: dict[str, int]
     names: list[str]
     domain: list[str]
     theme: list[int]
+    tokens: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -46,6 +50,24 @@ class Interests:
     def index(self) -> dict[tuple[str, str], int]:
         """(name, domain) → interest index: names repeat across domains, not within one."""
         return {(n, d): i for i, (n, d) in enumerate(zip(self.names, self.domain))}
+
+    def find(self, name: str, domain: str) -> int | None:
+        """The index of an interest named in full or by its words alone (without its token); None if unknown."""
+        if (name, domain) in self.index:
+            return self.index[name, domain]
+        bare = {n.split("|> ", 1)[-1]: i for (n, d), i in self.index.items() if d == domain} if self.tokens else {}
+        return bare.get(name)
+
+    def token_strings(self) -> list[str]:
+        """The interests' tokens in index order (none without `tokens`)."""
+        return [INTEREST.format(i) for i in range(len(self))] if self.tokens else []
+
+    def members(self) -> list[list[str]]:
+        """Each interest's items, in catalog order."""
+        out: list[list[str]] = [[] for _ in range(len(self))]
+        for item, i in self.of.items():
+            out[i].append(item)
+        return out
 
     def names_in(self, domain: str) -> list[str]:
         """The names of the domain's interests, in index order: the options of an interest choice."""
@@ -56,12 +78,13 @@ class Interests:
         return max(self.theme) + 1
 
     def save(self, path: Path) -> None:
-        write_text(path, json.dumps({"names": self.names, "domain": self.domain, "theme": self.theme, "of": self.of}))
+        write_text(path, json.dumps({"names": self.names, "domain": self.domain, "theme": self.theme,
+                                     "tokens": self.tokens, "of": self.of}))
 
     @classmethod
     def load(cls, path: Path) -> "Interests":
         d = json.loads(path.read_text())
-        return cls(d["of"], d["names"], d["domain"], d.get("theme", list(range(len(d["names"])))))
+        return cls(d["of"], d["names"], d["domain"], d.get("theme", list(range(len(d["names"])))), d.get("tokens", False))
 
 
 def _words(text: str) -> list[str]:
@@ -83,8 +106,10 @@ def name_clusters(texts: list[str], labels: np.ndarray, k: int, words: int = 2) 
     return names
 
 
-def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, seed: int = 0) -> Interests:
-    """k-means per domain on normalized embeddings; names made unique with a third word or a number."""
+def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, seed: int = 0,
+                    tokens: bool = False) -> Interests:
+    """k-means per domain on normalized embeddings; names made unique with a third word or a number, and
+    with `tokens` preceded by the interest's token."""
     of: dict[str, int] = {}
     names: list[str] = []
     domains: list[str] = []
@@ -111,7 +136,9 @@ def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, 
         domains += [dom] * k
         of.update({item: base + int(c) for item, c in zip(sub["item_id"], labels)})
     labels = np.array([of[i] for i in items["item_id"]])
-    return Interests(of, names, domains, themes(x, labels, domains, per_domain, seed))
+    if tokens:
+        names = [f"{INTEREST.format(i)} {n}" for i, n in enumerate(names)]
+    return Interests(of, names, domains, themes(x, labels, domains, per_domain, seed), tokens)
 
 
 def themes(x: np.ndarray, labels: np.ndarray, domains: list[str], k: int, seed: int = 0) -> list[int]:

@@ -1,6 +1,7 @@
 """R0–R3 SFT samples in the Qwen3 chat format, thinking and non-thinking mixed per domain.
 
-- R0 item perception: SID → title, SID → description, title → SID, SID → category;
+- R0 item perception: SID → title, SID → description, title → SID, SID → category; with interest
+  tokens also SID → its interest and interest → members;
 - R1 item-to-item relations, labelled by a judge (grounded or an LLM endpoint);
 - R2 interest expansion: the interests a training user's next actions fall into;
 - R3 recommendation: history → (three-part trace) → the next item.
@@ -70,6 +71,12 @@ def hypothesis_choices(v: int | list[int]) -> list[int]:
 
 class SftDataConfig(Config):
     interests_per_domain: int = Field(24, ge=1)
+    interest_tokens: bool = Field(False, description="one special token per interest, written before its words "
+                                  "(`<|interest_3|> jars bottles`) and added to the run's tokenizer, so R2 and the "
+                                  "trace choose an interest as one token; adds `r0_interest_samples` perception "
+                                  "samples (docs/design.md §2)")
+    r0_interest_samples: int = Field(3000, ge=0, description="with interest tokens: SID → its interest and "
+                                     "interest → some of its items")
     personas: int = Field(20, ge=1)
     persona_interest_weight: float = Field(10.0, gt=0, description="variance of the theme/domain shares "
                                            "relative to the behaviour scalars in persona clustering")
@@ -167,7 +174,12 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     unknown = sorted(set(config.think_ratio) - set(items["domain"]))
     if unknown:
         raise ValueError(f"sft.data.think_ratio: unknown domain(s) {unknown}; the run has {sorted(set(items['domain']))}")
-    interests = learn_interests(items, emb, config.interests_per_domain, config.seed)
+    interests = learn_interests(items, emb, config.interests_per_domain, config.seed, config.interest_tokens)
+    if interests.tokens:  # the run's tokenizer learns them; train/sft gives the model their rows
+        tok.add_special_tokens({"additional_special_tokens": interests.token_strings()},
+                               replace_extra_special_tokens=False)
+        with rundir.atomic_dir(run_dir / "tokenizer") as tmp:
+            tok.save_pretrained(str(tmp))
     hists = user_histories(inter, ("train",))
     brand = dict(zip(items["item_id"], items["brand"]))
     users = [u for u, h in hists.items() if h]
@@ -197,6 +209,21 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
             add("R0", it["domain"], f"{j}", find_user(it["title"]), s)
         elif leaf_category(it["categories"]):
             add("R0", it["domain"], f"{j}", f"Which category is {s} in?", leaf_category(it["categories"]))
+
+    # R0 with interest tokens: which interest an item is in, and what an interest holds.
+    known_ids = set(known["item_id"])
+    members = [[m for m in ms if m in known_ids] for ms in interests.members()]
+    own = np.random.default_rng([config.seed, 2])  # own stream: the other samples stay those of a run without tokens
+    for j in range(config.r0_interest_samples if interests.tokens else 0):
+        it = known.iloc[int(own.integers(0, len(known)))]
+        i = interests.of[it["item_id"]]
+        if j % 2:
+            add("R0", it["domain"], f"i{j}", f"Which interest is {codec.item_text(it['item_id'])} in?",
+                interests.names[i])
+        else:
+            shown = own.choice(members[i], min(3, len(members[i])), replace=False)
+            add("R0", it["domain"], f"i{j}", f"Name items of {interests.token_strings()[i]}.",
+                f"{interests.names[i]}: {' '.join(codec.item_text(m) for m in shown)}")
 
     # R1: relations between candidate pairs, labelled by the judge.
     transitions = transition_counts(inter)

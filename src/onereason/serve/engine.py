@@ -148,10 +148,12 @@ class Engine:
         return self.sid.codec.item_domain[item]
 
     def interest_index(self, name: str, domain: str) -> int:
-        if (name, domain) not in self.interests.index:
+        """An interest named in full or, where interests are tokens, by its words alone."""
+        i = self.interests.find(name, domain)
+        if i is None:
             known = [n for n, d in self.interests.index if d == domain]
             raise UnknownInterest(f"unknown interest {name!r} in domain {domain!r}; known: {known}")
-        return self.interests.index[name, domain]
+        return i
 
     def interest_of(self, item: str) -> str:
         return self.interests.names[self.interests.of[item]]

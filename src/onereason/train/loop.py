@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 from onereason.config import Config
 from onereason.corpus.user_layer import batches_by_length
 from onereason.model.backbone import add_dropout
-from onereason.rundir import atomic_path, save_figure, write_text
+from onereason.rundir import atomic_dir, atomic_path, save_figure, write_text
 
 
 class LoopConfig(Config):
@@ -299,18 +299,9 @@ def _select(model: torch.nn.Module, score: Callable[[torch.nn.Module], float], s
 
 def save_model(model: PreTrainedModel, tok, out: Path) -> None:
     """save_pretrained into a temporary folder, then rename over the old one."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
 
 
 def plot_log(log_path: Path, png: Path, keys: list[str], title: str) -> None:

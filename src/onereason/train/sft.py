@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field
 
 from onereason import rundir
@@ -23,9 +24,11 @@ from onereason.chat import ANSWER, TRACE, chat_response
 from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
-from onereason.itemic.sid import load_sid_tokens, SidCodec
+from onereason.itemic.sid import load_sid_tokens, SidCodec, SidTokens
 from onereason.model.backbone import load_model
 from onereason.model.latent import add_latent_steps, latent_tokens
+from onereason.model.vocab import embedding_rows, grow_vocab
+from onereason.reasoning.interests import Interests
 from onereason.reasoning.sft_data import SftDataConfig, build
 from onereason.reasoning.traces import check_trace
 from onereason.rundir import write_text
@@ -55,6 +58,17 @@ def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
             raise ValueError(f"sft data: sample {sid_} is a thinking sample without a <think> trace")
         target = [t for t in codec.parse(assistant[m.end():]) if t]
         check_trace(m.group(1), [i for i in codec.parse(user) if i], codec, target[0] if target else None, sid_)
+
+
+def add_interest_rows(model: torch.nn.Module, tok, sid: SidTokens, interests: Interests) -> None:
+    """Give the model a row per interest token (`sft.data.interest_tokens`), each starting at the mean row of
+    its items' code tokens: the token begins where the items it stands for are."""
+    grow_vocab(model, len(tok))
+    with torch.no_grad():
+        for token, items in zip(tok.convert_tokens_to_ids(interests.token_strings()), interests.members()):
+            codes = [t for item in items for t in sid.ids(item)[1:-1]]
+            for w in embedding_rows(model) if codes else []:
+                w[token] = w[codes].mean(0)
 
 
 def group_of(task: str, think: bool) -> int:
@@ -109,6 +123,9 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     if not (init / "config.json").exists():
         raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
     model = load_model(init)
+    interests = Interests.load(run_dir / rundir.INTERESTS)
+    if interests.tokens:
+        add_interest_rows(model, tok, sid, interests)
     latent = frozenset()
     if config.latent_steps:
         latent = frozenset(add_latent_steps(model, tok, config.latent_steps))

@@ -32,6 +32,9 @@ def check_result(res: dict, inter: pd.DataFrame, ks: list[int], epochs: int, eva
 def test_sasrec_result_is_consistent():
     inter = walks()
     res = train_and_evaluate(inter, SASRecConfig(hidden=32, dropout=0.1, epochs=6, patience=6, batch_size=32,
-                                                 lr=3e-3), [1, 5], progress=False)
+                                                 lr=3e-3), [1, 5], progress=False, item_vectors=True)
     assert res["metrics"]["all"]["n"] == 60
     check_result(res, inter, [1, 5], epochs=6, eval_every=2)
+    vec = res["item_vectors"]  # one 32-d row per item train holds, the rows the model scores with
+    assert set(vec["item_id"]) == set(inter.loc[inter["split"] == "train", "item_id"])
+    assert {len(v) for v in vec["vector"]} == {32}

@@ -99,9 +99,11 @@ def _rank(model: SASRec, hists: list[list[int]], k: int, t: int, domain_mask: to
 
 
 def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], progress: bool = True,
-                       test_users: list[str] | None = None) -> dict:
+                       test_users: list[str] | None = None, item_vectors: bool = False) -> dict:
     """Train on train-split sequences, pick the epoch by valid NDCG@10, evaluate on test (all users, or
-    `test_users`: the bench's sample); the test lists come back per user under "lists".
+    `test_users`: the bench's sample); the test lists come back per user under "lists". With `item_vectors`
+    the chosen model's embedding rows of the items train holds come back too (a DataFrame item_id, vector
+    under "item_vectors": collaborative vectors for `itemic.collab_vectors`).
     Rankings are restricted to the target's domain, like the generative model's."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -148,6 +150,11 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
                                                  cfg.patience, "SASRec", progress)
     top = name[_rank(model, test[0], max(ks), cfg.max_len, test[3])].tolist()
     res = evaluate_lists(top, test[1], ks, test[2])
-    return {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best, "lists": dict(zip(test[4], top)),
-            "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
+    out = {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best, "lists": dict(zip(test[4], top)),
+           "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
+    if item_vectors:  # an item only valid/test hold kept its random row: left out
+        trained = sorted({i for s in seqs for i in s})
+        out["item_vectors"] = pd.DataFrame({"item_id": name[trained],
+                                            "vector": list(model.item.weight.detach()[trained].numpy())})
+    return out
 
