@@ -73,6 +73,10 @@ def test_interest_rows_start_at_their_items_code_rows(token_run):
     i = 0
     codes = [t for item in interests.members()[i] for t in sid.ids(item)[1:-1]]
     assert torch.allclose(emb[tok.convert_tokens_to_ids(interests.token_strings()[i])], emb[codes].mean(0))
+    trained = load_model(run_dir / rundir.SFT_MODEL)  # already has the rows: SFT from it keeps them
+    before_rows = trained.get_input_embeddings().weight.detach().clone()
+    sft.add_interest_rows(trained, tok, sid, interests)
+    assert torch.equal(trained.get_input_embeddings().weight, before_rows)
 
 
 def test_r2_choice_reads_the_interest_tokens_probability(token_run):

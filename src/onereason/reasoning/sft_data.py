@@ -212,7 +212,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
 
     # R0 with interest tokens: which interest an item is in, and what an interest holds.
     known_ids = set(known["item_id"])
-    members = [[m for m in ms if m in known_ids] for ms in interests.members()]
+    members = [[m for m in ms if m in known_ids] for ms in interests.members()] if interests.tokens else []
     own = np.random.default_rng([config.seed, 2])  # own stream: the other samples stay those of a run without tokens
     for j in range(config.r0_interest_samples if interests.tokens else 0):
         it = known.iloc[int(own.integers(0, len(known)))]

@@ -61,13 +61,14 @@ def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
 
 
 def add_interest_rows(model: torch.nn.Module, tok, sid: SidTokens, interests: Interests) -> None:
-    """Give the model a row per interest token (`sft.data.interest_tokens`), each starting at the mean row of
-    its items' code tokens: the token begins where the items it stands for are."""
-    grow_vocab(model, len(tok))
+    """Give the model a row per interest token (`sft.data.interest_tokens`), each new one starting at the mean
+    row of its items' code tokens: the token begins where the items it stands for are. A model that already
+    has the rows (SFT from an SFT model) keeps them."""
+    old = grow_vocab(model, len(tok))
     with torch.no_grad():
         for token, items in zip(tok.convert_tokens_to_ids(interests.token_strings()), interests.members()):
             codes = [t for item in items for t in sid.ids(item)[1:-1]]
-            for w in embedding_rows(model) if codes else []:
+            for w in embedding_rows(model) if codes and token >= old else []:
                 w[token] = w[codes].mean(0)
 
 
