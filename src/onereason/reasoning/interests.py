@@ -55,8 +55,8 @@ class Interests:
         """The index of an interest named in full or by its words alone (without its token); None if unknown."""
         if (name, domain) in self.index:
             return self.index[name, domain]
-        bare = {n.split("|> ", 1)[-1]: i for (n, d), i in self.index.items() if d == domain} if self.tokens else {}
-        return bare.get(name)
+        words = {n.removeprefix(f"{INTEREST.format(i)} "): i for (n, d), i in self.index.items() if d == domain}
+        return words.get(name) if self.tokens else None
 
     def token_strings(self) -> list[str]:
         """The interests' tokens in index order (none without `tokens`)."""
