@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed
 from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -22,3 +23,5 @@ checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
 (out / f"rank{state.process_index}.json").write_text(json.dumps({
     "processes": state.num_processes, "backend": str(state.backend), "final_loss": stats["final_loss"],
     "steps": stats["steps"], "checksum": checksum}))
+state.wait_for_everyone()
+torch.distributed.destroy_process_group()  # gloo's threads stopped before exit; left running they can abort it
