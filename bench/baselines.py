@@ -50,9 +50,7 @@ def main() -> None:
         best = max(runs, key=lambda r: r["valid_ndcg@10"])
         if name == "sasrec" and a.item_vectors:
             a.item_vectors.parent.mkdir(parents=True, exist_ok=True)
-            best.pop("item_vectors").to_parquet(a.item_vectors)
-            for r in runs:
-                r.pop("item_vectors", None)
+            best.pop("item_vectors").to_parquet(a.item_vectors)  # the other runs are not written out
         out[name] = {"chosen": best, "grid": [{"lr": lr, "valid_ndcg@10": r["valid_ndcg@10"],
                                                "best_epoch": r["best_epoch"], "seconds": r["seconds"]}
                                               for lr, r in zip(lrs, runs)]}

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from onereason.data.histories import items_of, user_histories
+from onereason.itemic.item_vectors import unit_rows
 
 
 def cooccurrence_embeddings(inter: pd.DataFrame, item_ids: list[str], dim: int = 64, window: int = 3,
@@ -42,9 +43,7 @@ def cooccurrence_embeddings(inter: pd.DataFrame, item_ids: list[str], dim: int =
     ppmi = torch.sparse_coo_tensor(i[:, keep], pmi[keep], (n, n), check_invariants=True).coalesce()
     torch.manual_seed(seed)
     u, s, _ = torch.svd_lowrank(ppmi, q=min(dim, n - 1), niter=4)
-    emb = (u * s.sqrt()).numpy().astype(np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    out = np.where(norms > 0, emb / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    out = unit_rows((u * s.sqrt()).numpy().astype(np.float32))
     if out.shape[1] < dim:
         out = np.pad(out, ((0, 0), (0, dim - out.shape[1])))
     return out

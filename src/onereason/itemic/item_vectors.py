@@ -27,13 +27,17 @@ def read_item_vectors(path: Path, item_ids: list[str]) -> np.ndarray:
                          f"row 0 has {dims.iloc[0]}")
     if df["item_id"].duplicated().any():
         raise ValueError(f"{path}: item {df.loc[df['item_id'].duplicated(), 'item_id'].iloc[0]} appears twice")
-    known = set(item_ids)
-    if not known & set(df["item_id"]):
+    if not set(item_ids) & set(df["item_id"]):
         raise ValueError(f"{path}: none of its {len(df)} items is in the run's catalog")
     index = {item: i for i, item in enumerate(item_ids)}
-    out = np.zeros((len(item_ids), int(dims.iloc[0]) if len(df) else 0), dtype=np.float32)
+    out = np.zeros((len(item_ids), int(dims.iloc[0])), dtype=np.float32)
     for item, v in zip(df["item_id"], df["vector"]):
         if item in index:
             out[index[item]] = v
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.where(norms > 0, out / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    return unit_rows(out)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, all-zero rows (items without a vector) left at zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)

@@ -214,6 +214,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     known_ids = set(known["item_id"])
     members = [[m for m in ms if m in known_ids] for ms in interests.members()] if interests.tokens else []
     own = np.random.default_rng([config.seed, 2])  # own stream: the other samples stay those of a run without tokens
+    tokens = interests.token_strings()
     for j in range(config.r0_interest_samples if interests.tokens else 0):
         it = known.iloc[int(own.integers(0, len(known)))]
         i = interests.of[it["item_id"]]
@@ -222,7 +223,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
                 interests.names[i])
         else:
             shown = own.choice(members[i], min(3, len(members[i])), replace=False)
-            add("R0", it["domain"], f"i{j}", f"Name items of {interests.token_strings()[i]}.",
+            add("R0", it["domain"], f"i{j}", f"Name items of {tokens[i]}.",
                 f"{interests.names[i]}: {' '.join(codec.item_text(m) for m in shown)}")
 
     # R1: relations between candidate pairs, labelled by the judge.
