@@ -104,15 +104,51 @@ def test_identity_level_tells_apart_items_that_share_their_semantic_codes():
     assert sorted(sid.allowed(prefix)) == sorted([sid.ids("a")[3], sid.ids("b")[3]])  # the shared prefix branches
 
 
-def test_itemic_stage_with_identity_codes(tmp_path, monkeypatch):
-    import onereason.itemic.build as build
+def write_catalog(run_dir, n: int, sequences: list[list[int]]) -> None:
+    """Items i0..i{n-1} and one train sequence of item indices per user, as the data stage writes them."""
     from onereason import rundir
 
-    n = 40
     items = pd.DataFrame({"item_id": [f"i{j}" for j in range(n)], "domain": "x", "title": [f"item {j}" for j in range(n)],
                           "description": [f"item {j}" for j in range(n)]})
-    (tmp_path / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
-    items.to_parquet(tmp_path / rundir.ITEMS)
+    (run_dir / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(run_dir / rundir.ITEMS)
+    pd.DataFrame([{"user_id": f"u{u}", "item_id": f"i{j}", "timestamp": t, "domain": "x", "rating": np.nan,
+                   "split": "train"} for u, seq in enumerate(sequences) for t, j in enumerate(seq)]
+                 ).to_parquet(run_dir / rundir.INTERACTIONS)
+
+
+def test_train_targets_per_item_counts_train_events_after_each_users_first():
+    from onereason.itemic.build import train_targets_per_item
+
+    inter = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b", "b"], "item_id": list("xyzxyz"),
+                          "split": ["train", "train", "valid", "train", "train", "test"]})
+    assert train_targets_per_item(inter, 4) == (4 - 2) / 4
+
+
+@pytest.mark.parametrize("users, identity", [(3, False), (40, True)])
+def test_the_identity_code_turns_on_where_train_has_enough_targets_per_item(tmp_path, monkeypatch, users, identity):
+    """`identity: null`: 3 semantic levels on a thin train split; one level + an identity code once each item has
+    `identity_min_targets` next-item targets to learn its own row from."""
+    import onereason.itemic.build as build
+
+    n = 8
+    write_catalog(tmp_path, n, [list(np.random.default_rng(u).permutation(n)) for u in range(users)])
+    monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: np.random.default_rng(0).normal(
+        size=(len(texts), 8)).astype(np.float32))
+    config = build.ItemicConfig(codebook_size=4, vocab_size=300)
+    assert config.identity is None and config.levels is None
+    stats = build.run(config, tmp_path)
+    assert stats["train_targets_per_item"] == users * (n - 1) / n and stats["identity"] == identity
+    sid_map = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")
+    semantic = [c for c in sid_map.columns if c.startswith("code_")]
+    assert ("identity" in sid_map.columns) == identity and len(semantic) == (1 if identity else 3)
+
+
+def test_itemic_stage_with_identity_codes(tmp_path, monkeypatch):
+    import onereason.itemic.build as build
+
+    n = 40
+    write_catalog(tmp_path, n, [[0, 1]])
     monkeypatch.setattr(build, "embed_texts", lambda texts, *a, **k: np.random.default_rng(0).normal(
         size=(len(texts), 8)).astype(np.float32))
     stats = build.run(build.ItemicConfig(levels=2, codebook_size=4, identity=True, vocab_size=300, collab_weight=0),
@@ -158,10 +194,7 @@ def test_itemic_stage_clusters_text_joined_with_vectors_from_a_file(tmp_path, mo
     from onereason import rundir
 
     n = 32
-    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(n)], "domain": "x", "title": [f"item {j}" for j in range(n)],
-                          "description": [f"item {j}" for j in range(n)]})
-    (tmp_path / rundir.ITEMS).parent.mkdir(parents=True, exist_ok=True)
-    items.to_parquet(tmp_path / rundir.ITEMS)
+    write_catalog(tmp_path, n, [[0, 1]])
     vectors = pd.DataFrame({"item_id": [f"i{j}" for j in range(n - 1)],
                             "vector": [np.array([1.0, 0.0, 0.1 * j]) if j < 16 else np.array([0.0, 1.0, 0.1 * j])
                                        for j in range(n - 1)]})
