@@ -41,7 +41,7 @@ class ItemicConfig(Config):
                                   "item, an ID embedding behind the `levels` semantic codes, which may then be "
                                   "shared); None: where the train split has at least `identity_min_targets` "
                                   "next-item targets per item (docs/design.md §1)")
-    # 12: chosen on valid (bench/LOG.md, session 40): with one level + identity, NDCG@10 +.0153 on office (15.9 targets
+    # 12: chosen on valid (bench/LOG.md, session 40): with one level + identity, NDCG@10 +.0130 on office (15.9 targets
     # per item), −.0007 on amazon-scientific (7.8, inside the interval): an item's own row learns from its own targets
     identity_min_targets: float = Field(12.0, ge=0, description="train next-item targets per item from which "
                                         "`identity: null` turns the identity code on")
