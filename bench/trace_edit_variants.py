@@ -1,0 +1,78 @@
+"""Which way of writing a "favour interest Y" edit into the trace moves the list most (issue 24)?
+
+    python bench/trace_edit_variants.py --run-dir runs/sci-tok --model sft/model --users 300
+
+For a seeded sample of test users (as `bench/serve_quality.py`: Y drawn per user among the domain's interests
+with at least 2k items; the grounded trace of the latest history, no model sampling), each variant edits the
+trace, the served model ranks k items after it with no trie enforcement, and the share of items in Y is
+printed overall and per rank:
+
+- drift: the service's edit (`Engine.edit_trace`: Interests = [Y], Transition "drift: moves to a new interest, Y");
+- teacher's transition: the Transition the grounded teacher writes for Y (recency / repeat citing a history item
+  of Y / complement / drift), as in the SFT traces;
+- either of them with the Persona's cited example item dropped (it cites the user's main interest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from onereason.bench.lists import sample_prompts
+from onereason.protocol import Decoding
+from onereason.reasoning.traces import drift_to, join_trace, split_trace
+from onereason.serve.engine import Constraint, Engine, ServeConfig
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--run-dir", type=Path, required=True)
+ap.add_argument("--model", default=None)
+ap.add_argument("--users", type=int, default=300)
+ap.add_argument("--k", type=int, default=10)
+ap.add_argument("--seed", type=int, default=0)
+a = ap.parse_args()
+
+engine = Engine(a.run_dir, ServeConfig(model=a.model, decoding=Decoding(beams=a.k)))
+p = sample_prompts(pd.read_parquet(a.run_dir / "data" / "interactions.parquet"), "test", engine.max_items, a.users,
+                   a.seed)
+hs = p.histories
+doms = [engine.domain_of(t[0]) for t in p.truths]
+of, names = engine.interests.of, engine.interests.names
+size = pd.Series([of[i] for i in engine.sid.codec.item_ids]).value_counts()
+cands = {d: [i for i, dd in enumerate(engine.interests.domain) if dd == d and size.get(i, 0) >= 2 * a.k]
+         for d in set(doms)}
+rng = np.random.default_rng(a.seed)
+fav = [int(rng.choice(cands[d])) for d in doms]
+grounded = [engine.grounded_trace(h, d) for h, d in zip(hs, doms)]
+
+
+def no_example(head: str) -> str:
+    return re.sub(r", e\.g\. .*\)\.$", ").", head)
+
+
+def teacher_edit(trace: str, history: list, f: int, strip: bool) -> str:
+    head = split_trace(trace)[0]
+    return join_trace(no_example(head) if strip else head, [names[f]], engine.teacher.transition(history, f, ""))
+
+
+variants = {
+    "drift (the service's edit)": [engine.edit_trace(t, d, Constraint(favour=[f]))[0]
+                                   for t, d, f in zip(grounded, doms, fav)],
+    "teacher's transition": [teacher_edit(t, h, f, False) for t, h, f in zip(grounded, hs, fav)],
+    "teacher's transition, no persona example": [teacher_edit(t, h, f, True) for t, h, f in zip(grounded, hs, fav)],
+    "drift, no persona example": [join_trace(no_example(split_trace(t)[0]), [names[f]], drift_to(names[f]))
+                                  for t, f in zip(grounded, fav)],
+}
+out = {"run": str(a.run_dir), "model": engine.model_name, "users": len(hs), "k": a.k, "favoured_share": {}}
+for name, traces in variants.items():
+    got = []
+    for s in range(0, len(hs), 32):
+        got += [r.items for r in engine.rank(hs[s:s + 32], doms[s:s + 32], traces[s:s + 32], a.k, None)]
+    per = np.array([[of[i] == f for i in g] + [False] * (a.k - len(g)) for g, f in zip(got, fav)], dtype=float)
+    out["favoured_share"][name] = {"all": round(float(per.mean()), 3), "per_rank": [round(x, 2) for x in per.mean(0)]}
+    print(f"{name:42s} {per.mean():.3f}  per rank {' '.join(f'{x:.2f}' for x in per.mean(0))}", flush=True)
+print(json.dumps(out, indent=1))
