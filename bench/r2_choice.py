@@ -76,7 +76,8 @@ def other_predictors(p, sid) -> dict[str, list[list[int]]]:
 res = choice(a.run, a.model)
 hits = res.pop("hits")
 prompts, sid = res.pop("prompts"), res.pop("sid")
-truth = [Interests.load(Path("runs") / a.run / rundir.INTERESTS).of[t[0]] for t in prompts.truths]
+of = Interests.load(Path("runs") / a.run / rundir.INTERESTS).of
+truth = [of[t[0]] for t in prompts.truths]
 for name, ranked in other_predictors(prompts, sid).items():
     hits[name] = {"top1": [float(bool(r) and r[0] == x) for r, x in zip(ranked, truth)],
                   f"recall@{a.n}": [float(x in r[:a.n]) for r, x in zip(ranked, truth)]}
