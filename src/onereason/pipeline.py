@@ -221,6 +221,8 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         log(f"stage {name} ...")
         summary[name] = stage()
         summary[name]["stage_seconds"] = time.perf_counter() - t0
+        if name == "itemic":
+            log(itemic.describe(summary[name], config.itemic))
         log(f"stage {name} done in {summary[name]['stage_seconds']:.1f}s")
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

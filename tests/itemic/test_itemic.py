@@ -142,6 +142,9 @@ def test_the_identity_code_turns_on_where_train_has_enough_targets_per_item(tmp_
     sid_map = pd.read_parquet(tmp_path / "itemic" / "sid_map.parquet")
     semantic = [c for c in sid_map.columns if c.startswith("code_")]
     assert ("identity" in sid_map.columns) == identity and len(semantic) == (1 if identity else 3)
+    line = build.describe(stats, config)
+    assert line.startswith("SIDs: 1 semantic code + an identity code" if identity else "SIDs: 3 semantic codes")
+    assert ("at least" if identity else "under") in line and f"{users * (n - 1) / n:.1f} train targets" in line
 
 
 def test_itemic_stage_with_identity_codes(tmp_path, monkeypatch):

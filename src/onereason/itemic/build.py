@@ -64,6 +64,16 @@ def train_targets_per_item(inter: pd.DataFrame, n_items: int) -> float:
     return (len(train) - train["user_id"].nunique()) / max(n_items, 1)
 
 
+def describe(stats: dict, config: ItemicConfig) -> str:
+    """One line saying which SID layout the stage chose and why (the identity code can turn on by itself)."""
+    how = "set in the config" if config.identity is not None else (
+        f"{stats['train_targets_per_item']:.1f} train targets per item, "
+        f"{'at least' if stats['identity'] else 'under'} itemic.identity_min_targets = {config.identity_min_targets:g}")
+    layout = (f"{stats['levels'] - 1} semantic code{'s' * (stats['levels'] > 2)} + an identity code" if stats["identity"]
+              else f"{stats['levels']} semantic codes")
+    return f"SIDs: {layout} per item, K = {stats['codebook_size']} ({how})"
+
+
 def run(config: ItemicConfig, run_dir: Path) -> dict:
     """Embed item text, cluster residually, resolve collisions, write the SID map and tokenizer."""
     items = pd.read_parquet(run_dir / rundir.ITEMS)
