@@ -11,6 +11,11 @@ printed overall and per rank:
 - teacher's transition: the Transition the grounded teacher writes for Y (recency / repeat citing a history item
   of Y / complement / drift), as in the SFT traces;
 - either of them with the Persona's cited example item dropped (it cites the user's main interest).
+
+With interest tokens it also measures the model's own map from an item to its interest: for `--perception-items`
+catalog items, "Which interest is <SID> in?" (the R0 question SFT trains), every interest token of the item's
+domain scored as the answer's first token; top-1 accuracy. A trace edit cannot move more of the list into Y than
+the model can tell which items are in Y.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from onereason.bench.lists import sample_prompts
+from onereason.chat import answer_turn
+from onereason.decoding.choice import option_logprobs
 from onereason.protocol import Decoding
 from onereason.reasoning.traces import drift_to, join_trace, split_trace
 from onereason.serve.engine import Constraint, Engine, ServeConfig
@@ -34,6 +41,7 @@ ap.add_argument("--model", default=None)
 ap.add_argument("--users", type=int, default=300)
 ap.add_argument("--k", type=int, default=10)
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--perception-items", type=int, default=1000)
 a = ap.parse_args()
 
 engine = Engine(a.run_dir, ServeConfig(model=a.model, decoding=Decoding(beams=a.k)))
@@ -75,4 +83,17 @@ for name, traces in variants.items():
     per = np.array([[of[i] == f for i in g] + [False] * (a.k - len(g)) for g, f in zip(got, fav)], dtype=float)
     out["favoured_share"][name] = {"all": round(float(per.mean()), 3), "per_rank": [round(x, 2) for x in per.mean(0)]}
     print(f"{name:42s} {per.mean():.3f}  per rank {' '.join(f'{x:.2f}' for x in per.mean(0))}", flush=True)
+if engine.interests.tokens:
+    ids = engine.sid.codec.item_ids
+    items = [ids[i] for i in rng.permutation(len(ids))[:a.perception_items]]
+    doms_i = [engine.sid.codec.item_domain[i] for i in items]
+    token_ids = engine.tok.convert_tokens_to_ids(engine.interests.token_strings())
+    of_domain = {d: [j for j, x in enumerate(engine.interests.domain) if x == d] for d in set(doms_i)}
+    prompts = engine.tok([answer_turn(f"Which interest is {engine.sid.codec.item_text(i)} in?") for i in items],
+                         add_special_tokens=False)["input_ids"]
+    scores = option_logprobs(engine.model, prompts, [[[token_ids[j]] for j in of_domain[d]] for d in doms_i],
+                             engine.tok.pad_token_id, 32)
+    right = [of_domain[d][int(np.argmax(sc))] == of[i] for i, d, sc in zip(items, doms_i, scores)]
+    out["item_to_interest_top1"] = round(float(np.mean(right)), 3)
+    print(f"item -> interest, top-1 over {len(items)} catalog items: {np.mean(right):.3f}")
 print(json.dumps(out, indent=1))
