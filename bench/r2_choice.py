@@ -51,9 +51,8 @@ def choice(run: str, model_dir: str) -> dict:
                            p, a.n, 16, per_user=True) | {"prompts": p, "sid": sid}
 
 
-def other_predictors(p, sid) -> dict[str, list[list[int]]]:
+def other_predictors(p, sid, teacher) -> dict[str, list[list[int]]]:
     """Interest rankings per user that need no R2 answer: the teacher's, and the recommender list's."""
-    teacher = load_teacher(Path("runs") / a.run)
     of = teacher.interests
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
     out = {"teacher's ranking": [[i for i in teacher.ranked_interests(h) if of.domain[i] == d]
@@ -76,9 +75,9 @@ def other_predictors(p, sid) -> dict[str, list[list[int]]]:
 res = choice(a.run, a.model)
 hits = res.pop("hits")
 prompts, sid = res.pop("prompts"), res.pop("sid")
-of = Interests.load(Path("runs") / a.run / rundir.INTERESTS).of
-truth = [of[t[0]] for t in prompts.truths]
-for name, ranked in other_predictors(prompts, sid).items():
+teacher = load_teacher(Path("runs") / a.run)
+truth = [teacher.interests.of[t[0]] for t in prompts.truths]
+for name, ranked in other_predictors(prompts, sid, teacher).items():
     hits[name] = {"top1": [float(bool(r) and r[0] == x) for r, x in zip(ranked, truth)],
                   f"recall@{a.n}": [float(x in r[:a.n]) for r, x in zip(ranked, truth)]}
     res["methods"][name] = {k: {"all": sum(v) / len(v)} for k, v in hits[name].items()}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from onereason.bench.lists import merge_race, sample_prompts
+from onereason.bench.lists import favoured_interests, merge_race, sample_prompts
 from onereason.metrics import evaluate_lists
 from onereason.protocol import Decoding
 from onereason.serve.engine import Constraint, Engine, ServeConfig
@@ -70,11 +70,7 @@ def main() -> None:
     metrics = {m: evaluate_lists(v, truths, [k], doms)["all"] for m, v in lists.items()}
 
     # intervention: favour one interest of the domain, drawn per user among those with >= 2k items
-    rng = np.random.default_rng(a.seed)
-    size = pd.Series([engine.interests.of[i] for i in engine.sid.codec.item_ids]).value_counts()
-    cands = {d: [i for i, dd in enumerate(engine.interests.domain) if dd == d and size.get(i, 0) >= 2 * k]
-             for d in set(doms)}
-    fav = [int(rng.choice(cands[d])) for d in doms]
+    fav = favoured_interests(engine.interests, engine.sid.codec.item_ids, doms, k, a.seed)
 
     def favoured_share(got: list[list[str]]) -> float:
         return float(np.mean([np.mean([engine.interests.of[i] == f for i in g]) if g else 0.0

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from onereason.bench.lists import sample_prompts
+from onereason.bench.lists import favoured_interests, sample_prompts
 from onereason.chat import answer_turn
 from onereason.decoding.choice import option_logprobs
 from onereason.protocol import Decoding
+from onereason.reasoning.sft_data import interest_user
 from onereason.reasoning.traces import drift_to, join_trace, split_trace
 from onereason.serve.engine import Constraint, Engine, ServeConfig
 
@@ -50,11 +51,7 @@ p = sample_prompts(pd.read_parquet(a.run_dir / "data" / "interactions.parquet"),
 hs = p.histories
 doms = [engine.domain_of(t[0]) for t in p.truths]
 of, names = engine.interests.of, engine.interests.names
-size = pd.Series([of[i] for i in engine.sid.codec.item_ids]).value_counts()
-cands = {d: [i for i, dd in enumerate(engine.interests.domain) if dd == d and size.get(i, 0) >= 2 * a.k]
-         for d in set(doms)}
-rng = np.random.default_rng(a.seed)
-fav = [int(rng.choice(cands[d])) for d in doms]
+fav = favoured_interests(engine.interests, engine.sid.codec.item_ids, doms, a.k, a.seed)
 grounded = [engine.grounded_trace(h, d) for h, d in zip(hs, doms)]
 
 
@@ -85,11 +82,11 @@ for name, traces in variants.items():
     print(f"{name:42s} {per.mean():.3f}  per rank {' '.join(f'{x:.2f}' for x in per.mean(0))}", flush=True)
 if engine.interests.tokens:
     ids = engine.sid.codec.item_ids
-    items = [ids[i] for i in rng.permutation(len(ids))[:a.perception_items]]
+    items = [ids[i] for i in np.random.default_rng(a.seed).permutation(len(ids))[:a.perception_items]]
     doms_i = [engine.sid.codec.item_domain[i] for i in items]
     token_ids = engine.tok.convert_tokens_to_ids(engine.interests.token_strings())
     of_domain = {d: [j for j, x in enumerate(engine.interests.domain) if x == d] for d in set(doms_i)}
-    prompts = engine.tok([answer_turn(f"Which interest is {engine.sid.codec.item_text(i)} in?") for i in items],
+    prompts = engine.tok([answer_turn(interest_user(engine.sid.codec.item_text(i))) for i in items],
                          add_special_tokens=False)["input_ids"]
     scores = option_logprobs(engine.model, prompts, [[[token_ids[j]] for j in of_domain[d]] for d in doms_i],
                              engine.tok.pad_token_id, 32)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pandas as pd
 
 from onereason.chat import END_THINK
@@ -80,6 +82,15 @@ def latent_lists(model, p: EvalPrompts, domains: list[str], sid, tok, decoding: 
     prompts = r3_prompts(p.histories, domains, hypotheses, HistoryText(sid, tok), tok)
     silent = latent_trace(tok, ids)
     return answer_items(model, [q + silent for q in prompts], domains, sid, tok, decoding.beams, batch_size, progress)
+
+
+def favoured_interests(interests: Interests, item_ids: list[str], domains: list[str], k: int, seed: int) -> list[int]:
+    """Per user, an interest of their target's domain to favour (a business rule), drawn among those with at
+    least 2k items so that a list of k can be filled from it."""
+    size = pd.Series([interests.of[i] for i in item_ids]).value_counts()
+    cands = {d: [i for i, dd in enumerate(interests.domain) if dd == d and size.get(i, 0) >= 2 * k] for d in set(domains)}
+    rng = np.random.default_rng(seed)
+    return [int(rng.choice(cands[d])) for d in domains]
 
 
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:

@@ -119,6 +119,10 @@ def describe_user(sid_text: str) -> str:
     return f"Describe {sid_text}."
 
 
+def interest_user(sid_text: str) -> str:
+    return f"Which interest is {sid_text} in?"
+
+
 def find_user(title: str) -> str:
     return f"Which item is \"{clip_words(title, 30)}\"?"
 
@@ -219,7 +223,7 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
         it = known.iloc[int(own.integers(0, len(known)))]
         i = interests.of[it["item_id"]]
         if j % 2:
-            add("R0", it["domain"], f"i{j}", f"Which interest is {codec.item_text(it['item_id'])} in?",
+            add("R0", it["domain"], f"i{j}", interest_user(codec.item_text(it["item_id"])),
                 interests.names[i])
         else:
             shown = own.choice(members[i], min(3, len(members[i])), replace=False)
