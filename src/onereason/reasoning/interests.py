@@ -106,21 +106,37 @@ def name_clusters(texts: list[str], labels: np.ndarray, k: int, words: int = 2) 
     return names
 
 
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means labels of the rows of `x`."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, spherical=True, min_points_per_centroid=1)
+    km.train(x)
+    return km.index.search(x, 1)[1][:, 0]
+
+
 def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, seed: int = 0,
-                    tokens: bool = False) -> Interests:
+                    tokens: bool = False, groups: np.ndarray | None = None) -> Interests:
     """k-means per domain on normalized embeddings; names made unique with a third word or a number, and
-    with `tokens` preceded by the interest's token."""
+    with `tokens` preceded by the interest's token. With `groups` (one label per item row, e.g. its first
+    SID code) the k-means runs over the groups' mean embeddings and an item takes its group's interest, so
+    the interest is a function of the group: a model that knows an item's first code knows its interest."""
     of: dict[str, int] = {}
     names: list[str] = []
     domains: list[str] = []
     x = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     for dom in sorted(items["domain"].unique()):
         rows = np.flatnonzero(items["domain"].to_numpy() == dom)
-        k = max(1, min(per_domain, len(rows) // 10))
-        km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, spherical=True)
-        km.train(np.ascontiguousarray(x[rows], dtype=np.float32))
-        _, assign = km.index.search(np.ascontiguousarray(x[rows], dtype=np.float32), 1)
-        labels = assign[:, 0]
+        if groups is None:
+            k = max(1, min(per_domain, len(rows) // 10))
+            labels = _kmeans(x[rows], k, seed)
+        else:
+            ids, member = np.unique(groups[rows], return_inverse=True)
+            cent = np.stack([x[rows][member == g].mean(0) for g in range(len(ids))])
+            if len(ids) <= per_domain:
+                labels, k = member, len(ids)  # a group each
+            else:
+                _, labels = np.unique(_kmeans(cent, per_domain, seed)[member], return_inverse=True)  # none empty
+                k = int(labels.max()) + 1
         sub = items.iloc[rows]
         texts = [f"{t} {' '.join(c)}" for t, c in zip(sub["title"], sub["categories"])]
         two, three = name_clusters(texts, labels, k, 2), name_clusters(texts, labels, k, 3)

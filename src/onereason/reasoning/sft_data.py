@@ -75,6 +75,10 @@ class SftDataConfig(Config):
                                   "(`<|interest_3|> jars bottles`) and added to the run's tokenizer, so R2 and the "
                                   "trace choose an interest as one token; adds `r0_interest_samples` perception "
                                   "samples (docs/design.md §2)")
+    interest_basis: str = Field("text", pattern="^(text|sid)$", description="what interests cluster: `text`, "
+                                "the items' text embeddings; `sid`, the first SID codes' mean embeddings, so an "
+                                "item's interest follows from its first code and a trace's interest names the "
+                                "codes to generate")
     r0_interest_samples: int = Field(3000, ge=0, description="with interest tokens: SID → its interest and "
                                      "interest → some of its items")
     personas: int = Field(20, ge=1)
@@ -178,7 +182,9 @@ def build(config: SftDataConfig, run_dir: Path, judge: Judge | None = None, prog
     unknown = sorted(set(config.think_ratio) - set(items["domain"]))
     if unknown:
         raise ValueError(f"sft.data.think_ratio: unknown domain(s) {unknown}; the run has {sorted(set(items['domain']))}")
-    interests = learn_interests(items, emb, config.interests_per_domain, config.seed, config.interest_tokens)
+    first_code = codec.codes[[codec.index[i] for i in items["item_id"]], 0] if config.interest_basis == "sid" else None
+    interests = learn_interests(items, emb, config.interests_per_domain, config.seed, config.interest_tokens,
+                                first_code)
     if interests.tokens:  # the run's tokenizer learns them; train/sft gives the model their rows
         tok.add_special_tokens({"additional_special_tokens": interests.token_strings()},
                                replace_extra_special_tokens=False)
