@@ -62,6 +62,7 @@ def tiny_config(ratings: Path, movies: Path):
     cfg.eval.decoding.beams, cfg.eval.batch_size = 10, 16
     d = cfg.sft.data
     d.r0_samples, d.r1_samples, d.r2_samples, d.r3_cuts_per_user = 100, 100, 100, 3
+    d.r0_interest_samples = 40
     cfg.sft.loop.epochs, cfg.sft.loop.batch_tokens, cfg.sft.loop.checkpoint_every = 1, 4096, 20
     e = cfg.sft_eval
     e.sample.max_users, e.decoding.beams, e.decoding.trace_tokens = 24, 10, 96

@@ -17,6 +17,7 @@ from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
 from onereason.pipeline import RunConfig
 from onereason.reasoning.interests import Interests
+from onereason.reasoning import sft_data
 from onereason.reasoning.sft_data import r2_user
 from onereason.reasoning.traces import split_trace
 from onereason.train import sft
@@ -24,15 +25,20 @@ from onereason.train import sft
 
 @pytest.fixture(scope="module")
 def token_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run before SFT, its data rebuilt with interest tokens, SFT'd for a fifth of an epoch."""
-    run_dir = tmp_path_factory.mktemp("runs") / "tokens"
-    shutil.copytree(tiny_run[0], run_dir, ignore=shutil.ignore_patterns("sft", "rl", "report", "bench", "eval"))
+    """Two copies of the tiny run before SFT: one SFT'd for a fifth of an epoch with interest tokens (the
+    default), one whose data is rebuilt with names alone (`interest_tokens: false`), the reference."""
+    runs = tmp_path_factory.mktemp("runs")
+    run_dir, plain = runs / "tokens", runs / "words"
+    for d in (run_dir, plain):
+        shutil.copytree(tiny_run[0], d, ignore=shutil.ignore_patterns("sft", "rl", "report", "bench", "eval"))
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text()).sft
-    cfg = cfg.model_copy(update={"data": cfg.data.replace(interest_tokens=True, r0_interest_samples=40),
-                                 "loop": cfg.loop.model_copy(update={"epochs": 0.2})})
-    before = len(load_sid_tokens(run_dir)[0])
-    sft.run(cfg, run_dir, progress=False, rebuild_data=True)
-    return run_dir, before, tiny_run[0]
+    assert cfg.data.interest_tokens and cfg.data.r0_interest_samples == 40
+    tok = load_sid_tokens(run_dir)[0]  # the tiny run's reasoning stage already added the interests
+    before = len(tok) - sum(t.startswith("<|interest_") for t in tok.get_vocab())
+    sft_data.build(cfg.data.replace(interest_tokens=False), plain, progress=False)
+    sft.run(cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"epochs": 0.2})}), run_dir, progress=False,
+            rebuild_data=True)
+    return run_dir, before, plain
 
 
 def test_interest_tokens_are_one_token_each_and_written_before_the_words(token_run):

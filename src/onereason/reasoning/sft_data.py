@@ -71,11 +71,11 @@ def hypothesis_choices(v: int | list[int]) -> list[int]:
 
 class SftDataConfig(Config):
     interests_per_domain: int = Field(24, ge=1)
-    interest_tokens: bool = Field(False, description="one special token per interest, written before its words "
+    interest_tokens: bool = Field(True, description="one special token per interest, written before its words "
                                   "(`<|interest_3|> jars bottles`) and added to the run's tokenizer, so R2 and the "
                                   "trace choose an interest as one token; adds `r0_interest_samples` perception "
                                   "samples (docs/design.md §2)")
-    interest_basis: str = Field("text", pattern="^(text|sid)$", description="what interests cluster: `text`, "
+    interest_basis: str = Field("sid", pattern="^(text|sid)$", description="what interests cluster: `text`, "
                                 "the items' text embeddings; `sid`, the first SID codes' mean embeddings, so an "
                                 "item's interest follows from its first code and a trace's interest names the "
                                 "codes to generate")

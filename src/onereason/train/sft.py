@@ -72,6 +72,16 @@ def add_interest_rows(model: torch.nn.Module, tok, sid: SidTokens, interests: In
                 w[token] = w[codes].mean(0)
 
 
+def load_with_interests(path: Path, run_dir: Path, tok, sid: SidTokens) -> torch.nn.Module:
+    """The model at `path`, with a row per interest token when the run's interests have tokens (the SFT data
+    then writes them)."""
+    model = load_model(path)
+    interests = Interests.load(run_dir / rundir.INTERESTS)
+    if interests.tokens:
+        add_interest_rows(model, tok, sid, interests)
+    return model
+
+
 def group_of(task: str, think: bool) -> int:
     return GROUPS.index("R3 thinking" if think else "R3 non-thinking") if task == "R3" else GROUPS.index(task)
 
@@ -123,10 +133,7 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     init = run_dir / config.init
     if not (init / "config.json").exists():
         raise FileNotFoundError(f"sft: no model at {init} (run `onereason pretrain` first, or set sft.init)")
-    model = load_model(init)
-    interests = Interests.load(run_dir / rundir.INTERESTS)
-    if interests.tokens:
-        add_interest_rows(model, tok, sid, interests)
+    model = load_with_interests(init, run_dir, tok, sid)
     latent = frozenset()
     if config.latent_steps:
         latent = frozenset(add_latent_steps(model, tok, config.latent_steps))

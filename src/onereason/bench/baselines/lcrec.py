@@ -22,7 +22,7 @@ from onereason.metrics import evaluate_lists
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.train.loop import save_model, train as train_loop
-from onereason.train.sft import GROUPS, SftConfig, to_samples, with_text
+from onereason.train.sft import GROUPS, SftConfig, load_with_interests, to_samples, with_text
 
 _THINK_ASK = re.compile(rf" Expand \d interests?\. /think{re.escape(IM_END)}")
 
@@ -70,7 +70,7 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         out = (run_dir / model_dir(lr)).parent
         loop = sft.loop.replace(lr=lr, epochs=epochs)
         if not (out / "model" / "config.json").exists():
-            model = load_model(run_dir / rundir.MODEL)
+            model = load_with_interests(run_dir / rundir.MODEL, run_dir, tok, sid)  # R0 asks about interest tokens
             model, _ = train_loop(model, samples, tok.pad_token_id, loop, out, progress=progress, group_names=list(GROUPS))
             save_model(model, tok, out / "model")
         model = load_model(out / "model")
