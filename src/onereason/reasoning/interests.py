@@ -1,5 +1,6 @@
-"""Interests: themes learned from item text (k-means over the item embeddings), each named by
-the words that set its items apart from the rest of the catalogue (class-based TF-IDF).
+"""Interests: themes learned from item text (k-means over the item embeddings, or over the mean
+embeddings of groups of items such as those sharing a first SID code), each named by the words that set
+its items apart from the rest of the catalogue (class-based TF-IDF).
 
 Interests are the vocabulary of R2 (interest expansion) and of the R3 trace; personas are
 built on a user's distribution over them. Items are clustered per domain, so an interest

@@ -76,7 +76,7 @@ class SftDataConfig(Config):
                                   "trace choose an interest as one token; adds `r0_interest_samples` perception "
                                   "samples (docs/design.md §2)")
     interest_basis: str = Field("sid", pattern="^(text|sid)$", description="what interests cluster: `text`, "
-                                "the items' text embeddings; `sid`, the first SID codes' mean embeddings, so an "
+                                "the items' text embeddings; `sid`, the first SID codes' mean text embeddings, so an "
                                 "item's interest follows from its first code and a trace's interest names the "
                                 "codes to generate")
     r0_interest_samples: int = Field(3000, ge=0, description="with interest tokens: SID → its interest and "
