@@ -15,7 +15,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -144,6 +144,13 @@ def scale_budget(config: RunConfig, factor: float, pretrain_factor: float | None
     return c  # every assignment above was validated (validate_assignment)
 
 
+def run_itemic(config: ItemicConfig, run_dir: Path, log: Callable[[str], None]) -> dict:
+    """The itemic stage, saying which SID layout it chose (the identity code can turn on by itself)."""
+    stats = itemic.run(config, run_dir)
+    log(itemic.describe(stats, config))
+    return stats
+
+
 def run_data(config: DataConfig, run_dir: Path) -> dict:
     """Load, validate and write interactions/items parquet plus dataset statistics."""
     parts = [load_dataset(n, config.data_dir) for n in config.datasets]
@@ -201,7 +208,7 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
     last = STAGE_NAMES.index(until)
     for name, stage in [
         ("data", lambda: run_data(config.data, run_dir)),
-        ("itemic", lambda: itemic.run(config.itemic, run_dir)),
+        ("itemic", lambda: run_itemic(config.itemic, run_dir, log)),
         ("corpus", lambda: corpus.run(config.corpus, run_dir)),
         *[(f"pretrain {s}", lambda s=s: stage_report.train_and_report(config.pretrain, run_dir, s, progress=progress))
           for s in pretrain.stages_to_run(config.pretrain)],
@@ -221,8 +228,6 @@ def run(config: RunConfig, run_dir: Path, overwrite: bool = False, progress: boo
         log(f"stage {name} ...")
         summary[name] = stage()
         summary[name]["stage_seconds"] = time.perf_counter() - t0
-        if name == "itemic":
-            log(itemic.describe(summary[name], config.itemic))
         log(f"stage {name} done in {summary[name]['stage_seconds']:.1f}s")
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -132,10 +132,11 @@ def learn_interests(items: pd.DataFrame, emb: np.ndarray, per_domain: int = 24, 
             labels = _kmeans(x[rows], k, seed)
         else:
             ids, member = np.unique(groups[rows], return_inverse=True)
-            cent = np.stack([x[rows][member == g].mean(0) for g in range(len(ids))])
             if len(ids) <= per_domain:
                 labels, k = member, len(ids)  # a group each
             else:
+                xr = x[rows]
+                cent = np.stack([xr[member == g].mean(0) for g in range(len(ids))])
                 _, labels = np.unique(_kmeans(cent, per_domain, seed)[member], return_inverse=True)  # none empty
                 k = int(labels.max()) + 1
         sub = items.iloc[rows]
