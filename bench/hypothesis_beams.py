@@ -2,9 +2,9 @@
 
     python bench/hypothesis_beams.py RUN --model rl/grpo/model --split valid --max-users 500
 
-One set of sampled traces serves every thinking mode: thinking (one beam after the trace), race (its first
-half merged with non-thinking's), hypotheses (a beam per listed interest, merged by score) and
-hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses' first half merged with non-thinking's);
+One set of sampled traces serves every thinking mode: thinking (one beam after the trace), race (merged with
+non-thinking's by reciprocal rank), hypotheses (a beam per listed interest, merged by score) and
+hypotheses-turns (merged by taking turns), race-hypotheses (hypotheses merged with non-thinking's the same way);
 and the grounded teacher's trace without hindsight (no model call) from the prompt's window or from the whole
 history (`teacher-window`, `teacher-whole`, each also with a beam per hypothesis); with --ablate the model's
 traces with the Persona, Interests or Transition line left out; with --chosen the traces' Interests line is
@@ -61,10 +61,9 @@ teacher = load_teacher(run_dir)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
 think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True, teacher.interests)
 lists = {"non-thinking": plain, "thinking": think,
-         "race": [merge_race(x[:a.beams // 2], y[:a.beams // 2], a.beams) for x, y in zip(think, plain)],
+         "race": [merge_race(x, y, a.beams) for x, y in zip(think, plain)],
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
-half = a.beams // 2
-lists["race-hypotheses"] = [merge_race(x[:half], y[:half], a.beams) for x, y in zip(lists["hypotheses"], plain)]
+lists["race-hypotheses"] = [merge_race(x, y, a.beams) for x, y in zip(lists["hypotheses"], plain)]
 # the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)

@@ -4,8 +4,8 @@
         [--text-lists runs/TEXT_RUN/hypothesis_beams_lists.jsonl] [--before runs/RUN/latent_modes_lists.jsonl]
 
 RUN's model was trained with `sft.latent_steps` (k thinking steps in hidden space, the same SFT samples as the
-text model). Prints R@10 / NDCG@10 / pass@4 of non-thinking, latent and race (latent and non-thinking, half
-each), each minus non-thinking paired per user; with --text-lists (written by bench/hypothesis_beams.py on
+text model). Prints R@10 / NDCG@10 / pass@4 of non-thinking, latent and race (latent and non-thinking merged by
+reciprocal rank), each minus non-thinking paired per user; with --text-lists (written by bench/hypothesis_beams.py on
 the same split, sample and seed) also latent minus the text model's thinking and non-thinking modes; with
 --before (this script's lists of another model of RUN, e.g. the SFT model before RL) each mode minus the
 same mode of that model. pass@64 is reported when --beams is at least 64. delta_ll: the target's log-probability
@@ -57,9 +57,7 @@ with torch.no_grad():
     ll = {m: target_logprob(model, q, targets, tok.pad_token_id, 16) for m, q in
           (("non-thinking", plain_prompts), ("latent", latent_prompts))}
 delta_ll = paired_bootstrap(ll["latent"], ll["non-thinking"], seed=a.seed)
-half = a.beams // 2
-lists = {"non-thinking": plain, "latent": latent,
-         "race": [merge_race(x[:half], y[:half], a.beams) for x, y in zip(latent, plain)]}
+lists = {"non-thinking": plain, "latent": latent, "race": [merge_race(x, y, a.beams) for x, y in zip(latent, plain)]}
 refs = {"non-thinking": plain}
 
 

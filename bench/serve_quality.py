@@ -4,7 +4,7 @@
 - fast with a cached trace that is one event stale (the slow path reasoned before the user's
   latest interaction; the fast path sees the latest history),
 - slow (a trace sampled on the request path from the latest history, then the beam),
-- fast+cache race (5 items from each fast variant, alternating),
+- fast+cache race (the two fast variants merged by reciprocal rank, `merge_race`),
 
 and intervention compliance: with "favour interest Y" (Y drawn at random per user among the
 domain's interests with at least 2k items), the share of returned items in Y with the trace

@@ -26,9 +26,18 @@ def test_samples_of_one_seed_nest_so_stages_of_different_sizes_score_the_same_us
 
 def test_interleave_takes_turns_and_by_score_keeps_each_items_best():
     assert interleave([["a", "b", "c"], ["b", "d"], ["e"]], 10) == ["a", "b", "e", "d", "c"]
-    assert interleave([["a", "b"], ["c", "d"]], 3) == merge_race(["a", "b"], ["c", "d"], 3) == ["a", "c", "b"]
+    assert interleave([["a", "b"], ["c", "d"]], 3) == ["a", "c", "b"]
     recs = [Recommendation(["a", "b"], [-1.0, -3.0]), Recommendation(["b", "c"], [-0.5, -2.0])]
     assert by_score(recs, 3) == ["b", "a", "c"] and by_score(recs, 1) == ["b"]
+
+
+def test_race_fuses_by_reciprocal_rank():
+    """What both modes hold outranks either mode's first item alone; ties keep the first list's order;
+    with no overlap it takes turns, first list first."""
+    assert merge_race(["a", "b", "c"], ["c", "d", "e"], 3) == ["c", "a", "b"]  # c: 1/4 + 1/2 > a: 1/2
+    assert merge_race(["a", "b"], ["c", "d"], 3) == ["a", "c", "b"]
+    assert merge_race(["a", "b"], ["b", "a"], 5) == ["a", "b"]  # a repeat counts once per list, order by a
+    assert merge_race([], ["x"], 2) == ["x"]
 
 
 def test_a_beam_per_hypothesis_starts_from_the_models_own_trace(tiny_run):

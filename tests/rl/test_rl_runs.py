@@ -193,14 +193,17 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     report = rl_eval.run(rl_eval.RlEvalConfig(sample={"max_users": 12}, decoding={"beams": 8, "ks": [4, 8], "trace_tokens": 48}, methods=[
         rl_eval.parse_method("SFT=sft/model:non-thinking"), rl_eval.parse_method("RL=rl/think/model:thinking"),
         rl_eval.parse_method("race=rl/think/model:race"), rl_eval.parse_method("experts=movies@rl/rft/model:thinking"),
-        rl_eval.parse_method("split=rl/think/model:hypotheses")]),
+        rl_eval.parse_method("split=rl/think/model:hypotheses"), rl_eval.parse_method("plain=rl/think/model:non-thinking")]),
         run_dir, progress=False)
-    assert set(report["methods"]) == {"SFT", "RL", "race", "experts", "split"}
+    assert set(report["methods"]) == {"SFT", "RL", "race", "experts", "split", "plain"}
     assert all(r["metrics"]["all"]["sid_validity@8"] == 1.0 for r in report["methods"].values())
     assert (run_dir / "rl/eval.md").exists() and (run_dir / "rl/eval.png").exists()
-    assert len((run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()) == report["users"]
+    rows = [json.loads(x) for x in (run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()]
+    assert len(rows) == report["users"]
+    for r in rows:  # race fuses the same model's two modes, the lists its own methods decoded
+        assert r["items"]["race"] == rl_eval.merge_race(r["items"]["RL"], r["items"]["plain"], 8)
     diffs = rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "SFT", columns=("recall@4", "pass@8"))
-    assert set(diffs) == {"RL", "race", "experts", "split"}
+    assert set(diffs) == {"RL", "race", "experts", "split", "plain"}
     for m, d in diffs.items():  # the paired mean difference is the difference of the report's means
         mean, lo, hi = d["recall@4"]
         got = report["methods"][m]["metrics"]["all"]["recall@4"] - report["methods"]["SFT"]["metrics"]["all"]["recall@4"]
@@ -209,8 +212,8 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
         rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "RL grpo")
 
 
-def test_merge_race_alternates_and_dedups():
-    assert rl_eval.merge_race(["a", "b", "c"], ["b", "d"], 4) == ["a", "b", "d", "c"]
+def test_merge_race_fuses_by_rank_and_dedups():
+    assert rl_eval.merge_race(["a", "b", "c"], ["b", "d"], 4) == ["b", "a", "d", "c"]  # b: 1/3 + 1/2
     with pytest.raises(ValueError, match="NAME=MODEL_DIR:MODE"):
         rl_eval.parse_method("no mode here")
 

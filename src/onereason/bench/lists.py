@@ -92,9 +92,19 @@ def favoured_interests(interests: Interests, item_ids: list[str], domains: list[
     return [int(rng.choice(cands[d])) for d in domains]
 
 
+RACE_RANK_OFFSET = 1
+"""c in race's 1/(c + rank): chosen on valid lists of scientific and the world (bench/LOG.md, session 42)."""
+
+
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
-    """Alternate the two lists (a first), dropping repeats, up to k items."""
-    return interleave([a, b], k)
+    """Reciprocal-rank fusion of two modes' lists, up to k items: an item scores the sum of 1/(c + rank)
+    over the lists that hold it, so what both modes rank high comes first (a's order breaks ties).
+    Alternating the lists instead lets the weaker mode's first items displace the stronger's."""
+    score: dict[str, float] = {}
+    for xs in (a, b):
+        for rank, x in enumerate(xs, 1):
+            score[x] = score.get(x, 0.0) + 1 / (RACE_RANK_OFFSET + rank)
+    return sorted(score, key=lambda x: -score[x])[:k]
 
 
 def interleave(lists: list[list[str]], k: int) -> list[str]:

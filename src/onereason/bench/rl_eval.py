@@ -2,8 +2,8 @@
 candidate budget (64 beams): Recall@10, NDCG@10, pass@4, pass@64, per domain.
 
 A method is a model directory and a mode: `non-thinking` (empty think block, then the item beam),
-`thinking` (a sampled trace, then the beam), or `race` (half the beam from each mode, merged by
-alternating the two lists: thinking first, repeats dropped). Written to runs/<name>/<out>.{json,md,png}
+`thinking` (a sampled trace, then the beam), or `race` (both modes' beams, merged by reciprocal rank:
+`merge_race`). Written to runs/<name>/<out>.{json,md,png}
 and <out>_recommendations.jsonl (every user's list per method; default out rl/eval).
 """
 
@@ -75,13 +75,17 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
     tok, sid = load_sid_tokens(run_dir)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
 
-    def lists(model, users: list[int], thinking: bool, beams: int) -> list[list[str]]:
-        sub = p.subset(users)
-        return chat_lists(model, sub, [domains[i] for i in users], sid, tok, thinking,
-                          config.decoding.replace(beams=beams), config.hypotheses, config.batch_size, config.sample.seed,
-                          progress)[0]
+    memo: dict[tuple, list[list[str]]] = {}  # race reuses the lists its two modes' methods decoded
 
-    def method_lists(model, users: list[int], mode: str) -> list[list[str]]:
+    def lists(model_dir: str, model, users: list[int], thinking: bool) -> list[list[str]]:
+        key = (model_dir, tuple(users), thinking)
+        if key not in memo:
+            memo[key] = chat_lists(model, p.subset(users), [domains[i] for i in users], sid, tok, thinking,
+                                   config.decoding, config.hypotheses, config.batch_size, config.sample.seed,
+                                   progress)[0]
+        return memo[key]
+
+    def method_lists(model_dir: str, model, users: list[int], mode: str) -> list[list[str]]:
         if mode.startswith("hypotheses"):
             sub, doms = p.subset(users), [domains[i] for i in users]
             traces = chat_lists(model, sub, doms, sid, tok, True, config.decoding, config.hypotheses, config.batch_size,
@@ -89,10 +93,9 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
             return hypothesis_lists(model, sub, doms, sid, tok, traces, config.hypotheses, config.decoding.beams,
                                     config.batch_size, progress)[mode]
         if mode != "race":
-            return lists(model, users, mode == "thinking", config.decoding.beams)
-        half = config.decoding.beams // 2
+            return lists(model_dir, model, users, mode == "thinking")
         return [merge_race(a, b, config.decoding.beams)
-                for a, b in zip(lists(model, users, True, half), lists(model, users, False, half))]
+                for a, b in zip(lists(model_dir, model, users, True), lists(model_dir, model, users, False))]
 
     results: dict = {}
     per_user: dict[str, list[list[str]]] = {}
@@ -106,7 +109,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
             users = [i for i, d in enumerate(domains) if domain is None or d == domain]
             if users:
                 model = load_model(run_dir / model_dir)
-                for i, items in zip(users, method_lists(model, users, m.mode)):
+                for i, items in zip(users, method_lists(model_dir, model, users, m.mode)):
                     got[i] = items
         per_user[m.name] = got
         results[m.name] = {"model": m.model, "mode": m.mode,

@@ -128,10 +128,9 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
-    half = cfg.decoding.beams // 2
 
     def race(first: list[list[str]]) -> list[list[str]]:
-        return [merge_race(a[:half], b[:half], cfg.decoding.beams) for a, b in zip(first, plain)]
+        return [merge_race(a, b, cfg.decoding.beams) for a, b in zip(first, plain)]
 
     if latent_ids(model):  # a latent model thinks silently: no trace to read
         latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]

@@ -77,8 +77,8 @@ class RecommendRequest(BaseModel):
     domain: str | None = Field(None, max_length=100, description="default: the domain of the latest item")
     k: int = Field(10, ge=1, le=MAX_K)
     mode: Literal["fast", "slow", "auto"] = "auto"
-    race: bool = Field(False, description="with a trace: its list and the non-thinking list merged by turns "
-                       "(trace first), the bench's race mode; costs a second beam")
+    race: bool = Field(False, description="with a trace: its list and the non-thinking list merged by reciprocal "
+                       "rank, the bench's race mode; costs a second beam")
     constraints: Constraints = Constraints()
 
 
