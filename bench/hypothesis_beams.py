@@ -61,9 +61,9 @@ teacher = load_teacher(run_dir)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
 think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True, teacher.interests)
 lists = {"non-thinking": plain, "thinking": think,
-         "race": [merge_race(x, y, a.beams) for x, y in zip(think, plain)],
+         "race": [merge_race(x, y, a.beams) for x, y in zip(plain, think)],
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
-lists["race-hypotheses"] = [merge_race(x, y, a.beams) for x, y in zip(lists["hypotheses"], plain)]
+lists["race-hypotheses"] = [merge_race(x, y, a.beams) for x, y in zip(plain, lists["hypotheses"])]
 # the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)

@@ -57,7 +57,7 @@ with torch.no_grad():
     ll = {m: target_logprob(model, q, targets, tok.pad_token_id, 16) for m, q in
           (("non-thinking", plain_prompts), ("latent", latent_prompts))}
 delta_ll = paired_bootstrap(ll["latent"], ll["non-thinking"], seed=a.seed)
-lists = {"non-thinking": plain, "latent": latent, "race": [merge_race(x, y, a.beams) for x, y in zip(latent, plain)]}
+lists = {"non-thinking": plain, "latent": latent, "race": [merge_race(x, y, a.beams) for x, y in zip(plain, latent)]}
 refs = {"non-thinking": plain}
 
 

@@ -201,7 +201,7 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     rows = [json.loads(x) for x in (run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()]
     assert len(rows) == report["users"]
     for r in rows:  # race fuses the same model's two modes, the lists its own methods decoded
-        assert r["items"]["race"] == rl_eval.merge_race(r["items"]["RL"], r["items"]["plain"], 8)
+        assert r["items"]["race"] == rl_eval.merge_race(r["items"]["plain"], r["items"]["RL"], 8)
     diffs = rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "SFT", columns=("recall@4", "pass@8"))
     assert set(diffs) == {"RL", "race", "experts", "split", "plain"}
     for m, d in diffs.items():  # the paired mean difference is the difference of the report's means

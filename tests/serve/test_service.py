@@ -170,7 +170,7 @@ def test_official_openai_client_lists_the_model_and_streams_the_same_answer(engi
         assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
 
-def test_race_merges_the_trace_list_and_the_non_thinking_list_by_turns(client, engine):
+def test_race_fuses_the_non_thinking_list_and_the_trace_list_by_rank(client, engine):
     user = sorted(engine.base)[1]
     client.post("/recommend", json={"user_id": user, "k": 6, "mode": "slow"})  # caches a trace
     think = client.post("/recommend", json={"user_id": user, "k": 6}).json()
@@ -178,7 +178,7 @@ def test_race_merges_the_trace_list_and_the_non_thinking_list_by_turns(client, e
     [plain] = engine.rank([engine.base[user]], [think["domain"]], [None], 6)  # the non-thinking list
     assert think["mode"] == "fast+trace" and race["mode"] == "fast+trace+race"
     ids = [i["id"] for i in think["items"]]
-    assert [i["id"] for i in race["items"]] == merge_race(ids, plain.items, 6)
+    assert [i["id"] for i in race["items"]] == merge_race(plain.items, ids, 6)
     score_of = dict(zip(plain.items, plain.scores)) | {i["id"]: i["score"] for i in think["items"]}
     assert all(i["score"] == pytest.approx(score_of[i["id"]]) for i in race["items"])
     no_trace = client.post("/recommend", json={"history": ids[:2], "k": 3, "mode": "fast", "race": True}).json()

@@ -98,8 +98,9 @@ RACE_RANK_OFFSET = 1
 
 def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
     """Reciprocal-rank fusion of two modes' lists, up to k items: an item scores the sum of 1/(c + rank)
-    over the lists that hold it, so what both modes rank high comes first (a's order breaks ties).
-    Alternating the lists instead lets the weaker mode's first items displace the stronger's."""
+    over the lists that hold it, so what both modes rank high comes first; a's order breaks ties, and every
+    caller passes the non-thinking list as a (better on valid than the reasoned list first). Alternating the
+    lists instead lets the weaker mode's first items displace the stronger's."""
     score: dict[str, float] = {}
     for xs in (a, b):
         for rank, x in enumerate(xs, 1):

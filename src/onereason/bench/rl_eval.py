@@ -95,7 +95,7 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
         if mode != "race":
             return lists(model_dir, model, users, mode == "thinking")
         return [merge_race(a, b, config.decoding.beams)
-                for a, b in zip(lists(model_dir, model, users, True), lists(model_dir, model, users, False))]
+                for a, b in zip(lists(model_dir, model, users, False), lists(model_dir, model, users, True))]
 
     results: dict = {}
     per_user: dict[str, list[list[str]]] = {}

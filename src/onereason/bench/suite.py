@@ -129,8 +129,8 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     if not thinking:
         return {"non-thinking": plain}, None
 
-    def race(first: list[list[str]]) -> list[list[str]]:
-        return [merge_race(a, b, cfg.decoding.beams) for a, b in zip(first, plain)]
+    def race(reasoned: list[list[str]]) -> list[list[str]]:
+        return [merge_race(a, b, cfg.decoding.beams) for a, b in zip(plain, reasoned)]
 
     if latent_ids(model):  # a latent model thinks silently: no trace to read
         latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]

@@ -342,7 +342,7 @@ def create_app(run_dir: Path, config: ServeConfig | None = None, engine: Engine 
         if raced:
             plain, plain_scores = others[0]
             score_of = dict(zip(plain, plain_scores)) | dict(zip(items, scores))
-            items = merge_race(items, plain, req.k)
+            items = merge_race(plain, items, req.k)
             scores = [score_of[i] for i in items]
         path = mode if mode == "slow" else "fast+trace" if trace else "fast"
         return {"user_id": user, "domain": domain, "mode": path + ("+race" if raced else ""),
