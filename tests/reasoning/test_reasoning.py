@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import user_histories
 from onereason.decoding.two_stage import CitationLogitsProcessor, close_trace
 from onereason.itemic.sid import build_trie, load_sid_tokens
@@ -70,12 +71,15 @@ def test_loss_mask_covers_the_assistant_turn_only(tiny_run):
         assert tok.decode(samples[row].ids[n:]).startswith(("\n\n</think>", "\n"))
 
 
-def test_replayed_text_is_its_share_of_the_tokens_and_fully_learned(tiny_run):
+def test_replayed_text_and_windows_are_their_shares_of_the_tokens(tiny_run):
+    """Token-layer text is its share and fully learned; User-layer windows are theirs, whole, learned on their
+    items only (never marks), as pre-training learns them."""
     run_dir, _ = tiny_run
-    tok, _ = load_sid_tokens(run_dir)
+    tok, sid = load_sid_tokens(run_dir)
+    marks = HistoryText(sid, tok).mark_ids
     chat = sft.to_samples(pd.read_parquet(run_dir / "reasoning" / "sft.parquet"), tok)
-    assert sft.with_text(chat, run_dir, 0.0, 64, 0) == chat
-    mixed = sft.with_text(chat, run_dir, 0.25, 64, 0)
+    assert sft.with_replay(chat, run_dir, sft.SftConfig(text_share=0.0), marks) == chat
+    mixed = sft.with_replay(chat, run_dir, sft.SftConfig(text_share=0.25, text_context=64), marks)
     assert mixed[: len(chat)] == chat
     text = mixed[len(chat):]
     n_chat, n_text = sum(len(s.ids) for s in chat), sum(len(s.ids) for s in text)
@@ -85,6 +89,18 @@ def test_replayed_text_is_its_share_of_the_tokens_and_fully_learned(tiny_run):
     token_layer = {tuple(d) for d in pd.read_parquet(run_dir / "corpus" / "token.parquet")["ids"]}
     first = [s for s in text if s.ids[0] == tok.bos_token_id]  # a document's first piece starts it
     assert first and all(any(d[: len(s.ids)] == tuple(s.ids) for d in token_layer) for s in first[:5])
+
+    both = sft.with_replay(chat, run_dir, sft.SftConfig(text_share=0.1, user_share=0.3), marks)
+    user = [s for s in both[len(chat):] if s.groups[0] == sft.GROUPS.index("user")]
+    n_all, n_user = sum(len(s.ids) for s in both), sum(len(s.ids) for s in user)
+    assert abs(n_user / n_all - 0.3) < 0.03
+    windows = {tuple(d) for d in pd.read_parquet(run_dir / "corpus" / "user.parquet")["ids"]}
+    for s in user:
+        assert tuple(s.ids) in windows  # whole windows, never cut
+        learned = [t for t, m in zip(s.ids, s.mask) if m]
+        assert learned and not set(learned) & set(marks.tolist()) and s.mask[0] == 0
+    with pytest.raises(ValueError, match="text_share \\+ sft.user_share"):
+        sft.with_replay(chat, run_dir, sft.SftConfig(text_share=0.5, user_share=0.5), marks)
 
 
 def test_malformed_trace_is_rejected_with_its_sample_id(tiny_run, tmp_path):

@@ -3,7 +3,8 @@
 The loss is on the assistant turn only: a sample's prompt (user turn and the opening
 `<|im_start|>assistant\n<think>`) has mask 0, the rest (trace or empty think block, answer,
 `<|im_end|>`) mask 1. A share of the tokens is plain text from the corpus Token layer (loss on
-every token), replayed so that the chat samples do not erase the language model. Thinking R3
+every token), replayed so that the chat samples do not erase the language model; `user_share` replays
+User-layer windows the same way, for next-item prediction. Thinking R3
 traces are checked again before training, so a malformed trace in an edited or LLM-written
 sft.parquet is rejected with its sample id. With `latent_steps` the thinking R3 samples keep their
 prompts and answers but think in k latent steps instead of words (the comparison of issue 24).
@@ -24,6 +25,7 @@ from onereason.chat import ANSWER, TRACE, chat_response
 from onereason.config import Config
 from onereason.corpus.build import load_layer
 from onereason.corpus.mixture import draw
+from onereason.corpus.user_layer import HistoryText, target_mask
 from onereason.itemic.sid import load_sid_tokens, SidCodec, SidTokens
 from onereason.model.backbone import load_model
 from onereason.model.latent import add_latent_steps, latent_tokens
@@ -34,7 +36,7 @@ from onereason.reasoning.traces import check_trace
 from onereason.rundir import write_text
 from onereason.train.loop import LoopConfig, Sample, plot_log, save_model, train
 
-GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text")
+GROUPS = ("R0", "R1", "R2", "R3 non-thinking", "R3 thinking", "text", "user")
 
 
 class SftConfig(Config):
@@ -43,6 +45,8 @@ class SftConfig(Config):
     text_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is Token-layer "
                               "text (language retention); 0 trains on the chat samples alone")
     text_context: int = Field(512, ge=16, description="Token-layer documents are cut into pieces of this many tokens")
+    user_share: float = Field(0.0, ge=0.0, lt=1.0, description="share of the training tokens that is User-layer "
+                              "windows as pre-training wrote them, loss on their items (next-item replay)")
     latent_steps: int = Field(0, ge=0, le=16, description="train thinking R3 samples with this many latent steps "
                               "in place of their text trace (model/latent.py): a model whose thinking is silent, "
                               "trained on the same samples as the text one; 0: text traces")
@@ -105,18 +109,27 @@ def latent_samples(df: pd.DataFrame, steps: int) -> pd.DataFrame:
     return out
 
 
-def with_text(samples: list[Sample], run_dir: Path, share: float, context: int, seed: int) -> list[Sample]:
-    """Add Token-layer text until it is `share` of all tokens: pieces of `context` tokens, every token
-    learned, logged as the group "text". Without it the chat samples drive general-text perplexity up
-    by orders of magnitude (bench/LOG.md: 209 → 57,476 on amazon-scientific)."""
-    if share <= 0:
-        return samples
+def with_replay(samples: list[Sample], run_dir: Path, config: "SftConfig", mark_ids: np.ndarray) -> list[Sample]:
+    """Add pre-training documents until they are their shares of all tokens. Token-layer text in pieces of
+    `text_context` tokens, every token learned (group "text"): without it the chat samples drive
+    general-text perplexity up by orders of magnitude (bench/LOG.md: 209 → 57,476 on amazon-scientific).
+    User-layer windows whole, loss on their items as in pre-training (group "user")."""
+    total = config.text_share + config.user_share
+    if total >= 1:
+        raise ValueError(f"sft.text_share + sft.user_share = {total:g}: the chat samples need a share above 0")
     chat = sum(len(s.ids) for s in samples)
-    docs = [d for d, _ in draw(load_layer(run_dir, "token"), int(chat * share / (1 - share)), {},
-                               np.random.default_rng(seed))]
-    g = GROUPS.index("text")
-    pieces = [d[i:i + context] for d in docs for i in range(0, len(d), context) if len(d) - i > 1]
-    return samples + [Sample(p, [1] * len(p), groups=[g] * len(p)) for p in pieces]
+    rng = np.random.default_rng(config.loop.seed)
+    out = list(samples)
+    if config.text_share > 0:
+        docs = [d for d, _ in draw(load_layer(run_dir, "token"), int(chat * config.text_share / (1 - total)), {}, rng)]
+        g, n = GROUPS.index("text"), config.text_context
+        pieces = [d[i:i + n] for d in docs for i in range(0, len(d), n) if len(d) - i > 1]
+        out += [Sample(p, [1] * len(p), groups=[g] * len(p)) for p in pieces]
+    if config.user_share > 0:
+        g = GROUPS.index("user")
+        for d, first in draw(load_layer(run_dir, "user"), int(chat * config.user_share / (1 - total)), {}, rng):
+            out.append(Sample(d, target_mask(d, first, mark_ids).astype(int).tolist(), groups=[g] * len(d)))
+    return out
 
 
 def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: bool = False) -> dict:
@@ -138,14 +151,15 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     if config.latent_steps:
         latent = frozenset(add_latent_steps(model, tok, config.latent_steps))
         df = latent_samples(df, config.latent_steps)
-    samples = with_text(to_samples(df, tok, latent), run_dir, config.text_share, config.text_context, config.loop.seed)
+    samples = with_replay(to_samples(df, tok, latent), run_dir, config, HistoryText(sid, tok).mark_ids)
     model, stats = train(model, samples, tok.pad_token_id, config.loop, out, progress=progress,
                          group_names=list(GROUPS))
     save_model(model, tok, out / "model")
     plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], "reasoning SFT")
     stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples),
                   "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
-                  "text_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):])),  # appended after the chat
+                  **{f"{g}_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):] if s.groups[0] == GROUPS.index(g)))
+                     for g in ("text", "user")},  # replay is appended after the chat
                   "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples[:len(df)]))})
     write_text(out / "summary.json", json.dumps(stats, indent=2))
     return stats

@@ -17,12 +17,13 @@ import pandas as pd
 from onereason import rundir
 from onereason.bench.lists import chat_lists, sample_prompts
 from onereason.chat import ANSWER, EMPTY_THINK, IM_END, chat_response
+from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists
 from onereason.model.backbone import load_model
 from onereason.protocol import Decoding, EvalSample
 from onereason.train.loop import save_model, train as train_loop
-from onereason.train.sft import GROUPS, SftConfig, load_with_interests, to_samples, with_text
+from onereason.train.sft import GROUPS, SftConfig, load_with_interests, to_samples, with_replay
 
 _THINK_ASK = re.compile(rf" Expand \d interests?\. /think{re.escape(IM_END)}")
 
@@ -59,9 +60,9 @@ def train(run_dir: Path, lrs: list[float], epochs: float, progress: bool = True,
         raise FileNotFoundError(f"LC-Rec-style baseline: no pre-trained model at {run_dir / 'model'}")
     df = without_reasoning(pd.read_parquet(data))
     tok, sid = load_sid_tokens(run_dir)
-    sft_path = run_dir / rundir.SFT / "config.json"  # the run's reasoning SFT: same loop, same share of replayed text
+    sft_path = run_dir / rundir.SFT / "config.json"  # the run's reasoning SFT: same loop, same replay shares
     sft = SftConfig.model_validate_json(sft_path.read_text()) if sft_path.exists() else SftConfig()
-    samples = with_text(to_samples(df, tok), run_dir, sft.text_share, sft.text_context, sft.loop.seed)
+    samples = with_replay(to_samples(df, tok), run_dir, sft, HistoryText(sid, tok).mark_ids)
     inter = pd.read_parquet(run_dir / rundir.INTERACTIONS)
     p = sample_prompts(inter, VALID.split, 50, valid_users, VALID.seed)
     domains = [sid.codec.item_domain[t[0]] for t in p.truths]
