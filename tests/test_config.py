@@ -75,11 +75,11 @@ def test_an_invalid_assignment_is_refused():
         cfg.sft.loop.no_such_key = 1
     with pytest.raises(ConfigError, match="LoopConfig: epochs"):
         cfg.sft.loop.replace(epochs=-1)
-    assert cfg.sft.loop.lr == 3e-4
+    assert cfg.sft.loop.lr == 1e-3
 
 
 def test_a_partial_section_keeps_the_defaults_its_parent_declares():
-    """SFT declares its loop with lr 3e-4 and the bench its TIGER with 12 epochs; naming one sibling keeps
+    """SFT declares its loop with lr 1e-3 and the bench its TIGER with 12 epochs; naming one sibling keeps
     the others (pydantic alone would rebuild the section from the class defaults: lr 3e-3, 40 epochs)."""
     default = RunConfig()
     assert default.sft.loop.lr != LoopConfig().lr

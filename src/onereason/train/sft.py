@@ -45,13 +45,13 @@ class SftConfig(Config):
     text_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is Token-layer "
                               "text (language retention); 0 trains on the chat samples alone")
     text_context: int = Field(512, ge=16, description="Token-layer documents are cut into pieces of this many tokens")
-    user_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training tokens that is User-layer "
-                              "windows as pre-training wrote them, loss on their items (next-item replay; with lr "
-                              "3e-4 it keeps more of the pre-trained model's next-item quality, bench/LOG.md)")
+    user_share: float = Field(0.0, ge=0.0, lt=1.0, description="share of the training tokens that is User-layer "
+                              "windows as pre-training wrote them, loss on their items (next-item replay; 0.1 with "
+                              "lr 3e-4 lifts non-thinking and lowers thinking after RL, bench/LOG.md)")
     latent_steps: int = Field(0, ge=0, le=16, description="train thinking R3 samples with this many latent steps "
                               "in place of their text trace (model/latent.py): a model whose thinking is silent, "
                               "trained on the same samples as the text one; 0: text traces")
-    loop: LoopConfig = LoopConfig(epochs=2, lr=3e-4, warmup_ratio=0.03, checkpoint_every=200)
+    loop: LoopConfig = LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.03, checkpoint_every=200)
 
 
 def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
