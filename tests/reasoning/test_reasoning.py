@@ -99,8 +99,8 @@ def test_replayed_text_and_windows_are_their_shares_of_the_tokens(tiny_run):
         assert tuple(s.ids) in windows  # whole windows, never cut
         learned = [t for t, m in zip(s.ids, s.mask) if m]
         assert learned and not set(learned) & set(marks.tolist()) and s.mask[0] == 0
-    with pytest.raises(ValueError, match="text_share \\+ sft.user_share"):
-        sft.with_replay(chat, run_dir, sft.SftConfig(text_share=0.5, user_share=0.5), marks)
+    with pytest.raises(ValueError, match="text_share \\+ sft.user_share = 1: the chat samples"):
+        sft.SftConfig(text_share=0.5, user_share=0.5)
 
 
 def test_malformed_trace_is_rejected_with_its_sample_id(tiny_run, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from onereason import rundir
 from onereason.chat import ANSWER, TRACE, chat_response
@@ -52,6 +52,13 @@ class SftConfig(Config):
                               "in place of their text trace (model/latent.py): a model whose thinking is silent, "
                               "trained on the same samples as the text one; 0: text traces")
     loop: LoopConfig = LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.03, checkpoint_every=200)
+
+    @model_validator(mode="after")
+    def _chat_keeps_a_share(self) -> "SftConfig":
+        if self.text_share + self.user_share >= 1:
+            raise ValueError(f"sft.text_share + sft.user_share = {self.text_share + self.user_share:g}: the chat "
+                             "samples need a share above 0")
+        return self
 
 
 def check_samples(df: pd.DataFrame, codec: SidCodec) -> None:
@@ -115,9 +122,7 @@ def with_replay(samples: list[Sample], run_dir: Path, config: "SftConfig", mark_
     `text_context` tokens, every token learned (group "text"): without it the chat samples drive
     general-text perplexity up by orders of magnitude (bench/LOG.md: 209 → 57,476 on amazon-scientific).
     User-layer windows whole, loss on their items as in pre-training (group "user")."""
-    total = config.text_share + config.user_share
-    if total >= 1:
-        raise ValueError(f"sft.text_share + sft.user_share = {total:g}: the chat samples need a share above 0")
+    total = config.text_share + config.user_share  # below 1 (`SftConfig`)
     chat = sum(len(s.ids) for s in samples)
     rng = np.random.default_rng(config.loop.seed)
     out = list(samples)
@@ -159,8 +164,8 @@ def run(config: SftConfig, run_dir: Path, progress: bool = True, rebuild_data: b
     plot_log(out / "train_log.jsonl", out / "loss.png", ["loss", "lr"], "reasoning SFT")
     stats.update({"data": json.loads((run_dir / "reasoning" / "stats.json").read_text()), "samples": len(samples),
                   "tokens_per_epoch": int(sum(len(s.ids) for s in samples)),
-                  **{f"{g}_tokens_per_epoch": int(sum(len(s.ids) for s in samples[len(df):] if s.groups[0] == GROUPS.index(g)))
-                     for g in ("text", "user")},  # replay is appended after the chat
+                  **{f"{g}_tokens_per_epoch": sum(len(s.ids) for s in samples[len(df):]  # replay follows the chat
+                                                  if s.groups[0] == GROUPS.index(g)) for g in ("text", "user")},
                   "assistant_tokens_per_epoch": int(sum(sum(s.mask) for s in samples[:len(df)]))})
     write_text(out / "summary.json", json.dumps(stats, indent=2))
     return stats
