@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from onereason import rundir
-from onereason.bench.lists import answer_items, chat_lists, hypothesis_lists, merge_race, sample_prompts
+from onereason.bench.lists import answer_items, chat_lists, hypothesis_lists, race_lists, sample_prompts
 from onereason.chat import END_THINK, PARTS
 from onereason.corpus.user_layer import HistoryText
 from onereason.data.histories import user_histories
@@ -61,9 +61,9 @@ teacher = load_teacher(run_dir)
 plain = chat_lists(model, p, domains, sid, tok, False, dec, a.hypotheses, 16, a.seed, True)[0]
 think, _, traces = chat_lists(model, p, domains, sid, tok, True, dec, a.hypotheses, 16, a.seed, True, teacher.interests)
 lists = {"non-thinking": plain, "thinking": think,
-         "race": [merge_race(x, y, a.beams) for x, y in zip(plain, think)],
+         "race": race_lists(plain, think, a.beams),
          **hypothesis_lists(model, p, domains, sid, tok, traces, a.hypotheses, a.beams, 16, True)}
-lists["race-hypotheses"] = [merge_race(x, y, a.beams) for x, y in zip(plain, lists["hypotheses"])]
+lists["race-hypotheses"] = race_lists(plain, lists["hypotheses"], a.beams)
 # the teacher's trace without hindsight (no model call), from the prompt's window or from the whole history
 whole = user_histories(inter, ("train",) if a.split == "valid" else ("train", "valid"))
 prompts = r3_prompts(p.histories, domains, a.hypotheses, HistoryText(sid, tok), tok)

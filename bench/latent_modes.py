@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from onereason import rundir
-from onereason.bench.lists import chat_lists, latent_lists, merge_race, sample_prompts
+from onereason.bench.lists import chat_lists, latent_lists, race_lists, sample_prompts
 from onereason.bench.sft_eval import target_logprob
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
@@ -57,7 +57,7 @@ with torch.no_grad():
     ll = {m: target_logprob(model, q, targets, tok.pad_token_id, 16) for m, q in
           (("non-thinking", plain_prompts), ("latent", latent_prompts))}
 delta_ll = paired_bootstrap(ll["latent"], ll["non-thinking"], seed=a.seed)
-lists = {"non-thinking": plain, "latent": latent, "race": [merge_race(x, y, a.beams) for x, y in zip(plain, latent)]}
+lists = {"non-thinking": plain, "latent": latent, "race": race_lists(plain, latent, a.beams)}
 refs = {"non-thinking": plain}
 
 

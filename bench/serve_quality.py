@@ -4,7 +4,7 @@
 - fast with a cached trace that is one event stale (the slow path reasoned before the user's
   latest interaction; the fast path sees the latest history),
 - slow (a trace sampled on the request path from the latest history, then the beam),
-- fast+cache race (the two fast variants merged by reciprocal rank, `merge_race`),
+- fast+cache race (the two fast variants merged by reciprocal rank, `race_lists`),
 
 and intervention compliance: with "favour interest Y" (Y drawn at random per user among the
 domain's interests with at least 2k items), the share of returned items in Y with the trace
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from onereason.bench.lists import favoured_interests, merge_race, sample_prompts
+from onereason.bench.lists import favoured_interests, race_lists, sample_prompts
 from onereason.metrics import evaluate_lists
 from onereason.protocol import Decoding
 from onereason.serve.engine import Constraint, Engine, ServeConfig
@@ -65,8 +65,8 @@ def main() -> None:
     t_fast = time.perf_counter() - t0
     lists["fast + cached trace (1 event stale)"] = rank(stale)
     lists["slow (trace on the request path)"] = rank(fresh)
-    lists["fast race: no reasoning + cached trace"] = [
-        merge_race(x, y, k) for x, y in zip(lists["fast, no reasoning"], lists["fast + cached trace (1 event stale)"])]
+    lists["fast race: no reasoning + cached trace"] = race_lists(lists["fast, no reasoning"],
+                                                                 lists["fast + cached trace (1 event stale)"], k)
     metrics = {m: evaluate_lists(v, truths, [k], doms)["all"] for m, v in lists.items()}
 
     # intervention: favour one interest of the domain, drawn per user among those with >= 2k items

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from onereason.bench.lists import by_score, chat_lists, hypothesis_lists, interleave, merge_race, sample_prompts
+from onereason.bench.lists import by_score, chat_lists, hypothesis_lists, interleave, merge_race, race_lists, sample_prompts
 from onereason.decoding.constrained import Recommendation
 from onereason.itemic.sid import load_sid_tokens
 from onereason.model.backbone import load_model
@@ -38,6 +38,8 @@ def test_race_fuses_by_reciprocal_rank():
     assert merge_race(["a", "b"], ["c", "d"], 3) == ["a", "c", "b"]
     assert merge_race(["a", "b"], ["b", "a"], 5) == ["a", "b"]  # a repeat counts once per list, order by a
     assert merge_race([], ["x"], 2) == ["x"]
+    assert merge_race(["a", "b", "c"], ["b", "d"], 4) == ["b", "a", "d", "c"]  # b: 1/3 + 1/2
+    assert race_lists([["a", "b"], ["c"]], [["b"], ["d", "c"]], 2) == [["b", "a"], ["c", "d"]]
 
 
 def test_a_beam_per_hypothesis_starts_from_the_models_own_trace(tiny_run):

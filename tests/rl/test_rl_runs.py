@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
 from onereason.bench import rl_eval
+from onereason.bench.lists import merge_race
 from onereason.corpus.user_layer import HistoryText
 from onereason.itemic.sid import load_sid_tokens
 from onereason.protocol import Decoding
@@ -201,7 +202,7 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
     rows = [json.loads(x) for x in (run_dir / "rl/eval_recommendations.jsonl").read_text().splitlines()]
     assert len(rows) == report["users"]
     for r in rows:  # race fuses the same model's two modes, the lists its own methods decoded
-        assert r["items"]["race"] == rl_eval.merge_race(r["items"]["plain"], r["items"]["RL"], 8)
+        assert r["items"]["race"] == merge_race(r["items"]["plain"], r["items"]["RL"], 8)
     diffs = rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "SFT", columns=("recall@4", "pass@8"))
     assert set(diffs) == {"RL", "race", "experts", "split", "plain"}
     for m, d in diffs.items():  # the paired mean difference is the difference of the report's means
@@ -212,8 +213,7 @@ def test_thinking_run_logs_resumes_and_unifies(tiny_run):
         rl_eval.compare(run_dir / "rl/eval_recommendations.jsonl", "RL grpo")
 
 
-def test_merge_race_fuses_by_rank_and_dedups():
-    assert rl_eval.merge_race(["a", "b", "c"], ["b", "d"], 4) == ["b", "a", "d", "c"]  # b: 1/3 + 1/2
+def test_a_method_spec_without_a_mode_is_refused():
     with pytest.raises(ValueError, match="NAME=MODEL_DIR:MODE"):
         rl_eval.parse_method("no mode here")
 

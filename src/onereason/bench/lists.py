@@ -1,7 +1,7 @@
 """How every evaluation stage turns users into ranked candidate lists, written once: the seeded
 sample of a split's prompts, non-thinking beam search from a pre-training-format model
 (`recommend_next`) or from a chat model (`chat_lists`), thinking mode (trace, then beam) and race
-(`merge_race`). `eval`, `sft-eval`, `rl-eval`, the bench and the scripts in bench/ all call these."""
+(`merge_race`, `race_lists`). `eval`, `sft-eval`, `rl-eval`, the bench and the scripts in bench/ all call these."""
 
 from __future__ import annotations
 
@@ -96,16 +96,21 @@ RACE_RANK_OFFSET = 1
 """c in race's 1/(c + rank): chosen on valid lists of scientific and the world (bench/LOG.md, session 42)."""
 
 
-def merge_race(a: list[str], b: list[str], k: int) -> list[str]:
-    """Reciprocal-rank fusion of two modes' lists, up to k items: an item scores the sum of 1/(c + rank)
-    over the lists that hold it, so what both modes rank high comes first; a's order breaks ties, and every
-    caller passes the non-thinking list as a (better on valid than the reasoned list first). Alternating the
-    lists instead lets the weaker mode's first items displace the stronger's."""
+def merge_race(plain: list[str], reasoned: list[str], k: int) -> list[str]:
+    """Reciprocal-rank fusion of the non-thinking list and a reasoned (thinking, latent) one, up to k items: an
+    item scores the sum of 1/(c + rank) over the lists that hold it, so what both modes rank high comes first;
+    the non-thinking order breaks ties (better on valid than the reasoned order). Alternating the lists instead
+    lets the weaker mode's first items displace the stronger's."""
     score: dict[str, float] = {}
-    for xs in (a, b):
+    for xs in (plain, reasoned):
         for rank, x in enumerate(xs, 1):
             score[x] = score.get(x, 0.0) + 1 / (RACE_RANK_OFFSET + rank)
     return sorted(score, key=lambda x: -score[x])[:k]
+
+
+def race_lists(plain: list[list[str]], reasoned: list[list[str]], k: int) -> list[list[str]]:
+    """`merge_race` for every user."""
+    return [merge_race(a, b, k) for a, b in zip(plain, reasoned, strict=True)]
 
 
 def interleave(lists: list[list[str]], k: int) -> list[str]:

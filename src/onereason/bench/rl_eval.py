@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
-from onereason.bench.lists import chat_lists, hypothesis_lists, merge_race, sample_prompts
+from onereason.bench.lists import chat_lists, hypothesis_lists, race_lists, sample_prompts
 from onereason.config import Config
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
@@ -94,8 +94,8 @@ def run(config: RlEvalConfig, run_dir: Path, progress: bool = True) -> dict:
                                     config.batch_size, progress)[mode]
         if mode != "race":
             return lists(model_dir, model, users, mode == "thinking")
-        return [merge_race(a, b, config.decoding.beams)
-                for a, b in zip(lists(model_dir, model, users, False), lists(model_dir, model, users, True))]
+        return race_lists(lists(model_dir, model, users, False), lists(model_dir, model, users, True),
+                          config.decoding.beams)
 
     results: dict = {}
     per_user: dict[str, list[list[str]]] = {}

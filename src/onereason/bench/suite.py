@@ -42,7 +42,7 @@ from onereason.bench.baselines import sasrec, tiger
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
-from onereason.bench.lists import (chat_lists, hypothesis_lists, latent_lists, merge_race, recommend_next,
+from onereason.bench.lists import (chat_lists, hypothesis_lists, latent_lists, race_lists, recommend_next,
                                    sample_prompts)
 from onereason.bench.sft_eval import target_logprob, trace_stats
 from onereason.bench.world import WorldTruth, value_report
@@ -128,17 +128,14 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     plain, plain_prompts, _ = chat_lists(model, p, domains, sid, tok, False, *args)
     if not thinking:
         return {"non-thinking": plain}, None
-
-    def race(reasoned: list[list[str]]) -> list[list[str]]:
-        return [merge_race(a, b, cfg.decoding.beams) for a, b in zip(plain, reasoned)]
-
+    beams = cfg.decoding.beams
     if latent_ids(model):  # a latent model thinks silently: no trace to read
         latent = latent_lists(model, p, domains, sid, tok, cfg.decoding, cfg.hypotheses, cfg.batch_size, progress)[0]
-        return {"non-thinking": plain, "latent": latent, "race": race(latent)}, None
+        return {"non-thinking": plain, "latent": latent, "race": race_lists(plain, latent, beams)}, None
     think, think_prompts, traces = chat_lists(model, p, domains, sid, tok, True, *args, interests)
-    lists = {"non-thinking": plain, "thinking": think, "race": race(think)}
+    lists = {"non-thinking": plain, "thinking": think, "race": race_lists(plain, think, beams)}
     if cfg.per_hypothesis:
-        lists |= hypothesis_lists(model, p, domains, sid, tok, traces, cfg.hypotheses, cfg.decoding.beams,
+        lists |= hypothesis_lists(model, p, domains, sid, tok, traces, cfg.hypotheses, beams,
                                   cfg.batch_size, progress)
     return lists, (plain_prompts, think_prompts, traces)
 
