@@ -4,8 +4,10 @@ trie). Prints one table (test split, full ranking, history items not removed) wi
 chosen setting and the training time, and writes runs/<name>/bench/baselines.json.
 
     python bench/baselines.py --run-dir runs/demo [--only tiger] [--grid-lr 1e-3,3e-3] [--epochs 40]
-        [--item-vectors runs/demo/bench/sasrec_vectors.parquet]
+        [--item-vectors runs/demo/bench/sasrec_vectors.parquet] [--successors]
 
+`--successors` also gives the chosen SASRec the successor memory the generative model's eval gives it (the
+weight chosen on valid from `eval.successor_weights`' grid), printed as "sasrec + successors".
 `--item-vectors` also writes the chosen SASRec's item embeddings (item_id, vector), the collaborative
 vectors `itemic.collab_vectors` reads.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from onereason.bench.baselines import sasrec, tiger
+from onereason.bench.evaluate import EvalConfig
 from onereason.itemic.sid import load_sid_tokens
 
 KS = [1, 5, 10, 20]
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--grid-lr", default="1e-3,3e-3", help="learning rates tried; the valid split picks one")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--item-vectors", type=Path, help="write the chosen SASRec's item embeddings here (parquet)")
+    ap.add_argument("--successors", action="store_true", help="also SASRec + the successor memory")
     a = ap.parse_args()
     inter = pd.read_parquet(a.run_dir / "data" / "interactions.parquet")
     _, sid = load_sid_tokens(a.run_dir)
@@ -41,7 +45,8 @@ def main() -> None:
         for lr in lrs:
             if name == "sasrec":
                 r = sasrec.train_and_evaluate(inter, sasrec.SASRecConfig(lr=lr, epochs=max(a.epochs, 200)), KS,
-                                              item_vectors=a.item_vectors is not None)
+                                              item_vectors=a.item_vectors is not None,
+                                              successor_weights=EvalConfig().successor_weights if a.successors else None)
             else:
                 r = tiger.train_and_evaluate(inter, sid, tiger.TigerConfig(lr=lr, epochs=a.epochs), KS)
             runs.append(r)
@@ -56,8 +61,12 @@ def main() -> None:
                                               for lr, r in zip(lrs, runs)]}
     print("| method | lr (by valid) | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | train s (grid) |")
     print("|---|---|---|---|---|---|---|")
-    for name, o in out.items():
-        m, c = o["chosen"]["metrics"]["all"], o["chosen"]["config"]
+    rows = [(name, o["chosen"]["metrics"], o) for name, o in out.items()]
+    if "successors" in out.get("sasrec", {}).get("chosen", {}):
+        fused = out["sasrec"]["chosen"]["successors"]
+        rows.append((f"sasrec + successors (weight {fused['weight']:g})", fused["metrics"], out["sasrec"]))
+    for name, metrics, o in rows:
+        m, c = metrics["all"], o["chosen"]["config"]
         print(f"| {name} | {c['lr']:g} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@20']:.4f} | "
               f"{m['ndcg@20']:.4f} | {sum(g['seconds'] for g in o['grid']):.0f} |")
     (a.run_dir / "bench").mkdir(exist_ok=True)

@@ -67,3 +67,20 @@ def test_a_valid_eval_keeps_the_test_eval(tiny_run):
     assert len((valid / "recommendations.jsonl").read_text().splitlines()) == 10
     assert {p.name: p.read_bytes() for p in (run_dir / "eval").iterdir() if p.is_file()} == test_files
     assert not list(valid.glob(".*.tmp"))  # written by rename, nothing half-written left
+
+
+def test_the_eval_uses_the_successor_weight_chosen_on_valid(tiny_run):
+    """The pipeline's eval chose the weight on valid (the grid's best NDCG@10, ties to the smaller), kept it in
+    the model directory, and reports the LM's own lists beside the mixed ones when it is above 0."""
+    run_dir, _ = tiny_run
+    saved = json.loads((run_dir / "model" / "successors.json").read_text())
+    curve = {float(w): v for w, v in saved["valid_ndcg@10"].items()}
+    assert saved["grid"] == EvalConfig().successor_weights and set(curve) == set(saved["grid"])
+    assert saved["weight"] == max(saved["grid"], key=lambda w: (curve[w], -w))
+    res = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert res["successor_weight"] == saved["weight"]
+    assert ("onereason, LM only" in res["methods"]) == (saved["weight"] > 0)
+    rows = [json.loads(line) for line in (run_dir / "eval" / "recommendations.jsonl").open()]
+    assert all(len(r["items"]) == len(r["lm_items"]) for r in rows)
+    if saved["weight"] == 0:
+        assert all(r["items"] == r["lm_items"] for r in rows)

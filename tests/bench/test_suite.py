@@ -28,7 +28,8 @@ def test_every_tier_and_baseline_is_reported(bench):
     names = set(r["methods"])
     for mode in ("non-thinking", "thinking", "race", "hypotheses", "hypotheses-turns"):
         assert f"SFT {mode}" in names and f"RL {mode}" in names
-    assert {"pre-trained non-thinking", "MostPopular", "SASRec", "TIGER-style", "LC-Rec-style non-thinking"} <= names
+    assert {"pre-trained non-thinking", "MostPopular", "Markov chain", "SASRec", "SASRec + successors", "TIGER-style",
+            "LC-Rec-style non-thinking"} <= names  # SASRec gets the successor memory our eval offered the model
     assert "LC-Rec-style thinking" not in names  # no reasoning in that baseline
     for m in r["methods"].values():
         x = m["metrics"]["all"]
@@ -91,7 +92,7 @@ def test_ratios_are_our_best_over_each_baseline_and_absent_for_a_zero_baseline()
     assert got["d"]["best"] == "RL thinking" and got["d"]["SASRec"] == pytest.approx(0.045 / 0.015)
     assert report.ratios(_results({}, {"SASRec": 0.03})) == {}  # nothing of ours: no row
     md = report._ratio_table("group", got.items())
-    assert "| all | RL thinking | 0.0900 | 3.0000 | - | - | 2.0000 |" in md
+    assert "| all | RL thinking | 0.0900 | 3.0000 | - | - | - | 2.0000 | - |" in md  # no SASRec + successors, Markov chain
 
 
 def test_report_files_are_self_contained(bench):

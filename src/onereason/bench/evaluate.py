@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Annotated
+
 import pandas as pd
 from pydantic import Field
 
 from onereason import rundir
+from onereason.bench.baselines.markov import markov_lists
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.lists import recommend_next, sample_prompts
 from onereason.config import Config
+from onereason.decoding.successors import SuccessorMemory, save_weight, saved_weight
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
@@ -27,6 +31,33 @@ class EvalConfig(Config):
     sample: EvalSample = EvalSample()
     decoding: Decoding = Decoding(beams=20)
     batch_size: int = Field(32, ge=1)
+    successor_weights: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        [0.0, 0.05, 0.1, 0.2, 0.3, 0.5], min_length=1, description="the successor memory's weight beside the LM "
+        "(decoding/successors.py), chosen by NDCG@10 on all valid users before any split is scored and kept in "
+        "the model directory; [0] leaves the LM's lists alone")
+
+
+def choose_successor_weight(model, tok, sid, inter: pd.DataFrame, run_dir: Path, config: EvalConfig,
+                            progress: bool = True) -> float:
+    """The grid's weight with the best NDCG@10 on all valid users (a tie goes to the smaller), saved in the
+    model directory with its curve; a weight saved from the same grid is reused."""
+    grid, model_dir = config.successor_weights, run_dir / rundir.MODEL
+    if grid == [0.0]:
+        return 0.0
+    saved = saved_weight(model_dir, grid)
+    if saved is not None:
+        return saved
+    p = sample_prompts(inter, "valid", rundir.prompt_items(run_dir), None, config.sample.seed)
+    recs, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
+    memory, last = SuccessorMemory.from_interactions(inter, 0.0), [h[-1].item for h in p.histories]
+    curve = {}
+    for w in grid:
+        memory.weight = w
+        lists = [r.items for r in memory.fuse_all(recs, last, domains)]
+        curve[w] = evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]
+    best = max(grid, key=lambda w: (curve[w], -w))
+    save_weight(model_dir, best, grid, curve, len(p.users))
+    return best
 
 
 def eval_dir(run_dir: Path, split: str = "test") -> Path:
@@ -42,21 +73,28 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     users, truths = p.users, p.truths
     ks = config.decoding.cutoffs()
     tok, sid = load_sid_tokens(run_dir)
-    recs, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
+    weight = choose_successor_weight(model, tok, sid, inter, run_dir, config, progress)
+    lm, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
+    last = [h[-1].item for h in p.histories]
+    recs = SuccessorMemory.from_interactions(inter, weight).fuse_all(lm, last, domains)
     pop = most_popular(inter, max(ks))
+    methods = {"onereason": evaluate_lists([r.items for r in recs], truths, ks, domains)}
+    if weight:
+        methods["onereason, LM only"] = evaluate_lists([r.items for r in lm], truths, ks, domains)
+    methods["MostPopular"] = evaluate_lists([pop.get(d, []) for d in domains], truths, ks, domains)
+    methods["Markov chain"] = evaluate_lists(markov_lists(inter, last, domains, max(ks)), truths, ks, domains)
     results = {
         "split": config.sample.split, "beams": config.decoding.beams, "users": len(users), "ks": ks,
-        "protocol": "full ranking over all items of the target domain; history items not removed",
-        "methods": {
-            "onereason": evaluate_lists([r.items for r in recs], truths, ks, domains),
-            "MostPopular": evaluate_lists([pop.get(d, []) for d in domains], truths, ks, domains),
-        },
+        "successor_weight": weight,
+        "protocol": "full ranking over all items of the target domain; history items not removed; successor "
+                    f"memory weight {weight} (chosen on valid)",
+        "methods": methods,
     }
     out = eval_dir(run_dir, config.sample.split)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "recommendations.jsonl", "".join(
-        json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores}) + "\n"
-        for u, t, r in zip(users, truths, recs)))
+        json.dumps({"user_id": u, "target": t, "items": r.items, "scores": r.scores, "lm_items": m.items}) + "\n"
+        for u, t, r, m in zip(users, truths, recs, lm)))
     write_text(out / "results.md", results_markdown(results))
     write_text(out / "results.json", json.dumps(results, indent=2))
     return results

@@ -19,8 +19,9 @@ from onereason.rundir import save_figure, write_text
 
 OURS = ("pre-trained", "SFT", "RL")
 MODES = ("non-thinking", "thinking", "race")
-BASELINES = {"SASRec": "SASRec", "TIGER-style": "TIGER-style", "LC-Rec-style": "LC-Rec-style non-thinking",
-             "MostPopular": "MostPopular"}  # ratio column → method name in the results
+BASELINES = {"SASRec": "SASRec", "SASRec + successors": "SASRec + successors", "TIGER-style": "TIGER-style",
+             "LC-Rec-style": "LC-Rec-style non-thinking", "MostPopular": "MostPopular",
+             "Markov chain": "Markov chain"}  # ratio column → method name in the results
 
 
 def metric(r: dict, method: str, name: str, group: str = "all") -> float | None:

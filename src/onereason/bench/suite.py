@@ -39,6 +39,7 @@ from pydantic import Field
 
 from onereason import rundir
 from onereason.bench.baselines import sasrec, tiger
+from onereason.bench.baselines.markov import markov_lists
 from onereason.bench.baselines.popular import most_popular
 from onereason.bench.baselines.sasrec import SASRecConfig
 from onereason.bench.baselines.tiger import TigerConfig
@@ -52,6 +53,7 @@ from onereason.bench.stage_report import heldout_perplexity, perception
 from onereason.config import Config
 from onereason.corpus.user_layer import EvalPrompts, eval_prompts
 from onereason.data.histories import user_histories
+from onereason.decoding.successors import SuccessorMemory, load_memory, saved_choice
 from onereason.itemic.sid import load_sid_tokens
 from onereason.metrics import evaluate_lists, paired_bootstrap, per_sample
 from onereason.model.backbone import load_model
@@ -62,7 +64,7 @@ from onereason.reasoning.sft_data import JudgeConfig
 from onereason.rundir import write_text
 from onereason.train.pretrain import ReportConfig
 
-BASELINES = ("MostPopular", "SASRec", "TIGER-style", "LC-Rec-style")
+BASELINES = ("MostPopular", "Markov chain", "SASRec", "TIGER-style", "LC-Rec-style")
 
 
 class BenchConfig(Config):
@@ -140,9 +142,13 @@ def mode_lists(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchCo
     return lists, (plain_prompts, think_prompts, traces)
 
 
-def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress: bool) -> list[list[str]]:
-    """A pre-training-format model's beam for each prompt."""
-    return [r.items for r in recommend_next(model, tok, sid, p, cfg.decoding.beams, cfg.batch_size, progress)[0]]
+def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress: bool,
+                    memory: SuccessorMemory | None = None) -> list[list[str]]:
+    """A pre-training-format model's beam for each prompt, mixed with its successor memory if it has one."""
+    recs, domains = recommend_next(model, tok, sid, p, cfg.decoding.beams, cfg.batch_size, progress)
+    if memory is not None:
+        recs = memory.fuse_all(recs, [h[-1].item for h in p.histories], domains)
+    return [r.items for r in recs]
 
 
 def r3_chat(model, tok, sid, p: EvalPrompts, domains: list[str], cfg: BenchConfig, progress: bool,
@@ -302,12 +308,13 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
         # loaded only if a part of it is not cached
         model = functools.cache(lambda d=model_dir: load_model(run_dir / d).eval())
         chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
-        key = {"model": model_dir, **sampling}
+        memory = None if chat else load_memory(run_dir, run_dir / model_dir)  # the weight its eval chose on valid
+        key = {"model": model_dir, **sampling, **({"successor_weight": memory.weight} if memory else {})}
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
             chosen = b.parts.get(f"select/{name}", sel_key, lambda: {"lists": mode_lists(
                 model(), tok, sid, b.sel, b.sel_domains, config, b.progress, interests=interests)[0] if chat else {
-                    "non-thinking": next_item_lists(model(), tok, sid, b.sel, config, b.progress)}})
+                    "non-thinking": next_item_lists(model(), tok, sid, b.sel, config, b.progress, memory)}})
             for mode, lists in chosen["lists"].items():
                 results["selection"]["ndcg@10"][f"{name} {mode}"] = evaluate_lists(lists, b.sel.truths, [10])["all"]["ndcg@10"]
         if chat:
@@ -321,7 +328,8 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
                 results["reasoning"][name] = r3["reasoning"]
                 results["traces"][name] = r3["traces"]
         else:
-            r3 = b.parts.get(f"r3/{name}", key, lambda: {"lists": next_item_lists(model(), tok, sid, b.p, config, b.progress)})
+            r3 = b.parts.get(f"r3/{name}", key, lambda: {"lists": next_item_lists(model(), tok, sid, b.p, config, b.progress,
+                                                                                  memory)})
             results["methods"][f"{name} non-thinking"] = {"model": name, "mode": "non-thinking", "kind": "ours",
                                                           "metrics": b.score(f"{name} non-thinking", r3["lists"])}
         r0_key = {"model": model_dir, "items": r0_sets, "seed": config.sample.seed, "captions": 1,
@@ -355,15 +363,25 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
 
 
 def bench_baselines(b: Bench) -> None:
-    """MostPopular, and SASRec / TIGER-style trained on each lr of their grid, the one best on valid scored."""
+    """MostPopular, the Markov chain, and SASRec / TIGER-style trained on each lr of their grid, the one best on valid scored;
+    where our pre-trained model was given the successor memory, SASRec + the same memory (its weight chosen on
+    valid from the same grid) as a baseline of its own."""
     config, results, ks = b.config, b.results, b.config.decoding.cutoffs()
+    choice = saved_choice(b.run_dir / rundir.MODEL)
+    successor_grid = choice["grid"] if choice else None
     if "MostPopular" in config.baselines:
         pop = most_popular(b.inter, max(ks))
         results["methods"]["MostPopular"] = {"model": "MostPopular", "mode": "-", "kind": "baseline",
                                              "metrics": b.score("MostPopular", [pop.get(d, []) for d in b.domains])}
         results["baselines"]["MostPopular"] = {"grid": []}  # nothing to tune
+    if "Markov chain" in config.baselines:
+        lists = markov_lists(b.inter, [h[-1].item for h in b.p.histories], b.domains, max(ks))
+        results["methods"]["Markov chain"] = {"model": "Markov chain", "mode": "-", "kind": "baseline",
+                                              "metrics": b.score("Markov chain", lists)}
+        results["baselines"]["Markov chain"] = {"grid": []}
     trained = {"SASRec": (config.sasrec, config.sasrec_lr,
-                          lambda c: sasrec.train_and_evaluate(b.inter, c, ks, b.progress, b.p.users)),
+                          lambda c: sasrec.train_and_evaluate(b.inter, c, ks, b.progress, b.p.users,
+                                                              successor_weights=successor_grid)),
                "TIGER-style": (config.tiger, config.tiger_lr,
                                lambda c: tiger.train_and_evaluate(b.inter, b.sid, c, ks, b.progress, b.p.users))}
     for name, (base, lrs, train) in trained.items():
@@ -372,10 +390,15 @@ def bench_baselines(b: Bench) -> None:
         grid = []
         for lr in lrs:
             c = base.replace(lr=lr, seed=config.sample.seed)
-            grid.append(b.parts.get(f"baseline/{name}/lr{lr:g}", {**c.model_dump(), **b.sampling}, lambda c=c: train(c)))
+            key = {**c.model_dump(), **b.sampling, **({"successor_weights": successor_grid} if name == "SASRec" else {})}
+            grid.append(b.parts.get(f"baseline/{name}/lr{lr:g}", key, lambda c=c: train(c)))
         best = max(grid, key=lambda r: r["valid_ndcg@10"])
         lists = [best["lists"][u] for u in b.p.users]
         results["methods"][name] = {"model": name, "mode": "-", "kind": "baseline", "metrics": b.score(name, lists)}
+        if "successors" in best:
+            fused, label = best["successors"], f"{name} + successors"
+            results["methods"][label] = {"model": label, "mode": "-", "kind": "baseline",
+                                         "metrics": b.score(label, [fused["lists"][u] for u in b.p.users])}
         results["baselines"][name] = {"chosen_lr": best["config"]["lr"], "best_epoch": best["best_epoch"],
                                       "grid": [{"lr": g["config"]["lr"], "valid_ndcg@10": g["valid_ndcg@10"],
                                                 "best_epoch": g["best_epoch"], "seconds": g["seconds"]} for g in grid],

@@ -38,3 +38,15 @@ def test_sasrec_result_is_consistent():
     vec = res["item_vectors"]  # one 32-d row per item train holds, the rows the model scores with
     assert set(vec["item_id"]) == set(inter.loc[inter["split"] == "train", "item_id"])
     assert {len(v) for v in vec["vector"]} == {32}
+
+
+def test_sasrec_with_the_successor_memory_chooses_its_weight_on_valid():
+    """Every walk steps i → i+1, so the train split's successor table alone names each next item: with the
+    grid [0, 1] valid must choose 1, and then every test list starts with the target (arithmetic, not quality)."""
+    inter = walks()
+    res = train_and_evaluate(inter, SASRecConfig(hidden=16, dropout=0.1, epochs=2, patience=2, batch_size=32),
+                             [1, 5], progress=False, successor_weights=[0.0, 1.0])
+    fused = res["successors"]
+    assert fused["weight"] == 1.0 and fused["valid_ndcg@10"][1.0] == 1.0
+    assert fused["metrics"]["all"]["recall@1"] == 1.0 and fused["lists"].keys() == res["lists"].keys()
+    assert all(len(x) == 5 and len(set(x)) == 5 for x in fused["lists"].values())

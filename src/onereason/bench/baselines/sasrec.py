@@ -21,6 +21,8 @@ from onereason.bench.baselines.early_stop import train_with_early_stopping
 from onereason.config import Config
 from onereason.corpus.user_layer import eval_prompts
 from onereason.data.histories import items_of, user_histories
+from onereason.decoding.constrained import Recommendation
+from onereason.decoding.successors import SuccessorMemory
 from onereason.metrics import evaluate_lists
 
 
@@ -87,23 +89,36 @@ def _right_pad(seqs: list[list[int]], t: int) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def _rank(model: SASRec, hists: list[list[int]], k: int, t: int, domain_mask: torch.Tensor | None = None,
-          bs: int = 512) -> list[list[int]]:
+          bs: int = 512) -> tuple[list[list[int]], list[list[float]]]:
+    """Each history's top k item indices and their log-probabilities (softmax over the target domain)."""
     model.eval()
-    out = []
+    out, logp = [], []
     for i in range(0, len(hists), bs):
         s = model.scores(*_right_pad(hists[i:i + bs], t))
         if domain_mask is not None:
             s = s.masked_fill(~domain_mask[i:i + bs], float("-inf"))
-        out.extend(s.topk(k, dim=1).indices.tolist())
-    return out
+        top = s.log_softmax(dim=1).topk(k, dim=1)
+        out.extend(top.indices.tolist())
+        logp.extend(top.values.tolist())
+    return out, logp
+
+
+def _with_successors(inter: pd.DataFrame, name: np.ndarray, ranked: tuple[list[list[int]], list[list[float]]],
+                     hists: list[list[int]], doms: list[str], weight: float) -> list[list[str]]:
+    """SASRec's lists mixed with the successor memory, as the generative model's are (decoding/successors.py)."""
+    memory = SuccessorMemory.from_interactions(inter, weight)
+    return [memory.fuse(Recommendation(name[i].tolist(), lp), name[h[-1]], d).items
+            for i, lp, h, d in zip(*ranked, hists, doms)]
 
 
 def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], progress: bool = True,
-                       test_users: list[str] | None = None, item_vectors: bool = False) -> dict:
+                       test_users: list[str] | None = None, item_vectors: bool = False,
+                       successor_weights: list[float] | None = None) -> dict:
     """Train on train-split sequences, pick the epoch by valid NDCG@10, evaluate on test (all users, or
     `test_users`: the bench's sample); the test lists come back per user under "lists". With `item_vectors`
     the chosen model's embedding rows of the items train holds come back too (a DataFrame item_id, vector
-    under "item_vectors": collaborative vectors for `itemic.collab_vectors`).
+    under "item_vectors": collaborative vectors for `itemic.collab_vectors`). With `successor_weights` the chosen
+    model is also given the successor memory, its weight chosen on valid, under "successors".
     Rankings are restricted to the target's domain, like the generative model's."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -143,15 +158,24 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
         return loss.item()
 
     def valid_ndcg() -> float:
-        top = name[_rank(model, valid[0], 10, cfg.max_len, valid[3])].tolist()
+        top = name[_rank(model, valid[0], 10, cfg.max_len, valid[3])[0]].tolist()
         return evaluate_lists(top, valid[1], [10])["all"]["ndcg@10"]
 
     best, best_epoch = train_with_early_stopping(model, train_epoch, valid_ndcg, cfg.epochs, cfg.eval_every,
                                                  cfg.patience, "SASRec", progress)
-    top = name[_rank(model, test[0], max(ks), cfg.max_len, test[3])].tolist()
+    ranked = _rank(model, test[0], max(ks), cfg.max_len, test[3])
+    top = name[ranked[0]].tolist()
     res = evaluate_lists(top, test[1], ks, test[2])
     out = {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best, "lists": dict(zip(test[4], top)),
            "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
+    if successor_weights:
+        ranked_valid = _rank(model, valid[0], max(ks), cfg.max_len, valid[3])
+        curve = {w: evaluate_lists(_with_successors(inter, name, ranked_valid, valid[0], valid[2], w), valid[1],
+                                   [10])["all"]["ndcg@10"] for w in successor_weights}
+        w = max(successor_weights, key=lambda x: (curve[x], -x))
+        fused = _with_successors(inter, name, ranked, test[0], test[2], w)
+        out["successors"] = {"weight": w, "valid_ndcg@10": curve, "lists": dict(zip(test[4], fused)),
+                             "metrics": evaluate_lists(fused, test[1], ks, test[2])}
     if item_vectors:  # an item only valid/test hold kept its random row: left out
         trained = sorted({i for s in seqs for i in s})
         out["item_vectors"] = pd.DataFrame({"item_id": name[trained],
