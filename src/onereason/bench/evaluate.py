@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import Annotated
 
 import pandas as pd
