@@ -39,7 +39,7 @@ class EvalConfig(Config):
 def choose_successor_weight(model, tok, sid, inter: pd.DataFrame, run_dir: Path, config: EvalConfig,
                             progress: bool = True) -> float:
     """The grid's weight with the best NDCG@10 on all valid users (a tie goes to the smaller), saved in the
-    model directory with its curve; a weight saved from the same grid is reused."""
+    model directory with its curve; a weight saved from the same grid is reused; 0 where valid has no user."""
     grid, model_dir = config.successor_weights, run_dir / rundir.MODEL
     if grid == [0.0]:
         return 0.0
@@ -47,6 +47,8 @@ def choose_successor_weight(model, tok, sid, inter: pd.DataFrame, run_dir: Path,
     if saved is not None:
         return saved
     p = sample_prompts(inter, "valid", rundir.prompt_items(run_dir), None, config.sample.seed)
+    if not p.users:  # nothing to choose on: the LM alone
+        return 0.0
     recs, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
     memory, last = SuccessorMemory.from_interactions(inter, 0.0), [h[-1].item for h in p.histories]
     curve = {}
