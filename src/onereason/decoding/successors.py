@@ -26,7 +26,6 @@ import pandas as pd
 from onereason import rundir
 from onereason.corpus.relational_layer import transition_counts
 from onereason.decoding.constrained import Recommendation
-from onereason.rundir import write_text
 
 WEIGHT_FILE = "successors.json"  # in a model directory: {"weight", "grid", "valid_ndcg@10", "users"}
 
@@ -70,8 +69,8 @@ class SuccessorMemory:
 
 def save_weight(model_dir: Path, weight: float, grid: list[float], curve: dict[float, float], users: int) -> None:
     """The weight chosen on valid, with the curve it was chosen from."""
-    write_text(model_dir / WEIGHT_FILE, json.dumps({"weight": weight, "grid": grid, "users": users,
-                                                    "valid_ndcg@10": {str(w): v for w, v in curve.items()}}, indent=1))
+    saved = {"weight": weight, "grid": grid, "users": users, "valid_ndcg@10": {str(w): v for w, v in curve.items()}}
+    rundir.write_text(model_dir / WEIGHT_FILE, json.dumps(saved, indent=1))
 
 
 def saved_choice(model_dir: Path) -> dict | None:
