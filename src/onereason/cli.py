@@ -152,11 +152,14 @@ def run(
 
 
 HEADLINE = ("pre-trained non-thinking", "SFT non-thinking", "SFT thinking", "SFT race", "RL non-thinking",
-            "RL thinking", "RL race", "SASRec", "TIGER-style", "LC-Rec-style non-thinking", "MostPopular")
+            "RL thinking", "RL race", "SASRec", "SASRec + successors", "TIGER-style", "LC-Rec-style non-thinking",
+            "Markov chain", "MostPopular")
 
 
 def print_headline(results: dict) -> None:
     """The bench's R3 numbers for our models in each mode and the baselines, one seeded user sample."""
+    from onereason.bench.report import BASELINES
+
     t = Table(title=f"OneReason-Bench · {results['split']} split · {results['users']} users · "
                     f"{results['beams']} candidates · full ranking")
     cols = [c for c in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if int(c.split("@")[1]) in results["ks"]]
@@ -169,7 +172,7 @@ def print_headline(results: dict) -> None:
     console.print(t)
     if r := results["ratios"].get("all"):
         console.print(f"our best: {r['best']} (NDCG@10 {r['ndcg@10']:.4f}); over the baselines: " + ", ".join(
-            f"{b} {r[b]:.2f}x" for b in ("SASRec", "TIGER-style", "LC-Rec-style", "MostPopular") if b in r))
+            f"{b} {r[b]:.2f}x" for b in BASELINES if b in r))
 
 
 def print_smoke(s: dict) -> None:
