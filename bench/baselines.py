@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--item-vectors", type=Path, help="write the chosen SASRec's item embeddings here (parquet)")
     ap.add_argument("--successors", action="store_true", help="also SASRec + the successor memory")
     a = ap.parse_args()
+    successor_weights = EvalConfig().successor_weights if a.successors else None
     inter = pd.read_parquet(a.run_dir / "data" / "interactions.parquet")
     _, sid = load_sid_tokens(a.run_dir)
     lrs = [float(x) for x in a.grid_lr.split(",")]
@@ -46,7 +47,7 @@ def main() -> None:
             if name == "sasrec":
                 r = sasrec.train_and_evaluate(inter, sasrec.SASRecConfig(lr=lr, epochs=max(a.epochs, 200)), KS,
                                               item_vectors=a.item_vectors is not None,
-                                              successor_weights=EvalConfig().successor_weights if a.successors else None)
+                                              successor_weights=successor_weights)
             else:
                 r = tiger.train_and_evaluate(inter, sid, tiger.TigerConfig(lr=lr, epochs=a.epochs), KS)
             runs.append(r)

@@ -27,7 +27,8 @@ if "lm_items" in rows[0]:
 n, hits = Counter(), Counter()
 for i, r in enumerate(rows):
     t = r["target"][0]
-    cell = ("rare" if pop.get(t, 0) < 10 else "popular", "pair in train" if pairs.get((last[r["user_id"]], t)) else "no pair")
+    paired = pairs.get((last[r["user_id"]], t))
+    cell = ("rare" if pop.get(t, 0) < 10 else "popular", "pair in train" if paired else "no pair")
     n[cell] += 1
     for name, ls in lists.items():
         hits[cell, name] += t in ls[i][:10]
