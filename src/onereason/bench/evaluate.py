@@ -36,10 +36,11 @@ class EvalConfig(Config):
         "the model directory; [0] leaves the LM's lists alone")
 
 
-def choose_successor_weight(model, tok, sid, inter: pd.DataFrame, run_dir: Path, config: EvalConfig,
-                            progress: bool = True) -> float:
-    """The grid's weight with the best NDCG@10 on all valid users (a tie goes to the smaller), saved in the
-    model directory with its curve; a weight saved from the same grid is reused; 0 where valid has no user."""
+def choose_successor_weight(model, tok, sid, memory: SuccessorMemory, run_dir: Path, config: EvalConfig,
+                            inter: pd.DataFrame, progress: bool = True) -> float:
+    """The grid's weight with the best NDCG@10 on all valid users (a tie goes to the smaller), `memory`'s table
+    under each weight, saved in the model directory with its curve; a weight saved from the same grid is
+    reused; 0 where valid has no user."""
     grid, model_dir = config.successor_weights, run_dir / rundir.MODEL
     if grid == [0.0]:
         return 0.0
@@ -50,12 +51,8 @@ def choose_successor_weight(model, tok, sid, inter: pd.DataFrame, run_dir: Path,
     if not p.users:  # nothing to choose on: the LM alone
         return 0.0
     recs, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
-    memory, last = SuccessorMemory.from_interactions(inter, 0.0), [h[-1].item for h in p.histories]
-    curve = {}
-    for w in grid:
-        memory.weight = w
-        lists = [r.items for r in memory.fuse_all(recs, last, domains)]
-        curve[w] = evaluate_lists(lists, p.truths, [10])["all"]["ndcg@10"]
+    curve = {w: evaluate_lists([r.items for r in memory.with_weight(w).fuse_all(recs, p.last_items(), domains)],
+                               p.truths, [10])["all"]["ndcg@10"] for w in grid}
     best = max(grid, key=lambda w: (curve[w], -w))
     save_weight(model_dir, best, grid, curve, len(p.users))
     return best
@@ -74,10 +71,11 @@ def run(config: EvalConfig, run_dir: Path, progress: bool = True) -> dict:
     users, truths = p.users, p.truths
     ks = config.decoding.cutoffs()
     tok, sid = load_sid_tokens(run_dir)
-    weight = choose_successor_weight(model, tok, sid, inter, run_dir, config, progress)
+    table = SuccessorMemory.from_interactions(inter, 0.0)
+    weight = choose_successor_weight(model, tok, sid, table, run_dir, config, inter, progress)
     lm, domains = recommend_next(model, tok, sid, p, config.decoding.beams, config.batch_size, progress)
-    last = [h[-1].item for h in p.histories]
-    recs = SuccessorMemory.from_interactions(inter, weight).fuse_all(lm, last, domains)
+    last = p.last_items()
+    recs = table.with_weight(weight).fuse_all(lm, last, domains)
     pop = most_popular(inter, max(ks))
     methods = {"onereason": evaluate_lists([r.items for r in recs], truths, ks, domains)}
     if weight:

@@ -147,7 +147,7 @@ def next_item_lists(model, tok, sid, p: EvalPrompts, cfg: BenchConfig, progress:
     """A pre-training-format model's beam for each prompt, mixed with its successor memory if it has one."""
     recs, domains = recommend_next(model, tok, sid, p, cfg.decoding.beams, cfg.batch_size, progress)
     if memory is not None:
-        recs = memory.fuse_all(recs, [h[-1].item for h in p.histories], domains)
+        recs = memory.fuse_all(recs, p.last_items(), domains)
     return [r.items for r in recs]
 
 
@@ -308,7 +308,7 @@ def bench_models(b: Bench, models: dict[str, str], out: Path) -> None:
         # loaded only if a part of it is not cached
         model = functools.cache(lambda d=model_dir: load_model(run_dir / d).eval())
         chat, ours = model_dir != "model", name != "LC-Rec-style"  # LC-Rec-style: no reasoning, a baseline
-        memory = None if chat else load_memory(run_dir, run_dir / model_dir)  # the weight its eval chose on valid
+        memory = None if chat else load_memory(b.inter, run_dir / model_dir)  # the weight its eval chose on valid
         key = {"model": model_dir, **sampling, **({"successor_weight": memory.weight} if memory else {})}
         if ours:  # the same lists on the selection sample: "our best" is chosen there
             sel_key = {**key, **{f"select_{k}": v for k, v in config.select.model_dump().items()}}
@@ -375,7 +375,7 @@ def bench_baselines(b: Bench) -> None:
                                              "metrics": b.score("MostPopular", [pop.get(d, []) for d in b.domains])}
         results["baselines"]["MostPopular"] = {"grid": []}  # nothing to tune
     if "Markov chain" in config.baselines:
-        lists = markov_lists(b.inter, [h[-1].item for h in b.p.histories], b.domains, max(ks))
+        lists = markov_lists(b.inter, b.p.last_items(), b.domains, max(ks))
         results["methods"]["Markov chain"] = {"model": "Markov chain", "mode": "-", "kind": "baseline",
                                               "metrics": b.score("Markov chain", lists)}
         results["baselines"]["Markov chain"] = {"grid": []}

@@ -137,6 +137,10 @@ class EvalPrompts:
     def subset(self, keep: list[int]) -> "EvalPrompts":
         return EvalPrompts(*([xs[i] for i in keep] for xs in (self.users, self.histories, self.truths)))
 
+    def last_items(self) -> list[str]:
+        """Each history's newest item (what the successor memory conditions on)."""
+        return [h[-1].item for h in self.histories]
+
     def only(self, users: list[str]) -> "EvalPrompts":
         """These users, in this order (a shared sample across methods); a user without a target is an error."""
         at = {u: i for i, u in enumerate(self.users)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,11 +36,13 @@ class SuccessorMemory:
     next_items: dict[str, dict[str, float]]  # a → {b: P(b | a)}, b ≠ a
     domain_of: dict[str, str]
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"successor weight {self.weight}: must lie in [0, 1]")
+
     @classmethod
     def from_interactions(cls, inter: pd.DataFrame, weight: float) -> SuccessorMemory:
         """The train split's transitions only: no valid or test pair reaches the table."""
-        if not 0 <= weight <= 1:
-            raise ValueError(f"successor weight {weight}: must lie in [0, 1]")
         table: dict[str, dict[str, float]] = defaultdict(dict)
         for (a, b), n in transition_counts(inter).items():
             table[a][b] = n
@@ -51,15 +53,22 @@ class SuccessorMemory:
         items = inter.drop_duplicates("item_id")
         return cls(weight, dict(table), dict(zip(items["item_id"], items["domain"])))
 
+    def with_weight(self, weight: float) -> SuccessorMemory:
+        """The same table under another weight (choosing one reuses the counts)."""
+        return replace(self, weight=weight)
+
+    def successors(self, last_item: str, domain: str) -> dict[str, float]:
+        """P(b | last item) for the successors b in `domain`, in the table's order."""
+        return {b: p for b, p in self.next_items.get(last_item, {}).items() if self.domain_of.get(b) == domain}
+
     def fuse(self, rec: Recommendation, last_item: str, domain: str, k: int | None = None) -> Recommendation:
         """The LM's list (log-probabilities) mixed with the last item's successors in `domain`; log scores."""
         w = self.weight
         if w == 0:
             return rec
         mix = {item: (1 - w) * math.exp(s) for item, s in zip(rec.items, rec.scores)}
-        for b, p in self.next_items.get(last_item, {}).items():
-            if self.domain_of.get(b) == domain:
-                mix[b] = mix.get(b, 0.0) + w * p
+        for b, p in self.successors(last_item, domain).items():
+            mix[b] = mix.get(b, 0.0) + w * p
         ranked = sorted(mix.items(), key=lambda kv: -kv[1])[:k or len(rec.items)]
         return Recommendation([i for i, _ in ranked], [math.log(p) if p > 0 else -math.inf for _, p in ranked])
 
@@ -92,9 +101,8 @@ def saved_weight(model_dir: Path, grid: list[float] | None = None) -> float | No
     return None if saved is None or grid is not None and saved.get("grid") != grid else saved["weight"]
 
 
-def load_memory(run_dir: Path, model_dir: Path) -> SuccessorMemory | None:
-    """The memory a model was given on valid, or None (LM only) where none was chosen or the weight is 0."""
+def load_memory(inter: pd.DataFrame, model_dir: Path) -> SuccessorMemory | None:
+    """The memory a model was given on valid (over the run's interactions `inter`), or None (LM only) where
+    none was chosen or the weight is 0."""
     weight = saved_weight(model_dir)
-    if not weight:
-        return None
-    return SuccessorMemory.from_interactions(pd.read_parquet(run_dir / rundir.INTERACTIONS), weight)
+    return SuccessorMemory.from_interactions(inter, weight) if weight else None

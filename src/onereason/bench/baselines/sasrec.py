@@ -103,10 +103,9 @@ def _rank(model: SASRec, hists: list[list[int]], k: int, t: int, domain_mask: to
     return out, logp
 
 
-def _with_successors(inter: pd.DataFrame, name: np.ndarray, ranked: tuple[list[list[int]], list[list[float]]],
-                     hists: list[list[int]], doms: list[str], weight: float) -> list[list[str]]:
+def _with_successors(memory: SuccessorMemory, name: np.ndarray, ranked: tuple[list[list[int]], list[list[float]]],
+                     hists: list[list[int]], doms: list[str]) -> list[list[str]]:
     """SASRec's lists mixed with the successor memory, as the generative model's are (decoding/successors.py)."""
-    memory = SuccessorMemory.from_interactions(inter, weight)
     return [memory.fuse(Recommendation(name[i].tolist(), lp), name[h[-1]], d).items
             for i, lp, h, d in zip(*ranked, hists, doms)]
 
@@ -169,11 +168,12 @@ def train_and_evaluate(inter: pd.DataFrame, cfg: SASRecConfig, ks: list[int], pr
     out = {"metrics": res, "best_epoch": best_epoch, "valid_ndcg@10": best, "lists": dict(zip(test[4], top)),
            "seconds": time.perf_counter() - t0, "config": cfg.model_dump()}
     if successor_weights:
+        table = SuccessorMemory.from_interactions(inter, 0.0)
         ranked_valid = _rank(model, valid[0], max(ks), cfg.max_len, valid[3])
-        curve = {w: evaluate_lists(_with_successors(inter, name, ranked_valid, valid[0], valid[2], w), valid[1],
-                                   [10])["all"]["ndcg@10"] for w in successor_weights}
+        curve = {w: evaluate_lists(_with_successors(table.with_weight(w), name, ranked_valid, valid[0], valid[2]),
+                                   valid[1], [10])["all"]["ndcg@10"] for w in successor_weights}
         w = max(successor_weights, key=lambda x: (curve[x], -x))
-        fused = _with_successors(inter, name, ranked, test[0], test[2], w)
+        fused = _with_successors(table.with_weight(w), name, ranked, test[0], test[2])
         out["successors"] = {"weight": w, "valid_ndcg@10": curve, "lists": dict(zip(test[4], fused)),
                              "metrics": evaluate_lists(fused, test[1], ks, test[2])}
     if item_vectors:  # an item only valid/test hold kept its random row: left out
